@@ -1,0 +1,63 @@
+import { Duration } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { KafkaEsmStackProps, architectureFromName } from './kafka-esm-stack';
+
+/**
+ * Reads the example stack's inputs from CDK context (cdk.json holds example values; override with
+ * `-c key=value`, lists comma-separated). The keys are the SAM template's parameter names in
+ * camelCase, so one set of values deploys either way (infra/test/parity.test.ts relies on it).
+ */
+export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
+  const context = (key: string): string | undefined => {
+    const value: unknown = scope.node.tryGetContext(key);
+    if (value === undefined || value === null || value === '') return undefined;
+    return Array.isArray(value) ? value.join(',') : String(value);
+  };
+  const required = (key: string): string => {
+    const value = context(key);
+    if (value === undefined) throw new Error(`context value '${key}' is required (cdk.json or -c ${key}=...)`);
+    return value;
+  };
+  const list = (key: string): string[] =>
+    (context(key) ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const number = (key: string): number | undefined => {
+    const value = context(key);
+    if (value === undefined) return undefined;
+    const parsed = Number(value);
+    if (!Number.isFinite(parsed)) throw new Error(`context value '${key}' must be a number, got ${value}`);
+    return parsed;
+  };
+  const flag = (key: string): boolean => {
+    const value = context(key) ?? 'false';
+    if (value !== 'true' && value !== 'false') throw new Error(`context value '${key}' must be true or false, got ${value}`);
+    return value === 'true';
+  };
+  const timeoutSeconds = number('timeoutSeconds');
+
+  return {
+    env: { account: required('account'), region: required('region') },
+    description: 'kafka-esm: self-hosted Kafka event source mapping for AWS Lambda',
+    network: {
+      vpcId: required('vpcId'),
+      availabilityZones: list('availabilityZones'),
+      subnetIds: list('subnetIds'),
+      routeTableIds: list('routeTableIds'),
+      securityGroupId: required('securityGroupId'),
+    },
+    kafkaEsm: {
+      eventSourceArn: required('clusterArn'),
+      functionArns: list('targetFunctionArns'),
+      sourceAccessSecretArns: list('secretArns'),
+      sourceAccessSecretKmsKeyArns: list('secretKmsKeyArns'),
+      iamAuthentication: flag('iamAuthentication'),
+      maximumPollers: number('maximumPollers'),
+      architecture: architectureFromName(context('architecture')),
+      timeout: timeoutSeconds === undefined ? undefined : Duration.seconds(timeoutSeconds),
+      memorySize: number('memorySize'),
+      logRetention: number('logRetentionDays'),
+      logLevel: context('logLevel'),
+      vpcEndpoints: flag('vpcEndpoints'),
+      codePath: context('codePath'),
+    },
+  };
+}

@@ -1,0 +1,126 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { App, Aspects } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { stackPropsFromContext } from '../lib/config';
+import { KafkaEsmStack } from '../lib/kafka-esm-stack';
+import { CfnTemplate, Json, Scope, evaluate } from './cfn';
+
+export const STACK_NAME = 'KafkaEsmTest';
+export const ACCOUNT = '123456789012';
+export const REGION = 'us-east-1';
+
+/** The example values of cdk.json, which `cdk synth` uses too. */
+export function exampleContext(): Record<string, Json> {
+  const cdkJson = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8'));
+  const context: Record<string, Json> = {};
+  for (const [key, value] of Object.entries(cdkJson.context)) {
+    if (!key.includes(':')) context[key] = value; // skip feature flags
+  }
+  return context;
+}
+
+let codeDir: string | undefined;
+/** A stand-in for `target/lambda/poller`: a directory with a `bootstrap`, made once per test file. */
+export function fakeCodeDir(): string {
+  if (codeDir === undefined) {
+    codeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kafka-esm-poller-'));
+    fs.writeFileSync(path.join(codeDir, 'bootstrap'), '#!/bin/sh\necho test build\n', { mode: 0o755 });
+  }
+  return codeDir;
+}
+
+export interface Synthesized {
+  readonly app: App;
+  readonly stack: KafkaEsmStack;
+  readonly template: Template;
+}
+
+/** Synthesizes the example stack with cdk.json's values, overridden by `context`. */
+export function synth(context: Record<string, Json> = {}, options: { nag?: boolean } = {}): Synthesized {
+  const app = new App({
+    context: { ...exampleContext(), codePath: fakeCodeDir(), ...context },
+    analyticsReporting: false,
+  });
+  const stack = new KafkaEsmStack(app, STACK_NAME, stackPropsFromContext(app));
+  if (options.nag) {
+    Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
+  }
+  return { app, stack, template: Template.fromStack(stack) };
+}
+
+/** Pseudo parameters as the stack would see them when deployed. */
+export function pseudoParameters(stackName: string): Record<string, string> {
+  return {
+    'AWS::AccountId': ACCOUNT,
+    'AWS::Region': REGION,
+    'AWS::Partition': 'aws',
+    'AWS::URLSuffix': 'amazonaws.com',
+    'AWS::StackName': stackName,
+  };
+}
+
+/** One allowed (action, resource) pair of the role. */
+export interface Grant {
+  readonly action: string;
+  readonly resource: string;
+}
+
+/**
+ * Every (action, resource) the role with logical id `roleId` is allowed, from the AWS::IAM::Policy
+ * resources attached to it and its inline policies, after evaluation in `scope`. Throws on
+ * anything that would make the list incomplete: Deny, NotAction, NotResource, conditions or
+ * managed policies.
+ */
+export function roleGrants(template: CfnTemplate, roleId: string, scope: Scope): Grant[] {
+  const role = template.Resources[roleId];
+  const documents: Json[] = [];
+  if ((role.Properties.ManagedPolicyArns ?? []).length > 0) {
+    throw new Error(`role ${roleId} has managed policies: ${JSON.stringify(role.Properties.ManagedPolicyArns)}`);
+  }
+  for (const policy of role.Properties.Policies ?? []) documents.push(policy.PolicyDocument);
+  for (const resource of Object.values(template.Resources)) {
+    if (resource.Type !== 'AWS::IAM::Policy' && resource.Type !== 'AWS::IAM::ManagedPolicy') continue;
+    const roles: Json[] = resource.Properties.Roles ?? [];
+    if (roles.some((r) => r?.Ref === roleId)) documents.push(resource.Properties.PolicyDocument);
+  }
+  const grants: Grant[] = [];
+  for (const document of documents) {
+    for (const statement of evaluate(document, scope).Statement) {
+      for (const key of ['NotAction', 'NotResource', 'Condition', 'Principal']) {
+        if (key in statement) throw new Error(`statement with ${key} is not comparable: ${JSON.stringify(statement)}`);
+      }
+      if (statement.Effect !== 'Allow') throw new Error(`unexpected effect in ${JSON.stringify(statement)}`);
+      for (const action of [statement.Action].flat()) {
+        for (const resource of [statement.Resource].flat()) {
+          grants.push({ action, resource });
+        }
+      }
+    }
+  }
+  return grants;
+}
+
+/** `action resource` lines, sorted and de-duplicated: easy to read in a failed expectation. */
+export function grantLines(grants: Grant[]): string[] {
+  return [...new Set(grants.map((g) => `${g.action} ${g.resource}`))].sort();
+}
+
+/** The logical ids of the resources of one type. */
+export function idsOfType(template: CfnTemplate, type: string): string[] {
+  return Object.entries(template.Resources)
+    .filter(([, r]) => r.Type === type)
+    .map(([id]) => id);
+}
+
+/** Evaluation scope for a synthesized CDK template: resources keep their logical ids. */
+export function cdkScope(template: CfnTemplate): Scope {
+  return {
+    parameters: {},
+    pseudo: pseudoParameters(STACK_NAME),
+    conditions: {},
+    resourceName: (id) => (id in template.Resources ? id : undefined),
+  };
+}
