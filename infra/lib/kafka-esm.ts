@@ -268,8 +268,6 @@ export class KafkaEsm extends Construct {
         RUST_LOG: props.logLevel ?? 'info',
       },
     });
-    // Lambda would create the log group itself on first write, racing the stack's one.
-    this.function.node.addDependency(this.logGroup);
 
     this.schedule = new events.Rule(this, 'Schedule', {
       description: 'Starts a kafka-esm poller every minute; pollers relay and scale out from there',

@@ -12,12 +12,16 @@ export const STACK_NAME = 'KafkaEsmTest';
 export const ACCOUNT = '123456789012';
 export const REGION = 'us-east-1';
 
-/** The example values of cdk.json, which `cdk synth` uses too. */
+/** cdk.json's context: the example inputs, feature flags and CLI settings, as `cdk synth` sees them. */
+function cdkJsonContext(): Record<string, Json> {
+  return JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8')).context;
+}
+
+/** The example inputs of cdk.json (without feature flags and CLI settings). */
 export function exampleContext(): Record<string, Json> {
-  const cdkJson = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8'));
   const context: Record<string, Json> = {};
-  for (const [key, value] of Object.entries(cdkJson.context)) {
-    if (!key.includes(':')) context[key] = value; // skip feature flags
+  for (const [key, value] of Object.entries(cdkJsonContext())) {
+    if (!key.includes(':') && key !== 'cli-telemetry') context[key] = value;
   }
   return context;
 }
@@ -41,7 +45,7 @@ export interface Synthesized {
 /** Synthesizes the example stack with cdk.json's values, overridden by `context`. */
 export function synth(context: Record<string, Json> = {}, options: { nag?: boolean } = {}): Synthesized {
   const app = new App({
-    context: { ...exampleContext(), codePath: fakeCodeDir(), ...context },
+    context: { ...cdkJsonContext(), codePath: fakeCodeDir(), ...context },
     analyticsReporting: false,
   });
   const stack = new KafkaEsmStack(app, STACK_NAME, stackPropsFromContext(app));

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Checks the deployment code: the CDK app in infra/ and the SAM template.yaml. Offline once installed.
+#
+#   1. sam translate   template.yaml through the SAM CLI's own translator (what `sam validate` runs),
+#                      saved for the parity test
+#   2. jest            `npm test` in infra/: tsc --noEmit, construct tests, cdk-nag, CDK/SAM parity
+#   3. cdk synth       the example app, with cdk-nag AwsSolutions, into a temporary directory
+#   4. cfn-lint (CDK)  the synthesized template
+#   5. cfn-lint (SAM)  template.yaml
+#   6. sam validate    `sam validate --lint` on template.yaml
+#
+# Installs what is missing first: infra/node_modules (`npm ci`, again whenever package-lock.json
+# changes) and a Python venv with pinned cfn-lint and SAM CLI, cached outside the clone in
+# $KAFKA_ESM_CACHE/infra-py (default ~/.cache/kafka-esm/infra-py). The first run takes a few
+# minutes; later ones well under two.
+#
+# No AWS account is used: the CDK app imports the VPC by id from cdk.json, `sam validate --lint`
+# and the translation need no credentials (the template attaches no managed policy, so SAM never
+# asks IAM for one), and telemetry, version checks and the instance metadata service are off.
+# Runs every check, then prints `infra: N passed, M failed` and exits non-zero if any failed.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+infra="$root/infra"
+cache="${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}/infra-py"
+
+SAM_CLI_VERSION=1.170.0
+CFN_LINT_VERSION=1.58.0
+
+log() { printf '[test-infra] %s\n' "$*" >&2; }
+
+# Offline and quiet: no telemetry, no update checks, no credential lookups on an instance role.
+export CDK_DISABLE_CLI_TELEMETRY=true CDK_DISABLE_VERSION_CHECK=true SAM_CLI_TELEMETRY=0
+export AWS_EC2_METADATA_DISABLED=true AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+unset AWS_PROFILE
+export __SAM_CLI_APP_DIR="$cache/sam-app-dir"  # SAM CLI's settings, kept beside its venv, not in ~/.aws-sam
+export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+
+install_node_modules() {
+  local stamp="$infra/node_modules/.kafka-esm-lock.sha256" want
+  want=$(sha256sum "$infra/package-lock.json" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return
+  fi
+  log "npm ci in infra/ (package-lock.json changed or node_modules missing)"
+  (cd "$infra" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  echo "$want" >"$stamp"
+}
+
+install_python_tools() {
+  local want="aws-sam-cli==$SAM_CLI_VERSION cfn-lint==$CFN_LINT_VERSION"
+  mkdir -p "$cache"
+  # Several test runs may start at once: one installer at a time.
+  exec 8>"$cache/.lock"
+  flock 8
+  if [ -x "$cache/venv/bin/sam" ] && [ "$(cat "$cache/.installed" 2>/dev/null)" = "$want" ]; then
+    exec 8>&-
+    return
+  fi
+  log "installing $want into $cache/venv (once; about a minute)"
+  rm -rf "$cache/venv" "$cache/.installed"
+  python3 -m venv "$cache/venv"
+  # shellcheck disable=SC2086 # $want is two requirement specifiers
+  "$cache/venv/bin/pip" install --quiet --disable-pip-version-check $want >&2
+  "$cache/venv/bin/sam" --version >/dev/null
+  "$cache/venv/bin/cfn-lint" --version >/dev/null
+  echo "$want" >"$cache/.installed"
+  exec 8>&-
+}
+
+install_node_modules
+install_python_tools
+export PATH="$cache/venv/bin:$PATH"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kafka-esm-infra.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+failed=0
+failures=()
+check() {
+  local name=$1
+  shift
+  log "$name"
+  local started=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    log "$name: ok ($((SECONDS - started)) s)"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    log "$name: FAILED ($((SECONDS - started)) s)"
+  fi
+}
+
+sam_translate() {
+  python "$infra/scripts/sam-translate.py" "$root/template.yaml" "$work/sam-translated.json"
+}
+jest_tests() {
+  # The parity test compares the CDK stack with SAM's own expansion of template.yaml when it exists.
+  local translated=""
+  [ -s "$work/sam-translated.json" ] && translated="$work/sam-translated.json"
+  (cd "$infra" && KAFKA_ESM_SAM_TRANSLATED="$translated" npm test --silent)
+}
+cdk_synth() {
+  (cd "$infra" && npx cdk synth --quiet --no-notices --output "$work/cdk.out")
+}
+cfn_lint_cdk() {
+  # W3005 (DependsOn also implied by a reference): CDK always adds DependsOn on the function's role.
+  cfn-lint --ignore-checks W3005 -- "$work"/cdk.out/*.template.json
+}
+cfn_lint_sam() {
+  cfn-lint -- "$root/template.yaml"
+}
+sam_validate() {
+  (cd "$root" && sam validate --lint --template template.yaml)
+}
+
+check "sam translate" sam_translate
+check "jest (npm test)" jest_tests
+check "cdk synth" cdk_synth
+check "cfn-lint CDK template" cfn_lint_cdk
+check "cfn-lint template.yaml" cfn_lint_sam
+check "sam validate --lint" sam_validate
+
+if [ "$failed" -gt 0 ]; then
+  log "failed: ${failures[*]}"
+fi
+echo "infra: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
