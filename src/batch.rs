@@ -1,0 +1,328 @@
+//! Batching: where `BatchSize`, `MaximumBatchingWindowInSeconds` and the 6 MB rule are applied.
+//!
+//! A batch closes at `BatchSize` records, when the batching window (started by its first record)
+//! ends, or when one more record would push the encoded payload over
+//! [`crate::event::MAX_PAYLOAD_BYTES`]. A record too large to be sent even alone is handed back
+//! as [`NextBatch::Oversized`] so the caller can report it and move past it: the partition is never
+//! stuck behind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::event::{encode_record, EncodedRecord, Envelope, Payload, MAX_PAYLOAD_BYTES};
+use crate::source::{RecordSource, SourceError};
+
+/// AWS's default `BatchSize` for Kafka.
+pub const fn default_batch_size() -> u32 {
+    100
+}
+
+/// AWS's batching window for Kafka when `MaximumBatchingWindowInSeconds` was never set.
+pub const fn default_batching_window() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// When a batch closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// `BatchSize`: 1–10,000.
+    pub max_records: usize,
+    /// `MaximumBatchingWindowInSeconds`, or 500 ms when never set.
+    pub window: Duration,
+    /// The request-body limit; [`MAX_PAYLOAD_BYTES`] except in tests.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_records: default_batch_size() as usize,
+            window: default_batching_window(),
+            max_payload_bytes: MAX_PAYLOAD_BYTES,
+        }
+    }
+}
+
+/// Records of one partition ready to be sent.
+#[derive(Debug)]
+pub struct Batch {
+    pub partition: i32,
+    pub payload: Payload,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+impl Batch {
+    /// The offset to commit once the batch succeeded: the next one to read.
+    pub const fn next_offset(&self) -> i64 {
+        self.last_offset + 1
+    }
+}
+
+/// A record whose one-record payload is over the limit: it can never be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OversizedRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    /// The size its one-record payload would have had.
+    pub payload_bytes: usize,
+}
+
+/// What [`Batcher::next`] produced.
+#[derive(Debug)]
+pub enum NextBatch {
+    Batch(Batch),
+    Oversized(OversizedRecord),
+    /// Stop was requested; any records gathered for an unsent batch are left for redelivery.
+    Stopped,
+    /// The source ended (test sources only) and nothing was left.
+    Ended,
+}
+
+/// Turns one partition's records into batches.
+#[derive(Debug)]
+pub struct Batcher<S> {
+    source: S,
+    topic: Arc<str>,
+    envelope: Arc<Envelope>,
+    limits: BatchLimits,
+    /// A record read but not fitting the previous batch: it opens the next one.
+    carried: Option<EncodedRecord>,
+}
+
+impl<S: RecordSource> Batcher<S> {
+    pub fn new(source: S, topic: Arc<str>, envelope: Arc<Envelope>, limits: BatchLimits) -> Self {
+        Self { source, topic, envelope, limits, carried: None }
+    }
+
+    pub const fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
+    /// Replaces the limits (a mapping update); applies from the next batch on.
+    pub fn set_limits(&mut self, limits: BatchLimits) {
+        self.limits = limits;
+    }
+
+    /// Waits for the next batch.
+    ///
+    /// # Errors
+    /// A [`SourceError::Fatal`] from the source. Transient source errors are logged and waited out.
+    pub async fn next(&mut self, stop: &CancellationToken) -> Result<NextBatch, SourceError> {
+        let first = match self.carried.take() {
+            Some(record) => record,
+            None => loop {
+                let item = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return Ok(NextBatch::Stopped),
+                    item = self.source.next_record() => item,
+                };
+                match self.accept(item)? {
+                    Accepted::Record(record) => break record,
+                    Accepted::Skip => {}
+                    Accepted::Ended => return Ok(NextBatch::Ended),
+                }
+            },
+        };
+        if stop.is_cancelled() {
+            return Ok(NextBatch::Stopped);
+        }
+
+        let mut payload = Payload::new(self.envelope.clone());
+        let alone = payload.size_with(&self.topic, &first);
+        if alone > self.limits.max_payload_bytes {
+            return Ok(NextBatch::Oversized(OversizedRecord {
+                partition: first.partition,
+                offset: first.offset,
+                timestamp_ms: first.timestamp_ms,
+                payload_bytes: alone,
+            }));
+        }
+        let (partition, first_offset) = (first.partition, first.offset);
+        let mut last_offset = first.offset;
+        payload.push(&self.topic, first);
+
+        let deadline = Instant::now() + self.limits.window;
+        while payload.len() < self.limits.max_records {
+            let item = if self.limits.window.is_zero() {
+                // No window: take what is already buffered, never wait.
+                match self.source.next_record().now_or_never() {
+                    Some(item) => item,
+                    None => break,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return Ok(NextBatch::Stopped),
+                    () = sleep_until(deadline) => break,
+                    item = self.source.next_record() => item,
+                }
+            };
+            match self.accept(item)? {
+                Accepted::Record(record) => {
+                    if payload.size_with(&self.topic, &record) > self.limits.max_payload_bytes {
+                        self.carried = Some(record);
+                        break;
+                    }
+                    last_offset = record.offset;
+                    payload.push(&self.topic, record);
+                }
+                Accepted::Skip => {}
+                Accepted::Ended => break,
+            }
+        }
+        Ok(NextBatch::Batch(Batch { partition, payload, first_offset, last_offset }))
+    }
+
+    fn accept(
+        &self,
+        item: Option<Result<crate::event::KafkaRecord, SourceError>>,
+    ) -> Result<Accepted, SourceError> {
+        match item {
+            None => Ok(Accepted::Ended),
+            Some(Ok(record)) => Ok(Accepted::Record(encode_record(&record))),
+            Some(Err(SourceError::Transient { partition, message })) => {
+                warn!(topic = %self.topic, partition, error = %message, "Kafka read error; the client retries.");
+                Ok(Accepted::Skip)
+            }
+            Some(Err(fatal)) => Err(fatal),
+        }
+    }
+}
+
+enum Accepted {
+    Record(EncodedRecord),
+    Skip,
+    Ended,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventSource, KafkaRecord, TimestampType};
+    use crate::source::MemorySource;
+
+    fn rec(offset: i64, value_len: usize) -> KafkaRecord {
+        KafkaRecord {
+            topic: Arc::from("t"),
+            partition: 3,
+            offset,
+            timestamp_ms: 1_000 + offset,
+            timestamp_type: TimestampType::CreateTime,
+            key: None,
+            value: Some(vec![b'v'; value_len]),
+            headers: vec![],
+        }
+    }
+
+    fn batcher(source: MemorySource, limits: BatchLimits) -> Batcher<MemorySource> {
+        let envelope = Arc::new(Envelope::new(&EventSource::SelfManaged, "k:9092"));
+        Batcher::new(source, Arc::from("t"), envelope, limits)
+    }
+
+    fn offsets(next: &NextBatch) -> Vec<i64> {
+        match next {
+            NextBatch::Batch(b) => b.payload.partitions().flat_map(|(_, _, r)| r.iter().map(|r| r.offset)).collect(),
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_at_batch_size_without_waiting_for_the_window() {
+        let limits = BatchLimits { max_records: 3, window: Duration::from_secs(300), ..BatchLimits::default() };
+        let mut b = batcher(MemorySource::idle_after((0..7).map(|o| rec(o, 10))), limits);
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        assert_eq!(offsets(&b.next(&stop).await.unwrap()), [0, 1, 2]);
+        assert_eq!(offsets(&b.next(&stop).await.unwrap()), [3, 4, 5]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // One record left: the window (300 s) closes the batch.
+        let batch = b.next(&stop).await.unwrap();
+        assert_eq!(offsets(&batch), [6]);
+        assert_eq!(start.elapsed(), Duration::from_secs(300));
+        if let NextBatch::Batch(batch) = batch {
+            assert_eq!((batch.first_offset, batch.last_offset, batch.next_offset()), (6, 6, 7));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_starts_at_the_first_record_and_zero_window_never_waits() {
+        let limits = BatchLimits { max_records: 100, window: Duration::from_millis(500), ..BatchLimits::default() };
+        let mut b = batcher(MemorySource::idle_after((0..2).map(|o| rec(o, 1))), limits);
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        assert_eq!(offsets(&b.next(&stop).await.unwrap()), [0, 1]);
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+
+        let zero = BatchLimits { window: Duration::ZERO, ..limits };
+        let mut b = batcher(MemorySource::idle_after((0..5).map(|o| rec(o, 1))), zero);
+        let start = Instant::now();
+        assert_eq!(offsets(&b.next(&stop).await.unwrap()), [0, 1, 2, 3, 4]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn payload_limit_splits_batches_exactly_and_skips_a_record_too_large_alone() {
+        let envelope = Envelope::new(&EventSource::SelfManaged, "k:9092");
+        let one = {
+            let mut p = Payload::new(Arc::new(envelope.clone()));
+            p.push(&Arc::from("t"), encode_record(&rec(0, 100)));
+            p.size()
+        };
+        // Room for exactly two 100-byte records; record 2 is far too large; 3 and 4 fit again.
+        let two = {
+            let mut p = Payload::new(Arc::new(envelope));
+            p.push(&Arc::from("t"), encode_record(&rec(0, 100)));
+            p.push(&Arc::from("t"), encode_record(&rec(1, 100)));
+            p.size()
+        };
+        assert!(two > one);
+        let limits = BatchLimits { max_records: 100, window: Duration::from_secs(1), max_payload_bytes: two };
+        let records = vec![rec(0, 100), rec(1, 100), rec(2, 10_000), rec(3, 100), rec(4, 100), rec(5, 100)];
+        let mut b = batcher(MemorySource::ending_after(records), limits);
+        let stop = CancellationToken::new();
+        let first = b.next(&stop).await.unwrap();
+        assert_eq!(offsets(&first), [0, 1]);
+        if let NextBatch::Batch(batch) = &first {
+            assert!(batch.payload.size() <= two);
+            assert_eq!(batch.payload.finish().len(), batch.payload.size());
+        }
+        match b.next(&stop).await.unwrap() {
+            NextBatch::Oversized(o) => {
+                assert_eq!((o.partition, o.offset), (3, 2));
+                assert!(o.payload_bytes > two);
+            }
+            other => panic!("expected the oversized record, got {other:?}"),
+        }
+        assert_eq!(offsets(&b.next(&stop).await.unwrap()), [3, 4]);
+        assert_eq!(offsets(&b.next(&stop).await.unwrap()), [5]);
+        assert!(matches!(b.next(&stop).await.unwrap(), NextBatch::Ended));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_abandons_an_unsent_batch_and_transient_errors_are_waited_out() {
+        let mut source = MemorySource::idle_after([]);
+        source.push(Err(SourceError::Transient { partition: 3, message: "leader moved".into() }));
+        source.push(Ok(rec(0, 1)));
+        let limits = BatchLimits { max_records: 10, window: Duration::from_secs(60), ..BatchLimits::default() };
+        let mut b = batcher(source, limits);
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stopper.cancel();
+        });
+        assert!(matches!(b.next(&stop).await.unwrap(), NextBatch::Stopped));
+
+        let mut fatal = MemorySource::idle_after([]);
+        fatal.push(Err(SourceError::Fatal { partition: 3, message: "topic authorization failed".into() }));
+        let mut b = batcher(fatal, limits);
+        assert!(matches!(b.next(&CancellationToken::new()).await, Err(SourceError::Fatal { .. })));
+    }
+}

@@ -1,0 +1,557 @@
+//! `esm`: the EventSourceMapping commands with the AWS CLI's names, flags and JSON, plus `init`
+//! (create the tables) and `poll` (run the poll loop here, over every enabled mapping).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api::{self, ApiError, CreateRequest, LambdaFunctionResolver, UpdateRequest};
+use crate::cluster::ClusterResolver;
+use crate::invoke::LambdaInvoker;
+use crate::mapping::{EventSourceMapping, StartingPosition};
+use crate::poller::{Metrics, PollerEnv, PollerSettings};
+use crate::store::{ensure_tables, DynamoMappingStore, Tables};
+
+/// kafka-esm: a self-hosted Kafka event source mapping for AWS Lambda.
+///
+/// The mapping commands take the same flags and print the same JSON as
+/// `aws lambda …-event-source-mapping`. Tables: ESM_MAPPINGS_TABLE, ESM_LEASES_TABLE.
+#[derive(Debug, Parser)]
+#[command(name = "esm", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the mappings and leases tables if they do not exist.
+    Init,
+    /// Create a mapping (as `aws lambda create-event-source-mapping`).
+    CreateEventSourceMapping(CreateArgs),
+    /// List mappings (as `aws lambda list-event-source-mappings`).
+    ListEventSourceMappings(ListArgs),
+    /// Show one mapping (as `aws lambda get-event-source-mapping`).
+    GetEventSourceMapping(UuidArg),
+    /// Change a mapping (as `aws lambda update-event-source-mapping`).
+    UpdateEventSourceMapping(UpdateArgs),
+    /// Delete a mapping (as `aws lambda delete-event-source-mapping`).
+    DeleteEventSourceMapping(UuidArg),
+    /// Run the poll loop here over every enabled mapping until Ctrl-C / SIGTERM (or --duration).
+    Poll(PollArgs),
+}
+
+#[derive(Debug, Args)]
+struct UuidArg {
+    #[arg(long)]
+    uuid: String,
+}
+
+/// Flags shared by create and update.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    #[arg(long)]
+    batch_size: Option<u32>,
+    #[arg(long)]
+    maximum_batching_window_in_seconds: Option<u32>,
+    /// Enable the mapping (the default on create).
+    #[arg(long, action = ArgAction::SetTrue, overrides_with = "no_enabled")]
+    enabled: bool,
+    /// Create or leave the mapping disabled.
+    #[arg(long, action = ArgAction::SetTrue, overrides_with = "enabled")]
+    no_enabled: bool,
+    /// JSON list of {"Type","URI"}, or shorthand `Type=…,URI=… Type=…,URI=…`.
+    #[arg(long, num_args = 1..)]
+    source_access_configurations: Vec<String>,
+    /// JSON `{"Filters":[{"Pattern":"…"}]}`. Stored, not yet enforced.
+    #[arg(long)]
+    filter_criteria: Option<String>,
+    /// JSON `{"OnFailure":{"Destination":"…"}}`. Stored, not yet enforced.
+    #[arg(long)]
+    destination_config: Option<String>,
+    /// Stored, not yet enforced: batches are retried until they succeed.
+    #[arg(long, allow_hyphen_values = true)]
+    maximum_retry_attempts: Option<i32>,
+    /// Stored, not yet enforced.
+    #[arg(long, allow_hyphen_values = true)]
+    maximum_record_age_in_seconds: Option<i32>,
+    /// Stored, not yet enforced.
+    #[arg(long, action = ArgAction::SetTrue, overrides_with = "no_bisect_batch_on_function_error")]
+    bisect_batch_on_function_error: bool,
+    #[arg(long, action = ArgAction::SetTrue, overrides_with = "bisect_batch_on_function_error")]
+    no_bisect_batch_on_function_error: bool,
+    /// e.g. ReportBatchItemFailures. Stored, not yet enforced.
+    #[arg(long, num_args = 1..)]
+    function_response_types: Vec<String>,
+    /// JSON or shorthand `MinimumPollers=1,MaximumPollers=3`.
+    #[arg(long)]
+    provisioned_poller_config: Option<String>,
+    /// JSON or shorthand `Metrics=EventCount`. Stored, not yet enforced.
+    #[arg(long)]
+    metrics_config: Option<String>,
+    /// JSON or shorthand `ConsumerGroupId=…`.
+    #[arg(long)]
+    amazon_managed_kafka_event_source_config: Option<String>,
+    /// JSON or shorthand `ConsumerGroupId=…`.
+    #[arg(long)]
+    self_managed_kafka_event_source_config: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// Function name, ARN, or qualified ARN.
+    #[arg(long)]
+    function_name: String,
+    /// The MSK cluster's ARN.
+    #[arg(long)]
+    event_source_arn: Option<String>,
+    /// JSON `{"Endpoints":{"KAFKA_BOOTSTRAP_SERVERS":["host:port"]}}` or shorthand
+    /// `Endpoints={KAFKA_BOOTSTRAP_SERVERS=[host:port,host:port]}`.
+    #[arg(long)]
+    self_managed_event_source: Option<String>,
+    #[arg(long, num_args = 1..)]
+    topics: Vec<String>,
+    /// TRIM_HORIZON, LATEST or AT_TIMESTAMP.
+    #[arg(long)]
+    starting_position: Option<String>,
+    /// Seconds since the epoch, or an RFC 3339 time (with AT_TIMESTAMP).
+    #[arg(long)]
+    starting_position_timestamp: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+struct UpdateArgs {
+    #[arg(long)]
+    uuid: String,
+    #[arg(long)]
+    function_name: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[arg(long)]
+    function_name: Option<String>,
+    #[arg(long)]
+    event_source_arn: Option<String>,
+    #[arg(long)]
+    max_items: Option<usize>,
+    #[arg(long)]
+    starting_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PollArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds between progress lines on stderr (0: none).
+    #[arg(long, default_value_t = 5.0)]
+    progress_interval: f64,
+}
+
+/// A failed command: printed the way the AWS CLI prints it.
+#[derive(Debug)]
+struct Failure {
+    operation: &'static str,
+    error: ApiError,
+}
+
+/// Runs `esm` with the process's arguments.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cli.command).await {
+        Ok(Some(output)) => {
+            print_json(&output);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(Failure { operation, error }) => {
+            eprintln!("\nAn error occurred ({}) when calling the {operation} operation: {}", error.code, error.message);
+            // The AWS CLI's exit status for a service error.
+            ExitCode::from(254)
+        }
+    }
+}
+
+fn print_json(value: &Value) {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    if serde::Serialize::serialize(value, &mut ser).is_ok() {
+        out.push(b'\n');
+        let _ = std::io::stdout().write_all(&out);
+    }
+}
+
+/// The AWS shape of a mapping: the stored item without kafka-esm's `Version`.
+pub fn aws_json(mapping: &EventSourceMapping) -> Value {
+    let mut value = serde_json::to_value(mapping).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("Version");
+    }
+    value
+}
+
+async fn run(command: Command) -> Result<Option<Value>, Failure> {
+    let sdk = crate::aws::sdk_config().await;
+    let tables = Tables::from_env();
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let store = DynamoMappingStore::new(dynamo.clone(), &tables.mappings);
+    let functions = LambdaFunctionResolver::new(aws_sdk_lambda::Client::new(&sdk));
+    match command {
+        Command::Init => {
+            let created = ensure_tables(&dynamo, &tables)
+                .await
+                .map_err(|e| Failure { operation: "CreateTable", error: ApiError { code: "ServiceException", message: e.to_string() } })?;
+            Ok(Some(serde_json::json!({ "MappingsTable": tables.mappings, "LeasesTable": tables.leases, "Created": created })))
+        }
+        Command::CreateEventSourceMapping(args) => {
+            let op = "CreateEventSourceMapping";
+            let request = create_request(args).map_err(|error| Failure { operation: op, error })?;
+            let mapping = api::create(&store, &functions, request).await.map_err(|error| Failure { operation: op, error })?;
+            Ok(Some(aws_json(&mapping)))
+        }
+        Command::ListEventSourceMappings(args) => {
+            let page = api::list(&store, args.function_name.as_deref(), args.event_source_arn.as_deref(), args.starting_token.as_deref(), args.max_items)
+                .await
+                .map_err(|error| Failure { operation: "ListEventSourceMappings", error })?;
+            let mut out = serde_json::json!({ "EventSourceMappings": page.mappings.iter().map(aws_json).collect::<Vec<_>>() });
+            if let Some(token) = page.next_marker {
+                out["NextToken"] = Value::String(token);
+            }
+            Ok(Some(out))
+        }
+        Command::GetEventSourceMapping(args) => {
+            let mapping = api::get(&store, &args.uuid).await.map_err(|error| Failure { operation: "GetEventSourceMapping", error })?;
+            Ok(Some(aws_json(&mapping)))
+        }
+        Command::UpdateEventSourceMapping(args) => {
+            let op = "UpdateEventSourceMapping";
+            let request = update_request(args).map_err(|error| Failure { operation: op, error })?;
+            let mapping = api::update(&store, &functions, request).await.map_err(|error| Failure { operation: op, error })?;
+            Ok(Some(aws_json(&mapping)))
+        }
+        Command::DeleteEventSourceMapping(args) => {
+            let mapping = api::delete(&store, &args.uuid).await.map_err(|error| Failure { operation: "DeleteEventSourceMapping", error })?;
+            Ok(Some(aws_json(&mapping)))
+        }
+        Command::Poll(args) => {
+            poll(&sdk, store, args).await.map_err(|message| Failure { operation: "Poll", error: ApiError::invalid(message) })?;
+            Ok(None)
+        }
+    }
+}
+
+async fn poll(sdk: &aws_config::SdkConfig, store: DynamoMappingStore, args: PollArgs) -> Result<(), String> {
+    let settings = PollerSettings::from_env()?;
+    let metrics = Arc::new(Metrics::default());
+    let env = Arc::new(PollerEnv {
+        settings,
+        invoker: Arc::new(LambdaInvoker::new(sdk)),
+        resolver: ClusterResolver::new(sdk),
+        metrics: metrics.clone(),
+    });
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone());
+    if let Some(seconds) = args.duration {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(seconds.max(0.0))).await;
+            stop.cancel();
+        });
+    }
+    if args.progress_interval > 0.0 {
+        let (metrics, stop) = (metrics.clone(), stop.clone());
+        let every = Duration::from_secs_f64(args.progress_interval);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let (records, batches, failed, oversized) = metrics.snapshot();
+                let rate = records as f64 / start.elapsed().as_secs_f64().max(0.001);
+                info!(records, batches, failed_invokes = failed, oversized, records_per_s = rate.round(), "Progress.");
+            }
+        });
+    }
+    crate::supervisor::run_poller(Arc::new(store), env, stop).await;
+    let (records, batches, failed, oversized) = metrics.snapshot();
+    info!(records, batches, failed_invokes = failed, oversized, "Done.");
+    Ok(())
+}
+
+fn spawn_signal_handler(stop: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        info!("Stopping: finishing in-flight invokes and committing.");
+        stop.cancel();
+    });
+}
+
+/// Reads a JSON argument the way the AWS CLI does: inline JSON, `file://path`, or shorthand.
+fn json_arg<T: DeserializeOwned>(flag: &str, raw: &str) -> Result<T, ApiError> {
+    let text = match raw.strip_prefix("file://") {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| ApiError::invalid(format!("--{flag}: cannot read {path}: {e}")))?,
+        None => raw.to_owned(),
+    };
+    let value: Value = if text.trim_start().starts_with(['{', '[']) {
+        serde_json::from_str(&text).map_err(|e| ApiError::invalid(format!("--{flag}: invalid JSON: {e}")))?
+    } else {
+        shorthand(&text).map_err(|e| ApiError::invalid(format!("--{flag}: {e}")))?
+    };
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("--{flag}: {e}")))
+}
+
+/// The AWS CLI shorthand subset in common use: `K=V,K2=V2`, nested `K={…}`, lists `K=[a,b]`.
+/// Numbers and booleans are typed as such.
+pub fn shorthand(text: &str) -> Result<Value, String> {
+    let mut parser = Shorthand { chars: text.trim().chars().collect(), pos: 0 };
+    let value = parser.object(None)?;
+    if parser.pos < parser.chars.len() {
+        return Err(format!("unexpected '{}' at position {}", parser.chars[parser.pos], parser.pos));
+    }
+    Ok(value)
+}
+
+struct Shorthand {
+    chars: Vec<char>,
+    pos: usize,
+}
+
+impl Shorthand {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn object(&mut self, close: Option<char>) -> Result<Value, String> {
+        let mut map = serde_json::Map::new();
+        loop {
+            let key: String = self.take_while(|c| c != '=' && c != ',' && Some(c) != close);
+            if self.peek() != Some('=') {
+                return Err(format!("expected '=' after '{key}'"));
+            }
+            self.pos += 1;
+            let value = self.value(close)?;
+            map.insert(key.trim().to_owned(), value);
+            match self.peek() {
+                Some(',') => self.pos += 1,
+                c if c == close => return Ok(Value::Object(map)),
+                None => return Ok(Value::Object(map)),
+                Some(c) => return Err(format!("unexpected '{c}'")),
+            }
+        }
+    }
+
+    fn value(&mut self, close: Option<char>) -> Result<Value, String> {
+        match self.peek() {
+            Some('{') => {
+                self.pos += 1;
+                let v = self.object(Some('}'))?;
+                self.expect('}')?;
+                Ok(v)
+            }
+            Some('[') => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                while self.peek() != Some(']') {
+                    if self.peek().is_none() {
+                        return Err("missing ']'".into());
+                    }
+                    if self.peek() == Some('{') {
+                        items.push(self.value(Some(']'))?);
+                    } else {
+                        let raw = self.take_while(|c| c != ',' && c != ']');
+                        items.push(scalar(raw.trim()));
+                    }
+                    if self.peek() == Some(',') {
+                        self.pos += 1;
+                    }
+                }
+                self.expect(']')?;
+                Ok(Value::Array(items))
+            }
+            _ => {
+                let raw = self.take_while(|c| c != ',' && Some(c) != close);
+                Ok(scalar(raw.trim()))
+            }
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(format!("expected '{c}'"))
+        }
+    }
+
+    fn take_while(&mut self, f: impl Fn(char) -> bool) -> String {
+        let start = self.pos;
+        while self.peek().is_some_and(&f) {
+            self.pos += 1;
+        }
+        self.chars[start..self.pos].iter().collect()
+    }
+}
+
+fn scalar(raw: &str) -> Value {
+    if let Ok(n) = raw.parse::<i64>() {
+        return Value::from(n);
+    }
+    match raw {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+/// `--source-access-configurations` takes a JSON list or one shorthand item per word.
+fn access_configs(raw: &[String]) -> Result<Option<Vec<crate::mapping::SourceAccessConfiguration>>, ApiError> {
+    match raw {
+        [] => Ok(None),
+        [one] if one.trim_start().starts_with('[') || one.starts_with("file://") => json_arg("source-access-configurations", one).map(Some),
+        items => items.iter().map(|i| json_arg("source-access-configurations", i)).collect::<Result<Vec<_>, _>>().map(Some),
+    }
+}
+
+fn enabled_flag(common: &CommonArgs) -> Option<bool> {
+    match (common.enabled, common.no_enabled) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+fn bisect_flag(common: &CommonArgs) -> Option<bool> {
+    match (common.bisect_batch_on_function_error, common.no_bisect_batch_on_function_error) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+fn opt_json<T: DeserializeOwned>(flag: &str, raw: Option<&String>) -> Result<Option<T>, ApiError> {
+    raw.map(|r| json_arg(flag, r)).transpose()
+}
+
+fn create_request(args: CreateArgs) -> Result<CreateRequest, ApiError> {
+    let c = &args.common;
+    let starting_position = args
+        .starting_position
+        .as_deref()
+        .map(|p| {
+            serde_json::from_value::<StartingPosition>(Value::String(p.to_owned()))
+                .map_err(|_| ApiError::invalid(format!("StartingPosition '{p}' is not one of TRIM_HORIZON, LATEST, AT_TIMESTAMP.")))
+        })
+        .transpose()?;
+    let starting_position_timestamp = args.starting_position_timestamp.as_deref().map(parse_timestamp).transpose()?;
+    Ok(CreateRequest {
+        function_name: args.function_name,
+        event_source_arn: args.event_source_arn,
+        self_managed_event_source: opt_json("self-managed-event-source", args.self_managed_event_source.as_ref())?,
+        topics: args.topics,
+        starting_position,
+        starting_position_timestamp,
+        batch_size: c.batch_size,
+        maximum_batching_window_in_seconds: c.maximum_batching_window_in_seconds,
+        enabled: enabled_flag(c),
+        amazon_managed_kafka_event_source_config: opt_json("amazon-managed-kafka-event-source-config", c.amazon_managed_kafka_event_source_config.as_ref())?,
+        self_managed_kafka_event_source_config: opt_json("self-managed-kafka-event-source-config", c.self_managed_kafka_event_source_config.as_ref())?,
+        source_access_configurations: access_configs(&c.source_access_configurations)?,
+        filter_criteria: opt_json("filter-criteria", c.filter_criteria.as_ref())?,
+        destination_config: opt_json("destination-config", c.destination_config.as_ref())?,
+        maximum_retry_attempts: c.maximum_retry_attempts,
+        maximum_record_age_in_seconds: c.maximum_record_age_in_seconds,
+        bisect_batch_on_function_error: bisect_flag(c),
+        function_response_types: (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone()),
+        provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?,
+        metrics_config: opt_json("metrics-config", c.metrics_config.as_ref())?,
+    })
+}
+
+fn update_request(args: UpdateArgs) -> Result<UpdateRequest, ApiError> {
+    let c = &args.common;
+    Ok(UpdateRequest {
+        uuid: args.uuid,
+        function_name: args.function_name,
+        enabled: enabled_flag(c),
+        batch_size: c.batch_size,
+        maximum_batching_window_in_seconds: c.maximum_batching_window_in_seconds,
+        source_access_configurations: access_configs(&c.source_access_configurations)?,
+        filter_criteria: opt_json("filter-criteria", c.filter_criteria.as_ref())?,
+        destination_config: opt_json("destination-config", c.destination_config.as_ref())?,
+        maximum_retry_attempts: c.maximum_retry_attempts,
+        maximum_record_age_in_seconds: c.maximum_record_age_in_seconds,
+        bisect_batch_on_function_error: bisect_flag(c),
+        function_response_types: (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone()),
+        provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?,
+        metrics_config: opt_json("metrics-config", c.metrics_config.as_ref())?,
+        amazon_managed_kafka_event_source_config: opt_json("amazon-managed-kafka-event-source-config", c.amazon_managed_kafka_event_source_config.as_ref())?,
+        self_managed_kafka_event_source_config: opt_json("self-managed-kafka-event-source-config", c.self_managed_kafka_event_source_config.as_ref())?,
+    })
+}
+
+/// Epoch seconds, or RFC 3339 (`2026-11-25T10:00:00Z`).
+fn parse_timestamp(raw: &str) -> Result<f64, ApiError> {
+    if let Ok(seconds) = raw.trim().parse::<f64>() {
+        return Ok(seconds);
+    }
+    humantime::parse_rfc3339_weak(raw.trim())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .ok_or_else(|| ApiError::invalid(format!("StartingPositionTimestamp '{raw}' is neither epoch seconds nor an RFC 3339 time.")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shorthand_covers_the_common_aws_cli_forms() {
+        assert_eq!(
+            shorthand("Endpoints={KAFKA_BOOTSTRAP_SERVERS=[b-1:9092,b-2:9092]}").unwrap(),
+            json!({"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b-1:9092", "b-2:9092"]}})
+        );
+        assert_eq!(shorthand("MinimumPollers=1,MaximumPollers=3").unwrap(), json!({"MinimumPollers": 1, "MaximumPollers": 3}));
+        assert_eq!(
+            shorthand("Type=SERVER_ROOT_CA_CERTIFICATE,URI=arn:aws:secretsmanager:us-east-1:111111111111:secret:ca").unwrap(),
+            json!({"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": "arn:aws:secretsmanager:us-east-1:111111111111:secret:ca"})
+        );
+        assert!(shorthand("NoEquals").is_err());
+    }
+
+    #[test]
+    fn timestamps_in_both_forms() {
+        assert_eq!(parse_timestamp("1700000000").unwrap(), 1_700_000_000.0);
+        assert_eq!(parse_timestamp("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000.0);
+        assert!(parse_timestamp("yesterday").is_err());
+    }
+}
