@@ -158,19 +158,23 @@ async fn run_committer<C: Checkpoint>(
     let mut pending = BTreeMap::new();
     let mut report = CommitReport::default();
     let mut backoff = Backoff::new(settings.retry_base, settings.retry_cap);
-    let merge = |pending: &mut BTreeMap<i32, i64>, (partition, offset): (i32, i64)| {
+    // Offsets only move forward: a late, lower offset is ignored.
+    let merge = |pending: &mut BTreeMap<i32, i64>, committed: &BTreeMap<i32, i64>, (partition, offset): (i32, i64)| {
+        if committed.get(&partition).is_some_and(|&c| c >= offset) {
+            return;
+        }
         let entry = pending.entry(partition).or_insert(offset);
         *entry = (*entry).max(offset);
     };
     loop {
         if pending.is_empty() {
             match rx.recv().await {
-                Some(item) => merge(&mut pending, item),
+                Some(item) => merge(&mut pending, &report.committed, item),
                 None => break,
             }
         }
         while let Ok(item) = rx.try_recv() {
-            merge(&mut pending, item);
+            merge(&mut pending, &report.committed, item);
         }
         match checkpoint.commit(&pending).await {
             Ok(()) => {
@@ -188,7 +192,7 @@ async fn run_committer<C: Checkpoint>(
                     tokio::select! {
                         () = &mut sleep => break,
                         item = rx.recv() => match item {
-                            Some(item) => merge(&mut pending, item),
+                            Some(item) => merge(&mut pending, &report.committed, item),
                             None => break,
                         },
                     }
