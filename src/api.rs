@@ -10,8 +10,8 @@ use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata};
 use serde::Deserialize;
 
 use crate::mapping::{
-    now_epoch_seconds, validate_msk_arn, EventSourceMapping, KafkaEventSourceConfig, ProvisionedPollerConfig,
-    SelfManagedEventSource, SourceAccessConfiguration, StartingPosition, State,
+    EventSourceMapping, KafkaEventSourceConfig, ProvisionedPollerConfig, SelfManagedEventSource,
+    SourceAccessConfiguration, StartingPosition, State, now_epoch_seconds, validate_msk_arn,
 };
 use crate::store::{Loaded, MappingStore, StoreError};
 
@@ -25,15 +25,24 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { code: "InvalidParameterValueException", message: message.into() }
+        Self {
+            code: "InvalidParameterValueException",
+            message: message.into(),
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { code: "ResourceNotFoundException", message: message.into() }
+        Self {
+            code: "ResourceNotFoundException",
+            message: message.into(),
+        }
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { code: "ResourceConflictException", message: message.into() }
+        Self {
+            code: "ResourceConflictException",
+            message: message.into(),
+        }
     }
 
     fn service(e: &StoreError) -> Self {
@@ -41,7 +50,10 @@ impl ApiError {
             StoreError::Conflict { uuid } => Self::conflict(format!(
                 "The event source mapping {uuid} was modified concurrently. Retry the request."
             )),
-            other => Self { code: "ServiceException", message: other.to_string() },
+            other => Self {
+                code: "ServiceException",
+                message: other.to_string(),
+            },
         }
     }
 }
@@ -49,7 +61,8 @@ impl ApiError {
 /// Turns `--function-name` (name, partial or full ARN, with or without qualifier) into the
 /// function's ARN, checking that it exists.
 pub trait FunctionResolver: Send + Sync {
-    fn resolve(&self, function_name: &str) -> impl Future<Output = Result<String, ApiError>> + Send;
+    fn resolve(&self, function_name: &str)
+    -> impl Future<Output = Result<String, ApiError>> + Send;
 }
 
 /// Resolves through `lambda:GetFunction`.
@@ -66,25 +79,48 @@ impl LambdaFunctionResolver {
 
 impl FunctionResolver for LambdaFunctionResolver {
     async fn resolve(&self, function_name: &str) -> Result<String, ApiError> {
-        match self.client.get_function().function_name(function_name).send().await {
+        match self
+            .client
+            .get_function()
+            .function_name(function_name)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let arn = out
                     .configuration()
                     .and_then(|c| c.function_arn())
-                    .ok_or_else(|| ApiError::invalid(format!("GetFunction returned no ARN for {function_name}")))?;
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "GetFunction returned no ARN for {function_name}"
+                        ))
+                    })?;
                 // Keep a version or alias the user asked for.
                 Ok(match qualifier(function_name) {
                     Some(q) if !arn.ends_with(&format!(":{q}")) => format!("{arn}:{q}"),
                     _ => arn.to_owned(),
                 })
             }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-                Err(ApiError::not_found(format!("Function not found: {function_name}")))
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Err(ApiError::not_found(format!(
+                    "Function not found: {function_name}"
+                )))
             }
-            Err(e) => Err(ApiError {
-                code: e.as_service_error().and_then(ProvideErrorMetadata::code).map_or("ServiceException", |_| "ServiceException"),
-                message: format!("cannot look up function {function_name}: {}", DisplayErrorContext(&e)),
-            }),
+            // The Lambda API could not answer (an emulator without GetFunction, no permission,
+            // unreachable): keep the name as given; the poller reports a missing function when
+            // it first invokes it (FUNCTION_CONFIG_NOT_VALID).
+            Err(e) => {
+                tracing::warn!(
+                    function = function_name,
+                    code = e.as_service_error().and_then(ProvideErrorMetadata::code).unwrap_or("none"),
+                    error = %DisplayErrorContext(&e),
+                    "Cannot resolve the function through lambda:GetFunction; storing the name as given."
+                );
+                Ok(function_name.to_owned())
+            }
         }
     }
 }
@@ -131,9 +167,9 @@ pub struct CreateRequest {
 fn mapping_arn(function_arn: &str, uuid: &str) -> Option<String> {
     let parts: Vec<&str> = function_arn.split(':').collect();
     match parts.as_slice() {
-        ["arn", partition, "lambda", region, account, "function", ..] => {
-            Some(format!("arn:{partition}:lambda:{region}:{account}:event-source-mapping:{uuid}"))
-        }
+        ["arn", partition, "lambda", region, account, "function", ..] => Some(format!(
+            "arn:{partition}:lambda:{region}:{account}:event-source-mapping:{uuid}"
+        )),
         _ => None,
     }
 }
@@ -151,16 +187,28 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
     if let Some(arn) = &request.event_source_arn {
         validate_msk_arn(arn).map_err(|e| ApiError::invalid(e.to_string()))?;
     }
-    if let (Some(ts), Some(StartingPosition::AtTimestamp)) = (request.starting_position_timestamp, request.starting_position)
-        && ts > now_epoch_seconds() + 1.0
+    if let (Some(ts), Some(StartingPosition::AtTimestamp)) = (
+        request.starting_position_timestamp,
+        request.starting_position,
+    ) && ts > now_epoch_seconds() + 1.0
     {
-        return Err(ApiError::invalid("StartingPositionTimestamp must not be in the future."));
+        return Err(ApiError::invalid(
+            "StartingPositionTimestamp must not be in the future.",
+        ));
     }
-    if request.amazon_managed_kafka_event_source_config.is_some() && request.event_source_arn.is_none() {
-        return Err(ApiError::invalid("AmazonManagedKafkaEventSourceConfig is only for Amazon MSK (EventSourceArn) mappings; use SelfManagedKafkaEventSourceConfig."));
+    if request.amazon_managed_kafka_event_source_config.is_some()
+        && request.event_source_arn.is_none()
+    {
+        return Err(ApiError::invalid(
+            "AmazonManagedKafkaEventSourceConfig is only for Amazon MSK (EventSourceArn) mappings; use SelfManagedKafkaEventSourceConfig.",
+        ));
     }
-    if request.self_managed_kafka_event_source_config.is_some() && request.self_managed_event_source.is_none() {
-        return Err(ApiError::invalid("SelfManagedKafkaEventSourceConfig is only for SelfManagedEventSource mappings; use AmazonManagedKafkaEventSourceConfig."));
+    if request.self_managed_kafka_event_source_config.is_some()
+        && request.self_managed_event_source.is_none()
+    {
+        return Err(ApiError::invalid(
+            "SelfManagedKafkaEventSourceConfig is only for SelfManagedEventSource mappings; use AmazonManagedKafkaEventSourceConfig.",
+        ));
     }
     let function_arn = functions.resolve(&request.function_name).await?;
     let uuid = uuid::Uuid::new_v4().to_string();
@@ -169,7 +217,11 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         uuid: uuid.clone(),
         starting_position: request.starting_position,
         starting_position_timestamp: request.starting_position_timestamp,
-        batch_size: Some(request.batch_size.unwrap_or_else(crate::batch::default_batch_size)),
+        batch_size: Some(
+            request
+                .batch_size
+                .unwrap_or_else(crate::batch::default_batch_size),
+        ),
         maximum_batching_window_in_seconds: request.maximum_batching_window_in_seconds,
         event_source_arn: request.event_source_arn,
         filter_criteria: request.filter_criteria,
@@ -177,7 +229,11 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         last_modified: now_epoch_seconds(),
         last_processing_result: Some("No records processed".to_owned()),
         // A disabled mapping has nothing to create: it starts out Disabled.
-        state: if enabled { State::Creating } else { State::Disabled },
+        state: if enabled {
+            State::Creating
+        } else {
+            State::Disabled
+        },
         state_transition_reason: Some("USER_INITIATED".to_owned()),
         destination_config: request.destination_config,
         topics: request.topics,
@@ -196,30 +252,45 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
     };
     // AWS echoes the consumer group it will use.
     if mapping.event_source_arn.is_some() {
-        mapping.amazon_managed_kafka_event_source_config.get_or_insert_with(|| KafkaEventSourceConfig {
-            consumer_group_id: None,
-            schema_registry_config: None,
-        });
+        mapping
+            .amazon_managed_kafka_event_source_config
+            .get_or_insert_with(|| KafkaEventSourceConfig {
+                consumer_group_id: None,
+                schema_registry_config: None,
+            });
     } else {
-        mapping.self_managed_kafka_event_source_config.get_or_insert_with(|| KafkaEventSourceConfig {
-            consumer_group_id: None,
-            schema_registry_config: None,
-        });
+        mapping
+            .self_managed_kafka_event_source_config
+            .get_or_insert_with(|| KafkaEventSourceConfig {
+                consumer_group_id: None,
+                schema_registry_config: None,
+            });
     }
-    for config in [&mut mapping.amazon_managed_kafka_event_source_config, &mut mapping.self_managed_kafka_event_source_config]
-        .into_iter()
-        .flatten()
+    for config in [
+        &mut mapping.amazon_managed_kafka_event_source_config,
+        &mut mapping.self_managed_kafka_event_source_config,
+    ]
+    .into_iter()
+    .flatten()
     {
         config.consumer_group_id.get_or_insert_with(|| uuid.clone());
     }
-    mapping.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
+    mapping
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     ensure_group_unused(store, &mapping).await?;
-    store.create(&mapping).await.map_err(|e| ApiError::service(&e))?;
+    store
+        .create(&mapping)
+        .await
+        .map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
 }
 
 /// Two mappings sharing a consumer group on one cluster would steal each other's offsets.
-async fn ensure_group_unused<S: MappingStore>(store: &S, mapping: &EventSourceMapping) -> Result<(), ApiError> {
+async fn ensure_group_unused<S: MappingStore>(
+    store: &S,
+    mapping: &EventSourceMapping,
+) -> Result<(), ApiError> {
     let group = mapping.consumer_group_id();
     for other in store.list().await.map_err(|e| ApiError::service(&e))? {
         if let Loaded::Valid(other) | Loaded::Invalid { mapping: other, .. } = other
@@ -241,9 +312,13 @@ async fn load<S: MappingStore>(store: &S, uuid: &str) -> Result<EventSourceMappi
         Some(Loaded::Valid(m) | Loaded::Invalid { mapping: m, .. }) => Ok(m),
         Some(Loaded::Malformed { reason, .. }) => Err(ApiError {
             code: "ServiceException",
-            message: format!("The stored item for {uuid} is malformed ({reason}); fix or delete it with the DynamoDB API."),
+            message: format!(
+                "The stored item for {uuid} is malformed ({reason}); fix or delete it with the DynamoDB API."
+            ),
         }),
-        None => Err(ApiError::not_found(format!("The resource you requested does not exist. (Service: Lambda, Status Code: 404, Request ID: {uuid})"))),
+        None => Err(ApiError::not_found(format!(
+            "The resource you requested does not exist. (Service: Lambda, Status Code: 404, Request ID: {uuid})"
+        ))),
     }
 }
 
@@ -295,7 +370,10 @@ pub async fn list<S: MappingStore>(
         }
         _ => None,
     };
-    Ok(ListPage { mappings, next_marker })
+    Ok(ListPage {
+        mappings,
+        next_marker,
+    })
 }
 
 /// A function filter matches by full ARN, unqualified ARN, or name.
@@ -304,8 +382,15 @@ fn function_matches(function_arn: &str, filter: &str) -> bool {
         return true;
     }
     let name = function_arn.split(':').nth(6).unwrap_or(function_arn);
-    let filter_name = if filter.starts_with("arn:") { filter.split(':').nth(6).unwrap_or(filter) } else { filter.split(':').next().unwrap_or(filter) };
-    name == filter_name && (filter.split(':').count() <= 2 || !filter.starts_with("arn:") || filter.split(':').count() == 7)
+    let filter_name = if filter.starts_with("arn:") {
+        filter.split(':').nth(6).unwrap_or(filter)
+    } else {
+        filter.split(':').next().unwrap_or(filter)
+    };
+    name == filter_name
+        && (filter.split(':').count() <= 2
+            || !filter.starts_with("arn:")
+            || filter.split(':').count() == 7)
 }
 
 /// `UpdateEventSourceMapping`'s parameters; `None` leaves a field as it is.
@@ -343,7 +428,11 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
 ) -> Result<EventSourceMapping, ApiError> {
     let mut mapping = load(store, &request.uuid).await?;
     match mapping.state {
-        State::Creating | State::Deleting | State::Updating | State::Enabling | State::Disabling => {
+        State::Creating
+        | State::Deleting
+        | State::Updating
+        | State::Enabling
+        | State::Disabling => {
             return Err(ApiError::conflict(format!(
                 "The operation cannot be performed at this time. The event source mapping is currently in the {} state.",
                 mapping.state.as_str()
@@ -353,14 +442,24 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
     }
     // Consumer groups belong to the mapping for life, as in AWS.
     for (name, new, old) in [
-        ("AmazonManagedKafkaEventSourceConfig", &request.amazon_managed_kafka_event_source_config, &mapping.amazon_managed_kafka_event_source_config),
-        ("SelfManagedKafkaEventSourceConfig", &request.self_managed_kafka_event_source_config, &mapping.self_managed_kafka_event_source_config),
+        (
+            "AmazonManagedKafkaEventSourceConfig",
+            &request.amazon_managed_kafka_event_source_config,
+            &mapping.amazon_managed_kafka_event_source_config,
+        ),
+        (
+            "SelfManagedKafkaEventSourceConfig",
+            &request.self_managed_kafka_event_source_config,
+            &mapping.self_managed_kafka_event_source_config,
+        ),
     ] {
         if let Some(new) = new
             && new.consumer_group_id.is_some()
             && new.consumer_group_id != old.as_ref().and_then(|o| o.consumer_group_id.clone())
         {
-            return Err(ApiError::invalid(format!("{name}.ConsumerGroupId cannot be updated.")));
+            return Err(ApiError::invalid(format!(
+                "{name}.ConsumerGroupId cannot be updated."
+            )));
         }
     }
     if let Some(name) = &request.function_name {
@@ -391,8 +490,13 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
     mapping.state_transition_reason = Some("USER_INITIATED".to_owned());
     mapping.last_modified = now_epoch_seconds();
     mapping.version += 1;
-    mapping.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
-    store.replace(&mapping).await.map_err(|e| ApiError::service(&e))?;
+    mapping
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    store
+        .replace(&mapping)
+        .await
+        .map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
 }
 
@@ -401,9 +505,15 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
 ///
 /// # Errors
 /// `ResourceNotFoundException`, `ResourceConflictException` while it is being created or updated.
-pub async fn delete<S: MappingStore>(store: &S, uuid: &str) -> Result<EventSourceMapping, ApiError> {
+pub async fn delete<S: MappingStore>(
+    store: &S,
+    uuid: &str,
+) -> Result<EventSourceMapping, ApiError> {
     let mut mapping = load(store, uuid).await?;
-    if matches!(mapping.state, State::Creating | State::Updating | State::Enabling | State::Disabling | State::Deleting) {
+    if matches!(
+        mapping.state,
+        State::Creating | State::Updating | State::Enabling | State::Disabling | State::Deleting
+    ) {
         return Err(ApiError::conflict(format!(
             "The operation cannot be performed at this time. The event source mapping is currently in the {} state.",
             mapping.state.as_str()
@@ -413,6 +523,9 @@ pub async fn delete<S: MappingStore>(store: &S, uuid: &str) -> Result<EventSourc
     mapping.state_transition_reason = Some("USER_INITIATED".to_owned());
     mapping.last_modified = now_epoch_seconds();
     mapping.version += 1;
-    store.replace(&mapping).await.map_err(|e| ApiError::service(&e))?;
+    store
+        .replace(&mapping)
+        .await
+        .map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
 }

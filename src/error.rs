@@ -52,15 +52,17 @@ pub const fn invoke_disposition(error: &InvokeError) -> Disposition {
 /// The decision for a Kafka client failure.
 pub const fn kafka_disposition(error: &KafkaClientError) -> Disposition {
     match error {
-        KafkaClientError::Authorization { .. } => Disposition::Stop(StopReason::EventSourceAuthzError),
+        KafkaClientError::Authorization { .. } => {
+            Disposition::Stop(StopReason::EventSourceAuthzError)
+        }
         KafkaClientError::Authentication { .. } | KafkaClientError::TlsVerification { .. } => {
             Disposition::Stop(StopReason::EventSourceAuthnError)
         }
         KafkaClientError::Config { .. } => Disposition::Stop(StopReason::EsmConfigNotValid),
         // Brokers come back, topics get created: wait it out with backoff.
-        KafkaClientError::Unreachable { .. } | KafkaClientError::TopicNotFound { .. } | KafkaClientError::Other { .. } => {
-            Disposition::Retry
-        }
+        KafkaClientError::Unreachable { .. }
+        | KafkaClientError::TopicNotFound { .. }
+        | KafkaClientError::Other { .. } => Disposition::Retry,
     }
 }
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 
 /// The synchronous-invoke request limit, which AWS applies to the whole encoded event.
 pub const MAX_PAYLOAD_BYTES: usize = 6_291_456;
@@ -136,7 +136,10 @@ impl Serialize for OneHeader<'_> {
         let mut map = serializer.serialize_map(Some(1))?;
         // A null header value is sent as an empty array: deserialisers typed `byte[]`/`Vec<i8>`
         // (aws_lambda_events among them) would reject `null`.
-        map.serialize_entry(&self.0.key, &SignedBytes(self.0.value.as_deref().unwrap_or_default()))?;
+        map.serialize_entry(
+            &self.0.key,
+            &SignedBytes(self.0.value.as_deref().unwrap_or_default()),
+        )?;
         map.end()
     }
 }
@@ -182,7 +185,11 @@ impl Envelope {
             EventSource::Msk { cluster_arn } => ("aws:kafka", Some(cluster_arn.as_str())),
             EventSource::SelfManaged => ("SelfManagedKafka", None),
         };
-        let head = EnvelopeHead { event_source, event_source_arn, bootstrap_servers };
+        let head = EnvelopeHead {
+            event_source,
+            event_source_arn,
+            bootstrap_servers,
+        };
         let mut prefix = serde_json::to_vec(&head).unwrap_or_default();
         // Re-open the object to append `"records":{`.
         prefix.pop();
@@ -215,7 +222,12 @@ struct Group {
 impl Payload {
     pub fn new(envelope: Arc<Envelope>) -> Self {
         let size = envelope.empty_size();
-        Self { envelope, groups: BTreeMap::new(), size, records: 0 }
+        Self {
+            envelope,
+            groups: BTreeMap::new(),
+            size,
+            records: 0,
+        }
     }
 
     /// Exact size in bytes of the body [`Payload::finish`] would produce now.
@@ -256,14 +268,19 @@ impl Payload {
         self.records += 1;
         self.groups
             .entry((topic.clone(), record.partition))
-            .or_insert_with(|| Group { open: group_open(topic, record.partition), records: Vec::new() })
+            .or_insert_with(|| Group {
+                open: group_open(topic, record.partition),
+                records: Vec::new(),
+            })
             .records
             .push(record);
     }
 
     /// Records per `(topic, partition)`, in offset order.
     pub fn partitions(&self) -> impl Iterator<Item = (&str, i32, &[EncodedRecord])> {
-        self.groups.iter().map(|((t, p), g)| (&**t, *p, g.records.as_slice()))
+        self.groups
+            .iter()
+            .map(|((t, p), g)| (&**t, *p, g.records.as_slice()))
     }
 
     /// The request body.
@@ -298,7 +315,7 @@ fn group_open(topic: &str, partition: i32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
+    use serde_json::{Value, json};
 
     fn record(offset: i64) -> KafkaRecord {
         KafkaRecord {
@@ -309,7 +326,10 @@ mod tests {
             timestamp_type: TimestampType::CreateTime,
             key: Some(b"key".to_vec()),
             value: Some(b"Hello".to_vec()),
-            headers: vec![Header { key: "traceId".into(), value: Some("ab\u{eb}".as_bytes().to_vec()) }],
+            headers: vec![Header {
+                key: "traceId".into(),
+                value: Some("ab\u{eb}".as_bytes().to_vec()),
+            }],
         }
     }
 
@@ -329,9 +349,18 @@ mod tests {
         r.value = None;
         r.timestamp_type = TimestampType::LogAppendTime;
         r.headers = vec![
-            Header { key: "b".into(), value: Some(vec![0xff]) },
-            Header { key: "a".into(), value: None },
-            Header { key: "b".into(), value: Some(vec![1, 2]) },
+            Header {
+                key: "b".into(),
+                value: Some(vec![0xff]),
+            },
+            Header {
+                key: "a".into(),
+                value: None,
+            },
+            Header {
+                key: "b".into(),
+                value: Some(vec![1, 2]),
+            },
         ];
         let v: Value = serde_json::from_slice(&encode_record(&r).json).unwrap();
         assert_eq!(v.get("key"), None);
@@ -344,7 +373,9 @@ mod tests {
     fn msk_and_self_managed_envelopes() {
         let arn = "arn:aws:kafka:us-west-2:012345678901:cluster/ExampleMSKCluster/e9f754c6-d29a-4430-a7db-958a19fd2c54-4";
         let msk = Arc::new(Envelope::new(
-            &EventSource::Msk { cluster_arn: arn.into() },
+            &EventSource::Msk {
+                cluster_arn: arn.into(),
+            },
             "b-1.example:9092,b-2.example:9092",
         ));
         let mut payload = Payload::new(msk);
@@ -360,7 +391,10 @@ mod tests {
 
         let own = Arc::new(Envelope::new(&EventSource::SelfManaged, "localhost:9092"));
         let v: Value = serde_json::from_slice(&Payload::new(own).finish()).unwrap();
-        assert_eq!(v, json!({"eventSource":"SelfManagedKafka","bootstrapServers":"localhost:9092","records":{}}));
+        assert_eq!(
+            v,
+            json!({"eventSource":"SelfManagedKafka","bootstrapServers":"localhost:9092","records":{}})
+        );
     }
 
     #[test]

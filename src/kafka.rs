@@ -46,7 +46,9 @@ pub struct KafkaSettings {
 pub enum Security {
     Plaintext,
     /// TLS with the server certificate and host name verified against `ca`.
-    Tls { ca: CaSource },
+    Tls {
+        ca: CaSource,
+    },
 }
 
 /// Which certificate authorities a TLS connection trusts.
@@ -62,9 +64,13 @@ pub enum CaSource {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KafkaClientError {
-    #[error("cannot reach the Kafka brokers {servers}: {detail}. Check the bootstrap servers, the network path (VPC, security groups) and the TLS settings")]
+    #[error(
+        "cannot reach the Kafka brokers {servers}: {detail}. Check the bootstrap servers, the network path (VPC, security groups) and the TLS settings"
+    )]
     Unreachable { servers: String, detail: String },
-    #[error("TLS handshake with {servers} failed: {detail}. The broker certificate must be valid for the host name and signed by a trusted CA (SERVER_ROOT_CA_CERTIFICATE)")]
+    #[error(
+        "TLS handshake with {servers} failed: {detail}. The broker certificate must be valid for the host name and signed by a trusted CA (SERVER_ROOT_CA_CERTIFICATE)"
+    )]
     TlsVerification { servers: String, detail: String },
     #[error("topic '{topic}' does not exist on {servers}. Create it, or fix Topics")]
     TopicNotFound { topic: String, servers: String },
@@ -88,14 +94,20 @@ pub struct EsmContext {
 
 impl EsmContext {
     fn take_last_error(&self) -> Option<(RDKafkaErrorCode, String)> {
-        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 
 impl ClientContext for EsmContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 warn!(mapping = %self.mapping, facility = fac, "librdkafka: {message}");
             }
             RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
@@ -110,7 +122,10 @@ impl ClientContext for EsmContext {
         // Broker connection errors repeat for as long as the broker is away; the consumer
         // reports them once, with context, when a request fails.
         debug!(mapping = %self.mapping, error = %error, reason, "Kafka client error.");
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((code, reason.to_owned()));
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((code, reason.to_owned()));
     }
 }
 
@@ -128,7 +143,10 @@ pub struct KafkaClient {
 
 impl std::fmt::Debug for KafkaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaClient").field("topic", &self.topic).field("group", &self.settings.group_id).finish()
+        f.debug_struct("KafkaClient")
+            .field("topic", &self.topic)
+            .field("group", &self.settings.group_id)
+            .finish()
     }
 }
 
@@ -137,7 +155,11 @@ impl KafkaClient {
     ///
     /// # Errors
     /// librdkafka rejected the configuration.
-    pub fn new(settings: KafkaSettings, topic: &str, mapping: &str) -> Result<Self, KafkaClientError> {
+    pub fn new(
+        settings: KafkaSettings,
+        topic: &str,
+        mapping: &str,
+    ) -> Result<Self, KafkaClientError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.bootstrap_servers)
@@ -151,7 +173,10 @@ impl KafkaClient {
             // position is resolved explicitly (see `start_offsets`), never through this.
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-            .set("queued.max.messages.kbytes", settings.queued_max_kbytes.to_string())
+            .set(
+                "queued.max.messages.kbytes",
+                settings.queued_max_kbytes.to_string(),
+            )
             .set("socket.keepalive.enable", "true")
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "10000");
@@ -160,17 +185,30 @@ impl KafkaClient {
                 config.set("security.protocol", "plaintext");
             }
             Security::Tls { ca } => {
-                config.set("security.protocol", "ssl").set("ssl.endpoint.identification.algorithm", "https");
+                config
+                    .set("security.protocol", "ssl")
+                    .set("ssl.endpoint.identification.algorithm", "https");
                 match ca {
                     CaSource::System => config.set("ssl.ca.location", "probe"),
                     CaSource::Pem(pem) => config.set("ssl.ca.pem", pem),
                 };
             }
         }
-        let context = EsmContext { mapping: Arc::from(mapping), last_error: Mutex::new(None) };
+        let context = EsmContext {
+            mapping: Arc::from(mapping),
+            last_error: Mutex::new(None),
+        };
         let consumer: EsmConsumer =
-            config.create_with_context(context).map_err(|e| KafkaClientError::Config { detail: e.to_string() })?;
-        Ok(Self { consumer: Arc::new(consumer), topic: Arc::from(topic), settings: Arc::new(settings) })
+            config
+                .create_with_context(context)
+                .map_err(|e| KafkaClientError::Config {
+                    detail: e.to_string(),
+                })?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            topic: Arc::from(topic),
+            settings: Arc::new(settings),
+        })
     }
 
     pub fn topic(&self) -> &Arc<str> {
@@ -185,16 +223,26 @@ impl KafkaClient {
             Some((_, reason)) => format!("{e} ({reason})"),
             None => e.to_string(),
         };
-        let tls = last.as_ref().is_some_and(|(c, r)| *c == RDKafkaErrorCode::SSL || r.contains("SSL") || r.contains("certificate"));
+        let tls = last.as_ref().is_some_and(|(c, r)| {
+            *c == RDKafkaErrorCode::SSL || r.contains("SSL") || r.contains("certificate")
+        });
         match code {
-            Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed) => {
-                KafkaClientError::Authorization { what: what.to_owned(), detail }
-            }
+            Some(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed,
+            ) => KafkaClientError::Authorization {
+                what: what.to_owned(),
+                detail,
+            },
             Some(RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::Authentication) => {
                 KafkaClientError::Authentication { servers, detail }
             }
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
-                KafkaClientError::TopicNotFound { topic: self.topic.to_string(), servers }
+                KafkaClientError::TopicNotFound {
+                    topic: self.topic.to_string(),
+                    servers,
+                }
             }
             _ if tls => KafkaClientError::TlsVerification { servers, detail },
             Some(
@@ -204,7 +252,9 @@ impl KafkaClient {
                 | RDKafkaErrorCode::RequestTimedOut
                 | RDKafkaErrorCode::Resolve,
             ) => KafkaClientError::Unreachable { servers, detail },
-            _ => KafkaClientError::Other { detail: format!("{what}: {detail}") },
+            _ => KafkaClientError::Other {
+                detail: format!("{what}: {detail}"),
+            },
         }
     }
 
@@ -215,7 +265,9 @@ impl KafkaClient {
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || f(&consumer))
             .await
-            .map_err(|e| KafkaClientError::Other { detail: format!("client task failed: {e}") })
+            .map_err(|e| KafkaClientError::Other {
+                detail: format!("client task failed: {e}"),
+            })
     }
 
     /// The topic's partitions, from the brokers' metadata.
@@ -225,7 +277,9 @@ impl KafkaClient {
     pub async fn partitions(&self) -> Result<Vec<i32>, KafkaClientError> {
         let topic = self.topic.clone();
         let timeout = self.settings.request_timeout;
-        let metadata = self.blocking(move |c| c.fetch_metadata(Some(&topic), timeout)).await?;
+        let metadata = self
+            .blocking(move |c| c.fetch_metadata(Some(&topic), timeout))
+            .await?;
         let metadata = metadata.map_err(|e| self.describe(&e, "metadata"))?;
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == &*self.topic) else {
             return Err(KafkaClientError::TopicNotFound {
@@ -276,9 +330,15 @@ impl KafkaClient {
     ) -> Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>), KafkaClientError> {
         let mut start = BTreeMap::new();
         let mut resolved = BTreeMap::new();
-        let fresh: Vec<i32> = committed.iter().filter(|(_, o)| !o.is_some_and(|o| o >= 0)).map(|(p, _)| *p).collect();
+        let fresh: Vec<i32> = committed
+            .iter()
+            .filter(|(_, o)| !o.is_some_and(|o| o >= 0))
+            .map(|(p, _)| *p)
+            .collect();
         let by_time = match (position, timestamp_ms) {
-            (StartingPosition::AtTimestamp, Some(ts)) if !fresh.is_empty() => self.offsets_for_time(&fresh, ts).await?,
+            (StartingPosition::AtTimestamp, Some(ts)) if !fresh.is_empty() => {
+                self.offsets_for_time(&fresh, ts).await?
+            }
             _ => BTreeMap::new(),
         };
         for (&partition, &offset) in committed {
@@ -291,7 +351,11 @@ impl KafkaClient {
                 StartingPosition::TrimHorizon => low,
                 StartingPosition::Latest => high,
                 // No record at or after the timestamp: start at the end.
-                StartingPosition::AtTimestamp => by_time.get(&partition).copied().filter(|o| *o >= 0).unwrap_or(high),
+                StartingPosition::AtTimestamp => by_time
+                    .get(&partition)
+                    .copied()
+                    .filter(|o| *o >= 0)
+                    .unwrap_or(high),
             };
             start.insert(partition, offset);
             resolved.insert(partition, offset);
@@ -299,14 +363,22 @@ impl KafkaClient {
         Ok((start, resolved))
     }
 
-    async fn offsets_for_time(&self, partitions: &[i32], timestamp_ms: i64) -> Result<BTreeMap<i32, i64>, KafkaClientError> {
+    async fn offsets_for_time(
+        &self,
+        partitions: &[i32],
+        timestamp_ms: i64,
+    ) -> Result<BTreeMap<i32, i64>, KafkaClientError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             tpl.add_partition_offset(&self.topic, p, Offset::Offset(timestamp_ms))
-                .map_err(|e| KafkaClientError::Other { detail: e.to_string() })?;
+                .map_err(|e| KafkaClientError::Other {
+                    detail: e.to_string(),
+                })?;
         }
         let timeout = self.settings.request_timeout;
-        let result = self.blocking(move |c| c.offsets_for_times(tpl, timeout)).await?;
+        let result = self
+            .blocking(move |c| c.offsets_for_times(tpl, timeout))
+            .await?;
         let tpl = result.map_err(|e| self.describe(&e, "offsets for timestamp"))?;
         Ok(tpl
             .elements_for_topic(&self.topic)
@@ -322,21 +394,34 @@ impl KafkaClient {
     ///
     /// # Errors
     /// librdkafka refused the assignment.
-    pub fn assign(&self, start: &BTreeMap<i32, i64>) -> Result<Vec<KafkaPartitionSource>, KafkaClientError> {
+    pub fn assign(
+        &self,
+        start: &BTreeMap<i32, i64>,
+    ) -> Result<Vec<KafkaPartitionSource>, KafkaClientError> {
         let mut tpl = TopicPartitionList::new();
         for (&partition, &offset) in start {
             tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
-                .map_err(|e| KafkaClientError::Other { detail: e.to_string() })?;
+                .map_err(|e| KafkaClientError::Other {
+                    detail: e.to_string(),
+                })?;
         }
-        self.consumer.assign(&tpl).map_err(|e| self.describe(&e, "assign"))?;
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| self.describe(&e, "assign"))?;
         // Split right after assigning, before anything serves the main queue.
         start
             .keys()
             .map(|&partition| {
                 self.consumer
                     .split_partition_queue(&self.topic, partition)
-                    .map(|queue| KafkaPartitionSource { queue, topic: self.topic.clone(), partition })
-                    .ok_or_else(|| KafkaClientError::Other { detail: format!("cannot split partition {partition}") })
+                    .map(|queue| KafkaPartitionSource {
+                        queue,
+                        topic: self.topic.clone(),
+                        partition,
+                    })
+                    .ok_or_else(|| KafkaClientError::Other {
+                        detail: format!("cannot split partition {partition}"),
+                    })
             })
             .collect()
     }
@@ -349,8 +434,15 @@ impl KafkaClient {
         loop {
             match self.consumer.recv().await {
                 Ok(message) => {
-                    error!(topic = message.topic(), partition = message.partition(), offset = message.offset(), "Record arrived on the main queue; restarting the consumer from its committed offsets.");
-                    return KafkaClientError::Other { detail: "record routed to the main queue".into() };
+                    error!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "Record arrived on the main queue; restarting the consumer from its committed offsets."
+                    );
+                    return KafkaClientError::Other {
+                        detail: "record routed to the main queue".into(),
+                    };
                 }
                 Err(e) => {
                     info!(error = %e, "Kafka consumer error.");
@@ -361,7 +453,9 @@ impl KafkaClient {
 
     /// The checkpoint seam over this client's consumer group.
     pub fn checkpoint(&self) -> KafkaCheckpoint {
-        KafkaCheckpoint { client: self.clone() }
+        KafkaCheckpoint {
+            client: self.clone(),
+        }
     }
 }
 
@@ -374,7 +468,10 @@ pub struct KafkaPartitionSource {
 
 impl std::fmt::Debug for KafkaPartitionSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaPartitionSource").field("topic", &self.topic).field("partition", &self.partition).finish()
+        f.debug_struct("KafkaPartitionSource")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .finish()
     }
 }
 
@@ -413,7 +510,14 @@ fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
     };
     let headers = message
         .headers()
-        .map(|h| h.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect())
+        .map(|h| {
+            h.iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: h.value.map(<[u8]>::to_vec),
+                })
+                .collect()
+        })
         .unwrap_or_default();
     KafkaRecord {
         topic: topic.clone(),
@@ -434,7 +538,10 @@ pub struct KafkaCheckpoint {
 }
 
 impl Checkpoint for KafkaCheckpoint {
-    async fn committed(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, CheckpointError> {
+    async fn committed(
+        &self,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, Option<i64>>, CheckpointError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             tpl.add_partition(&self.client.topic, p);
@@ -444,8 +551,12 @@ impl Checkpoint for KafkaCheckpoint {
             .client
             .blocking(move |c| c.committed_offsets(tpl, timeout))
             .await
-            .map_err(|e| CheckpointError { message: e.to_string() })?;
-        let tpl = result.map_err(|e| CheckpointError { message: self.client.describe(&e, "committed offsets").to_string() })?;
+            .map_err(|e| CheckpointError {
+                message: e.to_string(),
+            })?;
+        let tpl = result.map_err(|e| CheckpointError {
+            message: self.client.describe(&e, "committed offsets").to_string(),
+        })?;
         let mut out: BTreeMap<i32, Option<i64>> = partitions.iter().map(|p| (*p, None)).collect();
         for elem in tpl.elements_for_topic(&self.client.topic) {
             if let Offset::Offset(o) = elem.offset() {
@@ -459,13 +570,19 @@ impl Checkpoint for KafkaCheckpoint {
         let mut tpl = TopicPartitionList::new();
         for (&p, &o) in offsets {
             tpl.add_partition_offset(&self.client.topic, p, Offset::Offset(o))
-                .map_err(|e| CheckpointError { message: e.to_string() })?;
+                .map_err(|e| CheckpointError {
+                    message: e.to_string(),
+                })?;
         }
         let result = self
             .client
             .blocking(move |c| c.commit(&tpl, CommitMode::Sync))
             .await
-            .map_err(|e| CheckpointError { message: e.to_string() })?;
-        result.map_err(|e| CheckpointError { message: self.client.describe(&e, "commit").to_string() })
+            .map_err(|e| CheckpointError {
+                message: e.to_string(),
+            })?;
+        result.map_err(|e| CheckpointError {
+            message: self.client.describe(&e, "commit").to_string(),
+        })
     }
 }

@@ -20,8 +20,8 @@ pub mod invoke;
 pub mod kafka;
 pub mod mapping;
 pub mod poller;
-pub mod supervisor;
 pub mod source;
 pub mod store;
+pub mod supervisor;
 
 pub use error::{Error, Result};

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{default_batch_size, default_batching_window, BatchLimits};
+use crate::batch::{BatchLimits, default_batch_size, default_batching_window};
 use crate::event::{EventSource, MAX_PAYLOAD_BYTES};
 
 /// `BatchSize` range for Kafka sources.
@@ -50,7 +50,10 @@ impl State {
     /// Whether a poller should be consuming for a mapping in this state. Transitional states
     /// towards running (`Creating`, `Enabling`, `Updating`) count: the poller moves them on.
     pub const fn wants_consumer(self) -> bool {
-        matches!(self, Self::Creating | Self::Enabling | Self::Enabled | Self::Updating)
+        matches!(
+            self,
+            Self::Creating | Self::Enabling | Self::Enabled | Self::Updating
+        )
     }
 }
 
@@ -189,15 +192,22 @@ pub struct InvalidMapping {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidMapping {
-    InvalidMapping { field, message: message.into() }
+    InvalidMapping {
+        field,
+        message: message.into(),
+    }
 }
 
 /// The Kafka side of a mapping, as the poller needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KafkaCluster {
     /// Bootstrap servers to be resolved from the MSK control plane.
-    Msk { cluster_arn: String },
-    SelfManaged { bootstrap_servers: Vec<String> },
+    Msk {
+        cluster_arn: String,
+    },
+    SelfManaged {
+        bootstrap_servers: Vec<String>,
+    },
 }
 
 impl EventSourceMapping {
@@ -214,46 +224,87 @@ impl EventSourceMapping {
         }
         match (&self.event_source_arn, &self.self_managed_event_source) {
             (Some(_), Some(_)) => {
-                return Err(invalid("EventSourceArn", "give either EventSourceArn or SelfManagedEventSource, not both"));
+                return Err(invalid(
+                    "EventSourceArn",
+                    "give either EventSourceArn or SelfManagedEventSource, not both",
+                ));
             }
             (None, None) => {
-                return Err(invalid("EventSourceArn", "one of EventSourceArn (an MSK cluster) or SelfManagedEventSource is required"));
+                return Err(invalid(
+                    "EventSourceArn",
+                    "one of EventSourceArn (an MSK cluster) or SelfManagedEventSource is required",
+                ));
             }
             (Some(arn), None) => validate_msk_arn(arn)?,
-            (None, Some(source)) => validate_bootstrap_servers(&source.endpoints.kafka_bootstrap_servers)?,
+            (None, Some(source)) => {
+                validate_bootstrap_servers(&source.endpoints.kafka_bootstrap_servers)?
+            }
         }
         match self.topics.as_slice() {
             [topic] => validate_topic(topic)?,
             [] => return Err(invalid("Topics", "one topic is required")),
-            _ => return Err(invalid("Topics", "exactly one topic per mapping, as in AWS; create one mapping per topic")),
+            _ => {
+                return Err(invalid(
+                    "Topics",
+                    "exactly one topic per mapping, as in AWS; create one mapping per topic",
+                ));
+            }
         }
         match self.starting_position {
-            None => return Err(invalid("StartingPosition", "is required: TRIM_HORIZON, LATEST or AT_TIMESTAMP")),
+            None => {
+                return Err(invalid(
+                    "StartingPosition",
+                    "is required: TRIM_HORIZON, LATEST or AT_TIMESTAMP",
+                ));
+            }
             Some(StartingPosition::AtTimestamp) => match self.starting_position_timestamp {
-                None => return Err(invalid("StartingPositionTimestamp", "is required with AT_TIMESTAMP")),
+                None => {
+                    return Err(invalid(
+                        "StartingPositionTimestamp",
+                        "is required with AT_TIMESTAMP",
+                    ));
+                }
                 Some(ts) if !ts.is_finite() || ts < 0.0 => {
-                    return Err(invalid("StartingPositionTimestamp", "must be seconds since the epoch"));
+                    return Err(invalid(
+                        "StartingPositionTimestamp",
+                        "must be seconds since the epoch",
+                    ));
                 }
                 Some(_) => {}
             },
             Some(_) if self.starting_position_timestamp.is_some() => {
-                return Err(invalid("StartingPositionTimestamp", "is only allowed with StartingPosition AT_TIMESTAMP"));
+                return Err(invalid(
+                    "StartingPositionTimestamp",
+                    "is only allowed with StartingPosition AT_TIMESTAMP",
+                ));
             }
             Some(_) => {}
         }
         if let Some(size) = self.batch_size
             && !BATCH_SIZE_RANGE.contains(&size)
         {
-            return Err(invalid("BatchSize", format!("{size} is out of range: 1 to 10000")));
+            return Err(invalid(
+                "BatchSize",
+                format!("{size} is out of range: 1 to 10000"),
+            ));
         }
         if let Some(window) = self.maximum_batching_window_in_seconds
             && !BATCHING_WINDOW_RANGE.contains(&window)
         {
-            return Err(invalid("MaximumBatchingWindowInSeconds", format!("{window} is out of range: 0 to 300")));
+            return Err(invalid(
+                "MaximumBatchingWindowInSeconds",
+                format!("{window} is out of range: 0 to 300"),
+            ));
         }
         for (field, config) in [
-            ("AmazonManagedKafkaEventSourceConfig.ConsumerGroupId", &self.amazon_managed_kafka_event_source_config),
-            ("SelfManagedKafkaEventSourceConfig.ConsumerGroupId", &self.self_managed_kafka_event_source_config),
+            (
+                "AmazonManagedKafkaEventSourceConfig.ConsumerGroupId",
+                &self.amazon_managed_kafka_event_source_config,
+            ),
+            (
+                "SelfManagedKafkaEventSourceConfig.ConsumerGroupId",
+                &self.self_managed_kafka_event_source_config,
+            ),
         ] {
             if let Some(id) = config.as_ref().and_then(|c| c.consumer_group_id.as_deref()) {
                 validate_consumer_group_id(field, id)?;
@@ -278,17 +329,23 @@ impl EventSourceMapping {
 
     pub fn cluster(&self) -> KafkaCluster {
         match (&self.event_source_arn, &self.self_managed_event_source) {
-            (Some(arn), _) => KafkaCluster::Msk { cluster_arn: arn.clone() },
+            (Some(arn), _) => KafkaCluster::Msk {
+                cluster_arn: arn.clone(),
+            },
             (None, Some(source)) => KafkaCluster::SelfManaged {
                 bootstrap_servers: source.endpoints.kafka_bootstrap_servers.clone(),
             },
-            (None, None) => KafkaCluster::SelfManaged { bootstrap_servers: Vec::new() },
+            (None, None) => KafkaCluster::SelfManaged {
+                bootstrap_servers: Vec::new(),
+            },
         }
     }
 
     pub fn event_source(&self) -> EventSource {
         match &self.event_source_arn {
-            Some(arn) => EventSource::Msk { cluster_arn: arn.clone() },
+            Some(arn) => EventSource::Msk {
+                cluster_arn: arn.clone(),
+            },
             None => EventSource::SelfManaged,
         }
     }
@@ -299,7 +356,9 @@ impl EventSourceMapping {
             max_records: self.batch_size.unwrap_or_else(default_batch_size) as usize,
             window: self
                 .maximum_batching_window_in_seconds
-                .map_or_else(default_batching_window, |s| Duration::from_secs(u64::from(s))),
+                .map_or_else(default_batching_window, |s| {
+                    Duration::from_secs(u64::from(s))
+                }),
             max_payload_bytes: MAX_PAYLOAD_BYTES,
         }
     }
@@ -307,18 +366,27 @@ impl EventSourceMapping {
     /// `StartingPositionTimestamp` in epoch milliseconds.
     pub fn starting_timestamp_ms(&self) -> Option<i64> {
         #[allow(clippy::cast_possible_truncation)]
-        self.starting_position_timestamp.map(|s| (s * 1000.0) as i64)
+        self.starting_position_timestamp
+            .map(|s| (s * 1000.0) as i64)
     }
 
     /// The `source_access_configurations` entries of one type.
-    pub fn access(&self, kind: SourceAccessType) -> impl Iterator<Item = &SourceAccessConfiguration> {
-        self.source_access_configurations.iter().flatten().filter(move |c| c.kind == kind)
+    pub fn access(
+        &self,
+        kind: SourceAccessType,
+    ) -> impl Iterator<Item = &SourceAccessConfiguration> {
+        self.source_access_configurations
+            .iter()
+            .flatten()
+            .filter(move |c| c.kind == kind)
     }
 }
 
 /// `LastModified`: now, in fractional epoch seconds with millisecond precision like AWS.
 pub fn now_epoch_seconds() -> f64 {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     #[allow(clippy::cast_precision_loss)]
     let seconds = ms as f64 / 1000.0;
     seconds
@@ -343,7 +411,9 @@ pub fn validate_msk_arn(arn: &str) -> Result<(), InvalidMapping> {
     } else {
         Err(invalid(
             "EventSourceArn",
-            format!("'{arn}' is not an MSK cluster ARN (arn:aws:kafka:REGION:ACCOUNT:cluster/NAME/UUID)"),
+            format!(
+                "'{arn}' is not an MSK cluster ARN (arn:aws:kafka:REGION:ACCOUNT:cluster/NAME/UUID)"
+            ),
         ))
     }
 }
@@ -351,12 +421,15 @@ pub fn validate_msk_arn(arn: &str) -> Result<(), InvalidMapping> {
 fn validate_bootstrap_servers(servers: &[String]) -> Result<(), InvalidMapping> {
     const FIELD: &str = "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS";
     if servers.is_empty() || servers.len() > MAX_BOOTSTRAP_SERVERS {
-        return Err(invalid(FIELD, format!("give 1 to {MAX_BOOTSTRAP_SERVERS} host:port entries")));
+        return Err(invalid(
+            FIELD,
+            format!("give 1 to {MAX_BOOTSTRAP_SERVERS} host:port entries"),
+        ));
     }
     for server in servers {
-        let valid = server
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && !host.contains(',') && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let valid = server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains(',') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !valid {
             return Err(invalid(FIELD, format!("'{server}' is not host:port")));
         }
@@ -369,22 +442,32 @@ fn validate_topic(topic: &str) -> Result<(), InvalidMapping> {
         && topic.len() <= 249
         && topic != "."
         && topic != ".."
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if valid {
         Ok(())
     } else {
-        Err(invalid("Topics", format!("'{topic}' is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])")))
+        Err(invalid(
+            "Topics",
+            format!("'{topic}' is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
+        ))
     }
 }
 
 fn validate_consumer_group_id(field: &'static str, id: &str) -> Result<(), InvalidMapping> {
     let valid = !id.is_empty()
         && id.len() <= MAX_CONSUMER_GROUP_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/*:_+=.@".contains(&b));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-/*:_+=.@".contains(&b));
     if valid {
         Ok(())
     } else {
-        Err(invalid(field, format!("'{id}' must be 1-200 characters of [a-zA-Z0-9-/*:_+=.@]")))
+        Err(invalid(
+            field,
+            format!("'{id}' must be 1-200 characters of [a-zA-Z0-9-/*:_+=.@]"),
+        ))
     }
 }
 
@@ -414,12 +497,17 @@ mod tests {
         let m: EventSourceMapping = serde_json::from_value(example()).unwrap();
         m.validate().unwrap();
         assert_eq!(serde_json::to_value(&m).unwrap(), example());
-        assert_eq!(m.consumer_group_id(), "6d9bce8e-836b-442c-8070-74e77903c815");
+        assert_eq!(
+            m.consumer_group_id(),
+            "6d9bce8e-836b-442c-8070-74e77903c815"
+        );
         assert_eq!(m.batch_limits().window, Duration::from_millis(500));
         assert_eq!(m.batch_limits().max_records, 100);
         assert_eq!(
             m.cluster(),
-            KafkaCluster::SelfManaged { bootstrap_servers: vec!["b-1:9092".into(), "b-2:9092".into()] }
+            KafkaCluster::SelfManaged {
+                bootstrap_servers: vec!["b-1:9092".into(), "b-2:9092".into()]
+            }
         );
     }
 
@@ -432,14 +520,32 @@ mod tests {
         let cases: Vec<(serde_json::Value, &str)> = vec![
             (json!({"BatchSize": 0}), "BatchSize"),
             (json!({"BatchSize": 10001}), "BatchSize"),
-            (json!({"MaximumBatchingWindowInSeconds": 301}), "MaximumBatchingWindowInSeconds"),
+            (
+                json!({"MaximumBatchingWindowInSeconds": 301}),
+                "MaximumBatchingWindowInSeconds",
+            ),
             (json!({"Topics": ["a", "b"]}), "Topics"),
             (json!({"Topics": ["bad topic"]}), "Topics"),
-            (json!({"StartingPosition": "AT_TIMESTAMP"}), "StartingPositionTimestamp"),
-            (json!({"StartingPositionTimestamp": 5.0}), "StartingPositionTimestamp"),
-            (json!({"EventSourceArn": "arn:aws:kafka:us-east-1:111111111111:cluster/x/y"}), "EventSourceArn"),
-            (json!({"SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["nope"]}}}), "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS"),
-            (json!({"SelfManagedKafkaEventSourceConfig": {"ConsumerGroupId": "bad group!"}}), "SelfManagedKafkaEventSourceConfig.ConsumerGroupId"),
+            (
+                json!({"StartingPosition": "AT_TIMESTAMP"}),
+                "StartingPositionTimestamp",
+            ),
+            (
+                json!({"StartingPositionTimestamp": 5.0}),
+                "StartingPositionTimestamp",
+            ),
+            (
+                json!({"EventSourceArn": "arn:aws:kafka:us-east-1:111111111111:cluster/x/y"}),
+                "EventSourceArn",
+            ),
+            (
+                json!({"SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["nope"]}}}),
+                "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS",
+            ),
+            (
+                json!({"SelfManagedKafkaEventSourceConfig": {"ConsumerGroupId": "bad group!"}}),
+                "SelfManagedKafkaEventSourceConfig.ConsumerGroupId",
+            ),
             (json!({"UUID": "not-a-uuid"}), "UUID"),
         ];
         for (patch, field) in cases {
@@ -456,7 +562,9 @@ mod tests {
     fn msk_arn_and_group_override() {
         let mut v = example();
         v.as_object_mut().unwrap().remove("SelfManagedEventSource");
-        v["EventSourceArn"] = json!("arn:aws:kafka:us-west-2:111111111111:cluster/my-cluster/fc2f5bdf-fd1b-45ad-85dd-15b4a5a6247e-2");
+        v["EventSourceArn"] = json!(
+            "arn:aws:kafka:us-west-2:111111111111:cluster/my-cluster/fc2f5bdf-fd1b-45ad-85dd-15b4a5a6247e-2"
+        );
         v["AmazonManagedKafkaEventSourceConfig"] = json!({"ConsumerGroupId": "orders-readers"});
         let m: EventSourceMapping = serde_json::from_value(v).unwrap();
         m.validate().unwrap();

@@ -7,8 +7,8 @@
 //! to the committer. [`run_mapping`] wires one mapping to Kafka and keeps it running through
 //! broker outages; unrecoverable errors end it with the `StateTransitionReason` to record.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -18,9 +18,11 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::batch::{BatchLimits, Batcher, NextBatch};
-use crate::checkpoint::{spawn_committer, Checkpoint, CommitReport, CommitSender, CommitterSettings};
+use crate::checkpoint::{
+    Checkpoint, CommitReport, CommitSender, CommitterSettings, spawn_committer,
+};
 use crate::cluster::{ClusterResolver, ResolveError};
-use crate::error::{invoke_disposition, kafka_disposition, Disposition, StopReason};
+use crate::error::{Disposition, StopReason, invoke_disposition, kafka_disposition};
 use crate::event::Envelope;
 use crate::invoke::{InvokeError, InvokeOutcome, Invoker};
 use crate::kafka::{KafkaClient, KafkaClientError, KafkaSettings};
@@ -75,9 +77,11 @@ impl PollerSettings {
     pub fn from_env() -> Result<Self, String> {
         fn var(name: &str) -> Result<Option<u64>, String> {
             match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => {
-                    v.trim().parse().map(Some).map_err(|_| format!("{name}={v} is not a whole number"))
-                }
+                Ok(v) if !v.trim().is_empty() => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{name}={v} is not a whole number")),
                 _ => Ok(None),
             }
         }
@@ -89,9 +93,10 @@ impl PollerSettings {
             fetch_wait_max_ms: var("ESM_FETCH_WAIT_MS")?.map_or(Ok(d.fetch_wait_max_ms), |v| {
                 u32::try_from(v).map_err(|_| "ESM_FETCH_WAIT_MS is too large".to_owned())
             })?,
-            queued_max_kbytes: var("ESM_QUEUED_MAX_KBYTES")?.map_or(Ok(d.queued_max_kbytes), |v| {
-                u32::try_from(v).map_err(|_| "ESM_QUEUED_MAX_KBYTES is too large".to_owned())
-            })?,
+            queued_max_kbytes: var("ESM_QUEUED_MAX_KBYTES")?
+                .map_or(Ok(d.queued_max_kbytes), |v| {
+                    u32::try_from(v).map_err(|_| "ESM_QUEUED_MAX_KBYTES is too large".to_owned())
+                })?,
             request_timeout: ms("ESM_KAFKA_REQUEST_TIMEOUT_MS", d.request_timeout)?,
             retry_base: ms("ESM_RETRY_BASE_MS", d.retry_base)?,
             retry_cap: ms("ESM_RETRY_CAP_MS", d.retry_cap)?,
@@ -139,7 +144,10 @@ pub enum WorkerError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("{error}")]
-    Invoke { reason: StopReason, error: InvokeError },
+    Invoke {
+        reason: StopReason,
+        error: InvokeError,
+    },
 }
 
 /// Runs every partition until `stop`, then lets in-flight invokes finish (or drops them when
@@ -163,13 +171,22 @@ where
     C: Checkpoint,
     I: Invoker,
 {
-    let committer_settings =
-        CommitterSettings { retry_base: settings.retry_base, retry_cap: settings.retry_cap, ..CommitterSettings::default() };
-    let (commits, committer) = spawn_committer(checkpoint, spec.mapping.clone(), committer_settings);
+    let committer_settings = CommitterSettings {
+        retry_base: settings.retry_base,
+        retry_cap: settings.retry_cap,
+        ..CommitterSettings::default()
+    };
+    let (commits, committer) =
+        spawn_committer(checkpoint, spec.mapping.clone(), committer_settings);
     let workers_stop = stop.child_token();
     let mut workers = JoinSet::new();
     for source in sources {
-        let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits);
+        let batcher = Batcher::new(
+            source,
+            spec.topic.clone(),
+            spec.envelope.clone(),
+            spec.limits,
+        );
         workers.spawn(run_partition(
             batcher,
             spec.clone(),
@@ -187,7 +204,10 @@ where
         let error = match joined {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => e,
-            Err(join) => WorkerError::Source(SourceError::Fatal { partition: -1, message: format!("partition worker panicked: {join}") }),
+            Err(join) => WorkerError::Source(SourceError::Fatal {
+                partition: -1,
+                message: format!("partition worker panicked: {join}"),
+            }),
         };
         if failure.is_none() {
             workers_stop.cancel();
@@ -238,7 +258,10 @@ async fn run_partition<S: RecordSource, I: Invoker>(
             let failure = match result {
                 Ok(InvokeOutcome::Success { .. }) => break,
                 Ok(InvokeOutcome::FunctionError { kind, body }) => {
-                    format!("function error ({kind}): {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
+                    format!(
+                        "function error ({kind}): {}",
+                        String::from_utf8_lossy(&body[..body.len().min(512)])
+                    )
                 }
                 Err(error) => match invoke_disposition(&error) {
                     Disposition::Stop(reason) => {
@@ -261,7 +284,9 @@ async fn run_partition<S: RecordSource, I: Invoker>(
                 () = tokio::time::sleep(delay) => {}
             }
         }
-        metrics.records.fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
+        metrics
+            .records
+            .fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
         metrics.batches.fetch_add(1, Ordering::Relaxed);
         commits.delivered(batch.partition, batch.next_offset());
     }
@@ -272,7 +297,10 @@ async fn run_partition<S: RecordSource, I: Invoker>(
 pub enum MappingExit {
     Stopped,
     /// Needs a human: record `reason` and `message` on the mapping and disable it.
-    Unrecoverable { reason: StopReason, message: String },
+    Unrecoverable {
+        reason: StopReason,
+        message: String,
+    },
 }
 
 /// What every mapping consumer of one poller shares.
@@ -303,12 +331,23 @@ impl RunError {
                 Disposition::Retry => Ok(()),
                 Disposition::Stop(reason) => Err((reason, format!("PROBLEM: {e}"))),
             },
-            Self::Resolve(ResolveError::Unrecoverable(reason, message)) => Err((*reason, message.clone())),
-            Self::Worker(WorkerError::Invoke { reason, error }) => Err((*reason, format!("PROBLEM: {error}"))),
-            Self::Worker(WorkerError::Source(SourceError::Fatal { message, .. })) if message.contains("uthoriz") => {
-                Err((StopReason::EventSourceAuthzError, format!("PROBLEM: {message}")))
+            Self::Resolve(ResolveError::Unrecoverable(reason, message)) => {
+                Err((*reason, message.clone()))
             }
-            Self::Resolve(ResolveError::Transient(_)) | Self::Worker(_) | Self::Checkpoint(_) => Ok(()),
+            Self::Worker(WorkerError::Invoke { reason, error }) => {
+                Err((*reason, format!("PROBLEM: {error}")))
+            }
+            Self::Worker(WorkerError::Source(SourceError::Fatal { message, .. }))
+                if message.contains("uthoriz") =>
+            {
+                Err((
+                    StopReason::EventSourceAuthzError,
+                    format!("PROBLEM: {message}"),
+                ))
+            }
+            Self::Resolve(ResolveError::Transient(_)) | Self::Worker(_) | Self::Checkpoint(_) => {
+                Ok(())
+            }
         }
     }
 }
@@ -363,7 +402,15 @@ async fn run_once<I: Invoker>(
         request_timeout: env.settings.request_timeout,
     };
     let client = KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?;
-    let result = consume_with(env, mapping, &client, &connection.bootstrap_servers, stop, abandon).await;
+    let result = consume_with(
+        env,
+        mapping,
+        &client,
+        &connection.bootstrap_servers,
+        stop,
+        abandon,
+    )
+    .await;
     // Closing a consumer may wait on the network: keep it off the async threads.
     let _ = tokio::task::spawn_blocking(move || drop(client)).await;
     result
@@ -379,13 +426,23 @@ async fn consume_with<I: Invoker>(
 ) -> Result<(), RunError> {
     let partitions = client.partitions().await?;
     let checkpoint = client.checkpoint();
-    let committed = checkpoint.committed(&partitions).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
-    let position = mapping.starting_position.unwrap_or(StartingPosition::Latest);
-    let (start, resolved) = client.start_offsets(&committed, position, mapping.starting_timestamp_ms()).await?;
+    let committed = checkpoint
+        .committed(&partitions)
+        .await
+        .map_err(|e| RunError::Checkpoint(e.to_string()))?;
+    let position = mapping
+        .starting_position
+        .unwrap_or(StartingPosition::Latest);
+    let (start, resolved) = client
+        .start_offsets(&committed, position, mapping.starting_timestamp_ms())
+        .await?;
     if !resolved.is_empty() {
         // Pin the starting position at once: a restart must not re-resolve LATEST past records
         // that arrived in between.
-        checkpoint.commit(&resolved).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
+        checkpoint
+            .commit(&resolved)
+            .await
+            .map_err(|e| RunError::Checkpoint(e.to_string()))?;
         info!(mapping = %mapping.uuid, group = mapping.consumer_group_id(), ?position, offsets = ?resolved, "Starting position resolved and committed.");
     }
     let sources = client.assign(&start)?;
@@ -410,8 +467,20 @@ async fn consume_with<I: Invoker>(
             error
         })
     };
-    let result = consume(&spec, sources, checkpoint, env.invoker.clone(), &env.settings, env.metrics.clone(), &local_stop, abandon).await;
-    let misrouted = if main_queue.is_finished() { main_queue.await.ok() } else {
+    let result = consume(
+        &spec,
+        sources,
+        checkpoint,
+        env.invoker.clone(),
+        &env.settings,
+        env.metrics.clone(),
+        &local_stop,
+        abandon,
+    )
+    .await;
+    let misrouted = if main_queue.is_finished() {
+        main_queue.await.ok()
+    } else {
         main_queue.abort();
         None
     };
@@ -442,20 +511,37 @@ mod tests {
     }
 
     impl Invoker for ScriptedInvoker {
-        async fn invoke(&self, _function: &str, payload: Vec<u8>) -> Result<InvokeOutcome, InvokeError> {
+        async fn invoke(
+            &self,
+            _function: &str,
+            payload: Vec<u8>,
+        ) -> Result<InvokeOutcome, InvokeError> {
             let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-            let key = event["records"].as_object().unwrap().keys().next().unwrap().clone();
+            let key = event["records"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .next()
+                .unwrap()
+                .clone();
             self.calls.lock().unwrap().push(event);
             if let Some(e) = &self.error {
                 return Err(e.clone());
             }
-            let failing = self.failing_partition.is_some_and(|p| key.ends_with(&format!("-{p}")));
+            let failing = self
+                .failing_partition
+                .is_some_and(|p| key.ends_with(&format!("-{p}")));
             let mut left = self.failures_left.lock().unwrap();
             if failing && *left > 0 {
                 *left -= 1;
-                return Ok(InvokeOutcome::FunctionError { kind: "Unhandled".into(), body: "{}".into() });
+                return Ok(InvokeOutcome::FunctionError {
+                    kind: "Unhandled".into(),
+                    body: "{}".into(),
+                });
             }
-            Ok(InvokeOutcome::Success { body: "null".into() })
+            Ok(InvokeOutcome::Success {
+                body: "null".into(),
+            })
         }
     }
 
@@ -480,7 +566,11 @@ mod tests {
             function: Arc::from("f"),
             topic: Arc::from("t"),
             envelope: Arc::new(Envelope::new(&EventSource::SelfManaged, "k:9092")),
-            limits: BatchLimits { max_records, window: Duration::from_millis(100), ..BatchLimits::default() },
+            limits: BatchLimits {
+                max_records,
+                window: Duration::from_millis(100),
+                ..BatchLimits::default()
+            },
         }
     }
 
@@ -488,20 +578,42 @@ mod tests {
         calls
             .iter()
             .filter_map(|c| c["records"].get(format!("t-{partition}")))
-            .flat_map(|r| r.as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()))
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["offset"].as_i64().unwrap())
+            })
             .collect()
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failing_partition_is_retried_in_order_without_blocking_the_others_or_committing_past_it() {
-        let invoker = Arc::new(ScriptedInvoker { failing_partition: Some(1), failures_left: Mutex::new(3), ..Default::default() });
+    async fn failing_partition_is_retried_in_order_without_blocking_the_others_or_committing_past_it()
+     {
+        let invoker = Arc::new(ScriptedInvoker {
+            failing_partition: Some(1),
+            failures_left: Mutex::new(3),
+            ..Default::default()
+        });
         let checkpoint = MemoryCheckpoint::default();
-        let sources = vec![MemorySource::ending_after(records(0, 10)), MemorySource::ending_after(records(1, 10))];
+        let sources = vec![
+            MemorySource::ending_after(records(0, 10)),
+            MemorySource::ending_after(records(1, 10)),
+        ];
         let settings = PollerSettings::default();
         let stop = CancellationToken::new();
-        let report = consume(&spec(4), sources, checkpoint.clone(), invoker.clone(), &settings, Arc::default(), &stop, &CancellationToken::new())
-            .await
-            .unwrap();
+        let report = consume(
+            &spec(4),
+            sources,
+            checkpoint.clone(),
+            invoker.clone(),
+            &settings,
+            Arc::default(),
+            &stop,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.committed, BTreeMap::from([(0, 10), (1, 10)]));
         let calls = invoker.calls.lock().unwrap().clone();
         assert_eq!(delivered_offsets(&calls, 0), (0..10).collect::<Vec<_>>());
@@ -510,9 +622,21 @@ mod tests {
         assert_eq!(&p1[..12], &[0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
         assert_eq!(&p1[12..], &(0..10).collect::<Vec<_>>()[..]);
         // Partition 0 was done before partition 1's first batch finally succeeded (its fourth call).
-        let last_p0 = calls.iter().rposition(|c| c["records"].get("t-0").is_some()).unwrap();
-        let p1_first_success = calls.iter().enumerate().filter(|(_, c)| c["records"].get("t-1").is_some()).nth(3).unwrap().0;
-        assert!(last_p0 < p1_first_success, "partition 0 was blocked by partition 1's failures");
+        let last_p0 = calls
+            .iter()
+            .rposition(|c| c["records"].get("t-0").is_some())
+            .unwrap();
+        let p1_first_success = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c["records"].get("t-1").is_some())
+            .nth(3)
+            .unwrap()
+            .0;
+        assert!(
+            last_p0 < p1_first_success,
+            "partition 0 was blocked by partition 1's failures"
+        );
         // No commit ever went past an undelivered batch of partition 1.
         for commit in checkpoint.history() {
             if let Some(&o) = commit.get(&1) {
@@ -523,7 +647,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stop_during_retries_commits_nothing_past_the_failure() {
-        let invoker = Arc::new(ScriptedInvoker { failing_partition: Some(0), failures_left: Mutex::new(u32::MAX), ..Default::default() });
+        let invoker = Arc::new(ScriptedInvoker {
+            failing_partition: Some(0),
+            failures_left: Mutex::new(u32::MAX),
+            ..Default::default()
+        });
         let checkpoint = MemoryCheckpoint::default();
         let stop = CancellationToken::new();
         let stopper = stop.clone();
@@ -531,9 +659,18 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(120)).await;
             stopper.cancel();
         });
-        let report = consume(&spec(5), vec![MemorySource::idle_after(records(0, 10))], checkpoint.clone(), invoker.clone(), &PollerSettings::default(), Arc::default(), &stop, &CancellationToken::new())
-            .await
-            .unwrap();
+        let report = consume(
+            &spec(5),
+            vec![MemorySource::idle_after(records(0, 10))],
+            checkpoint.clone(),
+            invoker.clone(),
+            &PollerSettings::default(),
+            Arc::default(),
+            &stop,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert!(report.committed.is_empty());
         assert!(checkpoint.offsets().is_empty());
         let attempts = invoker.calls.lock().unwrap().len();
@@ -544,14 +681,32 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn missing_function_stops_the_mapping_with_function_config_not_valid() {
         let invoker = Arc::new(ScriptedInvoker {
-            error: Some(InvokeError::FunctionNotFound { function: "f".into(), message: "Function not found".into() }),
+            error: Some(InvokeError::FunctionNotFound {
+                function: "f".into(),
+                message: "Function not found".into(),
+            }),
             ..Default::default()
         });
         let checkpoint = MemoryCheckpoint::default();
-        let err = consume(&spec(5), vec![MemorySource::idle_after(records(0, 3))], checkpoint.clone(), invoker, &PollerSettings::default(), Arc::default(), &CancellationToken::new(), &CancellationToken::new())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, WorkerError::Invoke { reason: StopReason::FunctionConfigNotValid, .. }));
+        let err = consume(
+            &spec(5),
+            vec![MemorySource::idle_after(records(0, 3))],
+            checkpoint.clone(),
+            invoker,
+            &PollerSettings::default(),
+            Arc::default(),
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            WorkerError::Invoke {
+                reason: StopReason::FunctionConfigNotValid,
+                ..
+            }
+        ));
         assert!(checkpoint.offsets().is_empty());
     }
 
@@ -564,9 +719,18 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let mut s = spec(100);
         s.limits.window = Duration::ZERO;
-        let report = consume(&s, vec![MemorySource::ending_after(recs)], checkpoint.clone(), invoker.clone(), &PollerSettings::default(), metrics.clone(), &CancellationToken::new(), &CancellationToken::new())
-            .await
-            .unwrap();
+        let report = consume(
+            &s,
+            vec![MemorySource::ending_after(recs)],
+            checkpoint.clone(),
+            invoker.clone(),
+            &PollerSettings::default(),
+            metrics.clone(),
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.committed, BTreeMap::from([(0, 5)]));
         let calls = invoker.calls.lock().unwrap().clone();
         assert_eq!(delivered_offsets(&calls, 0), [0, 1, 3, 4]);

@@ -19,7 +19,7 @@ use crate::backoff::Backoff;
 use crate::error::StopReason;
 use crate::invoke::Invoker;
 use crate::mapping::{EventSourceMapping, State};
-use crate::poller::{run_mapping, MappingExit, PollerEnv};
+use crate::poller::{MappingExit, PollerEnv, run_mapping};
 use crate::store::{Loaded, MappingStore, Status, StoreError};
 
 struct Running {
@@ -34,7 +34,13 @@ struct Running {
 fn fingerprint(mapping: &EventSourceMapping) -> String {
     let mut value = serde_json::to_value(mapping).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
-        for field in ["State", "StateTransitionReason", "LastProcessingResult", "LastModified", "Version"] {
+        for field in [
+            "State",
+            "StateTransitionReason",
+            "LastProcessingResult",
+            "LastModified",
+            "Version",
+        ] {
             obj.remove(field);
         }
     }
@@ -44,7 +50,11 @@ fn fingerprint(mapping: &EventSourceMapping) -> String {
 /// Runs the poller over every mapping in `store` until `stop` fires, then stops every consumer:
 /// intake stops at once, in-flight invokes get `drain_timeout` to finish, what succeeded is
 /// committed.
-pub async fn run_poller<S: MappingStore, I: Invoker>(store: Arc<S>, env: Arc<PollerEnv<I>>, stop: CancellationToken) {
+pub async fn run_poller<S: MappingStore, I: Invoker>(
+    store: Arc<S>,
+    env: Arc<PollerEnv<I>>,
+    stop: CancellationToken,
+) {
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut backoff = Backoff::new(env.settings.reconnect_base, env.settings.reconnect_cap);
     loop {
@@ -89,23 +99,43 @@ pub async fn run_poller<S: MappingStore, I: Invoker>(store: Arc<S>, env: Arc<Pol
 
 /// Collects consumers that ended by themselves and records unrecoverable errors on the item.
 async fn reap<S: MappingStore>(store: &S, running: &mut HashMap<String, Running>) {
-    let finished: Vec<String> = running.iter().filter(|(_, r)| r.handle.is_finished()).map(|(u, _)| u.clone()).collect();
+    let finished: Vec<String> = running
+        .iter()
+        .filter(|(_, r)| r.handle.is_finished())
+        .map(|(u, _)| u.clone())
+        .collect();
     for uuid in finished {
-        let Some(r) = running.remove(&uuid) else { continue };
+        let Some(r) = running.remove(&uuid) else {
+            continue;
+        };
         match r.handle.await {
             Ok(MappingExit::Unrecoverable { reason, message }) => {
                 disable(store, &uuid, None, reason, &message).await;
             }
             Ok(MappingExit::Stopped) => {}
-            Err(e) => error!(mapping = %uuid, error = %e, "Mapping consumer crashed; it will be restarted."),
+            Err(e) => {
+                error!(mapping = %uuid, error = %e, "Mapping consumer crashed; it will be restarted.")
+            }
         }
     }
 }
 
-async fn disable<S: MappingStore>(store: &S, uuid: &str, version: Option<u64>, reason: StopReason, message: &str) {
-    let status = Status { state: State::Disabled, reason: reason.as_str().to_owned(), last_processing_result: message.to_owned() };
+async fn disable<S: MappingStore>(
+    store: &S,
+    uuid: &str,
+    version: Option<u64>,
+    reason: StopReason,
+    message: &str,
+) {
+    let status = Status {
+        state: State::Disabled,
+        reason: reason.as_str().to_owned(),
+        last_processing_result: message.to_owned(),
+    };
     match store.set_status(uuid, version, &status).await {
-        Ok(()) => warn!(mapping = %uuid, reason = reason.as_str(), result = message, "Mapping disabled."),
+        Ok(()) => {
+            warn!(mapping = %uuid, reason = reason.as_str(), result = message, "Mapping disabled.")
+        }
         Err(e) => warn!(mapping = %uuid, error = %e, "Could not record the mapping's error state."),
     }
 }
@@ -113,14 +143,27 @@ async fn disable<S: MappingStore>(store: &S, uuid: &str, version: Option<u64>, r
 async fn set_state<S: MappingStore>(store: &S, mapping: &EventSourceMapping, state: State) {
     let status = Status {
         state,
-        reason: mapping.state_transition_reason.clone().unwrap_or_else(|| "USER_INITIATED".to_owned()),
-        last_processing_result: mapping.last_processing_result.clone().unwrap_or_else(|| "OK".to_owned()),
+        reason: mapping
+            .state_transition_reason
+            .clone()
+            .unwrap_or_else(|| "USER_INITIATED".to_owned()),
+        last_processing_result: mapping
+            .last_processing_result
+            .clone()
+            .unwrap_or_else(|| "OK".to_owned()),
     };
-    match store.set_status(&mapping.uuid, Some(mapping.version), &status).await {
-        Ok(()) => info!(mapping = %mapping.uuid, from = mapping.state.as_str(), to = state.as_str(), "Mapping state changed."),
+    match store
+        .set_status(&mapping.uuid, Some(mapping.version), &status)
+        .await
+    {
+        Ok(()) => {
+            info!(mapping = %mapping.uuid, from = mapping.state.as_str(), to = state.as_str(), "Mapping state changed.")
+        }
         // Someone else (another poller, a user) wrote first: the next refresh sees their change.
         Err(StoreError::Conflict { .. }) => {}
-        Err(e) => warn!(mapping = %mapping.uuid, error = %e, "Could not update the mapping's state."),
+        Err(e) => {
+            warn!(mapping = %mapping.uuid, error = %e, "Could not update the mapping's state.")
+        }
     }
 }
 
@@ -145,7 +188,9 @@ async fn reconcile<S: MappingStore, I: Invoker>(
     let mut seen = Vec::with_capacity(items.len());
     for item in items {
         let Some(uuid) = item.uuid().map(str::to_owned) else {
-            error!("A mappings-table item has no UUID string; it is ignored. Remove it or give it a UUID.");
+            error!(
+                "A mappings-table item has no UUID string; it is ignored. Remove it or give it a UUID."
+            );
             continue;
         };
         seen.push(uuid.clone());
@@ -157,7 +202,14 @@ async fn reconcile<S: MappingStore, I: Invoker>(
                 }
                 if state.as_deref() != Some("Disabled") {
                     error!(mapping = %uuid, error = %reason, "Mapping item is malformed; disabling it.");
-                    disable(store, &uuid, None, StopReason::EsmConfigNotValid, &format!("PROBLEM: malformed mapping item: {reason}")).await;
+                    disable(
+                        store,
+                        &uuid,
+                        None,
+                        StopReason::EsmConfigNotValid,
+                        &format!("PROBLEM: malformed mapping item: {reason}"),
+                    )
+                    .await;
                 }
             }
             Loaded::Invalid { mapping, error } => {
@@ -166,7 +218,14 @@ async fn reconcile<S: MappingStore, I: Invoker>(
                     let _ = store.delete(&uuid, mapping.version).await;
                 } else if mapping.state != State::Disabled {
                     error!(mapping = %uuid, error = %error, "Mapping is not valid; disabling it.");
-                    disable(store, &uuid, Some(mapping.version), StopReason::EsmConfigNotValid, &format!("PROBLEM: {error}")).await;
+                    disable(
+                        store,
+                        &uuid,
+                        Some(mapping.version),
+                        StopReason::EsmConfigNotValid,
+                        &format!("PROBLEM: {error}"),
+                    )
+                    .await;
                 }
             }
             Loaded::Valid(mapping) => match mapping.state {
@@ -197,13 +256,19 @@ async fn reconcile<S: MappingStore, I: Invoker>(
                     match store.delete(&uuid, mapping.version).await {
                         Ok(()) => info!(mapping = %uuid, "Mapping deleted."),
                         Err(StoreError::Conflict { .. }) => {}
-                        Err(e) => warn!(mapping = %uuid, error = %e, "Could not delete the mapping item."),
+                        Err(e) => {
+                            warn!(mapping = %uuid, error = %e, "Could not delete the mapping item.")
+                        }
                     }
                 }
             },
         }
     }
-    let gone: Vec<String> = running.keys().filter(|u| !seen.contains(u)).cloned().collect();
+    let gone: Vec<String> = running
+        .keys()
+        .filter(|u| !seen.contains(u))
+        .cloned()
+        .collect();
     for uuid in gone {
         info!(mapping = %uuid, "Mapping item removed.");
         stop_consumer(running, &uuid).await;
@@ -221,6 +286,20 @@ fn start_consumer<I: Invoker>(
     let uuid = mapping.uuid.clone();
     let version = mapping.version;
     info!(mapping = %uuid, topic = mapping.topic(), function = %mapping.function_arn, "Starting consumer.");
-    let handle = tokio::spawn(run_mapping(env.clone(), mapping, stop.clone(), abandon.clone()));
-    running.insert(uuid, Running { fingerprint, version, stop, abandon, handle });
+    let handle = tokio::spawn(run_mapping(
+        env.clone(),
+        mapping,
+        stop.clone(),
+        abandon.clone(),
+    ));
+    running.insert(
+        uuid,
+        Running {
+            fingerprint,
+            version,
+            stop,
+            abandon,
+            handle,
+        },
+    );
 }

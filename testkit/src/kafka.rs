@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -14,14 +14,22 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// A random topic name, so tests never share data.
 pub fn random_topic(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Creates a topic with `partitions` partitions.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
     let results = admin
-        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await?;
     for result in results {
         if let Err((name, code)) = result {
@@ -60,6 +68,7 @@ impl Producer {
             .set("batch.num.messages", "1")
             .set("max.in.flight.requests.per.connection", "1")
             .set("enable.idempotence", "false")
+            .set("message.max.bytes", "10000000")
             .create()?;
         Ok(Self { inner })
     }
@@ -68,25 +77,50 @@ impl Producer {
     pub async fn send(&self, topic: &str, record: &TestRecord) -> Result<i64> {
         let mut headers = OwnedHeaders::new();
         for (key, value) in &record.headers {
-            headers = headers.insert(Header { key, value: value.as_deref() });
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
         }
-        let mut future = FutureRecord::<[u8], [u8]>::to(topic).partition(record.partition).headers(headers);
+        let mut future = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(record.partition)
+            .headers(headers);
         if let Some(k) = &record.key {
             future = future.key(k.as_slice());
         }
         if let Some(v) = &record.value {
             future = future.payload(v.as_slice());
         }
-        let delivery = self.inner.send(future, Duration::from_secs(10)).await.map_err(|(e, _)| e).context("produce")?;
+        let delivery = self
+            .inner
+            .send(future, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .context("produce")?;
         Ok(delivery.offset)
     }
 
     /// Produces `count` records per partition with values `"{prefix}-{partition}-{i}"`.
-    pub async fn fill(&self, topic: &str, partitions: i32, count: usize, prefix: &str) -> Result<()> {
+    pub async fn fill(
+        &self,
+        topic: &str,
+        partitions: i32,
+        count: usize,
+        prefix: &str,
+    ) -> Result<()> {
         for i in 0..count {
             for p in 0..partitions {
                 let value = format!("{prefix}-{p}-{i}").into_bytes();
-                self.send(topic, &TestRecord { partition: p, key: Some(format!("k{i}").into_bytes()), value: Some(value), headers: vec![] }).await?;
+                self.send(
+                    topic,
+                    &TestRecord {
+                        partition: p,
+                        key: Some(format!("k{i}").into_bytes()),
+                        value: Some(value),
+                        headers: vec![],
+                    },
+                )
+                .await?;
             }
         }
         Ok(())
@@ -99,20 +133,37 @@ fn repo_root() -> PathBuf {
 
 /// The group's committed offsets, read by a separate process with a separate client
 /// (confluent-kafka, through `scripts/kafka-offsets.py`).
-pub fn committed_offsets_out_of_process(bootstrap: &str, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
+pub fn committed_offsets_out_of_process(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>> {
     let python = crate::services::tool("python");
     let out = Command::new(python)
         .arg(repo_root().join("scripts/kafka-offsets.py"))
-        .args(["--bootstrap", bootstrap, "--group", group, "--topic", topic, "--json"])
+        .args([
+            "--bootstrap",
+            bootstrap,
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--json",
+        ])
         .output()
         .context("run scripts/kafka-offsets.py")?;
     if !out.status.success() {
-        bail!("kafka-offsets.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "kafka-offsets.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let mut offsets = BTreeMap::new();
     for p in value["partitions"].as_array().into_iter().flatten() {
-        if let (Some(partition), Some(committed)) = (p["partition"].as_i64(), p["committed"].as_i64()) {
+        if let (Some(partition), Some(committed)) =
+            (p["partition"].as_i64(), p["committed"].as_i64())
+        {
             offsets.insert(i32::try_from(partition)?, committed);
         }
     }

@@ -11,4 +11,22 @@ pub mod services;
 pub mod tls;
 
 pub use invoke_stub::{InvokeStub, StubBehaviour};
-pub use services::{free_port, Dynalite, Tansu};
+pub use services::{Dynalite, Tansu, free_port};
+
+/// SDK configuration pointing every client at `endpoint`, with fixed local credentials and
+/// region (the tests run several endpoints in one process, so they cannot use the
+/// process-wide `AWS_ENDPOINT_URL_*` variables the product reads).
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "kafka-esm-testkit",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}

@@ -1,0 +1,174 @@
+//! Shared set-up for the integration tests: one tansu and one dynalite per test binary (started
+//! on free ports by the test kit), and per test a fresh Invoke stub, fresh tables and fresh
+//! topics, so tests never see each other's data.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use kafka_esm::api::{self, CreateRequest, LambdaFunctionResolver};
+use kafka_esm::cluster::ClusterResolver;
+use kafka_esm::invoke::LambdaInvoker;
+use kafka_esm::mapping::{Endpoints, EventSourceMapping, SelfManagedEventSource, StartingPosition};
+use kafka_esm::poller::{Metrics, PollerEnv, PollerSettings};
+use kafka_esm::store::{DynamoMappingStore, Loaded, MappingStore, Tables, ensure_tables};
+use kafka_esm_testkit::{Dynalite, InvokeStub, Tansu, sdk_config};
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+static SERVICES: OnceLock<(Tansu, Dynalite)> = OnceLock::new();
+
+pub fn services() -> &'static (Tansu, Dynalite) {
+    SERVICES.get_or_init(|| {
+        let tansu = Tansu::start().expect("start tansu (scripts/install-deps.sh installs it)");
+        let dynalite =
+            Dynalite::start().expect("start dynalite (scripts/install-deps.sh installs it)");
+        (tansu, dynalite)
+    })
+}
+
+pub fn bootstrap() -> &'static str {
+    &services().0.bootstrap
+}
+
+/// Poller settings for tests: tansu needs a short fetch wait; retries and refreshes are quick.
+pub fn settings() -> PollerSettings {
+    PollerSettings {
+        fetch_wait_max_ms: 10,
+        request_timeout: Duration::from_secs(5),
+        retry_base: Duration::from_millis(50),
+        retry_cap: Duration::from_millis(500),
+        reconnect_base: Duration::from_millis(200),
+        reconnect_cap: Duration::from_secs(2),
+        refresh_interval: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(5),
+        ..PollerSettings::default()
+    }
+}
+
+pub struct Harness {
+    pub stub: InvokeStub,
+    pub store: Arc<DynamoMappingStore>,
+    pub tables: Tables,
+    pub metrics: Arc<Metrics>,
+    lambda_sdk: aws_config::SdkConfig,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        let (_, dynalite) = services();
+        let stub = InvokeStub::start().await;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let tables = Tables {
+            mappings: format!("mappings-{suffix}"),
+            leases: format!("leases-{suffix}"),
+        };
+        let ddb_sdk = sdk_config(&dynalite.endpoint).await;
+        ensure_tables(&aws_sdk_dynamodb::Client::new(&ddb_sdk), &tables)
+            .await
+            .expect("create tables");
+        let store = Arc::new(DynamoMappingStore::from_sdk(&ddb_sdk, &tables.mappings));
+        let lambda_sdk = sdk_config(&stub.endpoint).await;
+        Self {
+            stub,
+            store,
+            tables,
+            metrics: Arc::default(),
+            lambda_sdk,
+        }
+    }
+
+    pub fn env(&self, settings: PollerSettings) -> Arc<PollerEnv<LambdaInvoker>> {
+        Arc::new(PollerEnv {
+            settings,
+            invoker: Arc::new(LambdaInvoker::new(&self.lambda_sdk)),
+            resolver: ClusterResolver::new(&self.lambda_sdk),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// Creates a self-managed mapping through the API, as `esm create-event-source-mapping` does.
+    pub async fn create(&self, request: CreateRequest) -> EventSourceMapping {
+        let functions = LambdaFunctionResolver::new(aws_sdk_lambda::Client::new(&self.lambda_sdk));
+        api::create(&*self.store, &functions, request)
+            .await
+            .expect("create mapping")
+    }
+
+    pub async fn mapping(&self, uuid: &str) -> Option<Loaded> {
+        self.store.get(uuid).await.expect("read mapping")
+    }
+
+    /// Runs a poller over the table until `done` holds (checked every 50 ms) or `WAIT` passes,
+    /// then stops it gracefully. Returns whether `done` held.
+    pub async fn poll_until(&self, settings: PollerSettings, done: impl Fn(&Self) -> bool) -> bool {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
+            self.store.clone(),
+            self.env(settings),
+            stop.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut ok = false;
+        while tokio::time::Instant::now() < deadline {
+            if done(self) {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("poller stops within 30 s")
+            .expect("poller task");
+        ok
+    }
+
+    /// Runs a poller for a fixed time.
+    pub async fn poll_for(&self, settings: PollerSettings, duration: Duration) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
+            self.store.clone(),
+            self.env(settings),
+            stop.clone(),
+        ));
+        tokio::time::sleep(duration).await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("poller stops within 30 s")
+            .expect("poller task");
+    }
+
+    /// Records delivered so far by successful invocations, per partition key, in delivery order.
+    pub fn delivered(&self) -> std::collections::BTreeMap<String, Vec<i64>> {
+        let mut out: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+        for inv in self.stub.invocations().iter().filter(|i| i.succeeded) {
+            for (key, offsets) in inv.offsets() {
+                out.entry(key).or_default().extend(offsets);
+            }
+        }
+        out
+    }
+
+    pub fn delivered_count(&self) -> usize {
+        self.delivered().values().map(Vec::len).sum()
+    }
+}
+
+/// A self-managed mapping request for `topic` on the shared broker.
+pub fn request(function: &str, topic: &str) -> CreateRequest {
+    CreateRequest {
+        function_name: function.to_owned(),
+        self_managed_event_source: Some(SelfManagedEventSource {
+            endpoints: Endpoints {
+                kafka_bootstrap_servers: vec![bootstrap().to_owned()],
+            },
+        }),
+        topics: vec![topic.to_owned()],
+        starting_position: Some(StartingPosition::TrimHorizon),
+        ..CreateRequest::default()
+    }
+}
