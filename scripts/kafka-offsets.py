@@ -17,9 +17,13 @@ def main() -> int:
     ap.add_argument("--group", required=True)
     ap.add_argument("--topic", required=True)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--ca", help="PEM CA bundle: connect over TLS trusting it")
     args = ap.parse_args()
-    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
-                         "enable.auto.commit": False})
+    config = {"bootstrap.servers": args.bootstrap, "group.id": args.group,
+              "enable.auto.commit": False}
+    if args.ca:
+        config.update({"security.protocol": "ssl", "ssl.ca.location": args.ca})
+    consumer = Consumer(config)
     try:
         meta = consumer.list_topics(args.topic, timeout=10)
         topic = meta.topics.get(args.topic)

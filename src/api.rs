@@ -25,35 +25,23 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            code: "InvalidParameterValueException",
-            message: message.into(),
-        }
+        Self { code: "InvalidParameterValueException", message: message.into() }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            code: "ResourceNotFoundException",
-            message: message.into(),
-        }
+        Self { code: "ResourceNotFoundException", message: message.into() }
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self {
-            code: "ResourceConflictException",
-            message: message.into(),
-        }
+        Self { code: "ResourceConflictException", message: message.into() }
     }
 
     fn service(e: &StoreError) -> Self {
         match e {
-            StoreError::Conflict { uuid } => Self::conflict(format!(
-                "The event source mapping {uuid} was modified concurrently. Retry the request."
-            )),
-            other => Self {
-                code: "ServiceException",
-                message: other.to_string(),
-            },
+            StoreError::Conflict { uuid } => {
+                Self::conflict(format!("The event source mapping {uuid} was modified concurrently. Retry the request."))
+            }
+            other => Self { code: "ServiceException", message: other.to_string() },
         }
     }
 }
@@ -61,8 +49,7 @@ impl ApiError {
 /// Turns `--function-name` (name, partial or full ARN, with or without qualifier) into the
 /// function's ARN, checking that it exists.
 pub trait FunctionResolver: Send + Sync {
-    fn resolve(&self, function_name: &str)
-    -> impl Future<Output = Result<String, ApiError>> + Send;
+    fn resolve(&self, function_name: &str) -> impl Future<Output = Result<String, ApiError>> + Send;
 }
 
 /// Resolves through `lambda:GetFunction`.
@@ -79,35 +66,20 @@ impl LambdaFunctionResolver {
 
 impl FunctionResolver for LambdaFunctionResolver {
     async fn resolve(&self, function_name: &str) -> Result<String, ApiError> {
-        match self
-            .client
-            .get_function()
-            .function_name(function_name)
-            .send()
-            .await
-        {
+        match self.client.get_function().function_name(function_name).send().await {
             Ok(out) => {
                 let arn = out
                     .configuration()
                     .and_then(|c| c.function_arn())
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "GetFunction returned no ARN for {function_name}"
-                        ))
-                    })?;
+                    .ok_or_else(|| ApiError::invalid(format!("GetFunction returned no ARN for {function_name}")))?;
                 // Keep a version or alias the user asked for.
                 Ok(match qualifier(function_name) {
                     Some(q) if !arn.ends_with(&format!(":{q}")) => format!("{arn}:{q}"),
                     _ => arn.to_owned(),
                 })
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Err(ApiError::not_found(format!(
-                    "Function not found: {function_name}"
-                )))
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                Err(ApiError::not_found(format!("Function not found: {function_name}")))
             }
             // The Lambda API could not answer (an emulator without GetFunction, no permission,
             // unreachable): keep the name as given; the poller reports a missing function when
@@ -167,9 +139,9 @@ pub struct CreateRequest {
 fn mapping_arn(function_arn: &str, uuid: &str) -> Option<String> {
     let parts: Vec<&str> = function_arn.split(':').collect();
     match parts.as_slice() {
-        ["arn", partition, "lambda", region, account, "function", ..] => Some(format!(
-            "arn:{partition}:lambda:{region}:{account}:event-source-mapping:{uuid}"
-        )),
+        ["arn", partition, "lambda", region, account, "function", ..] => {
+            Some(format!("arn:{partition}:lambda:{region}:{account}:event-source-mapping:{uuid}"))
+        }
         _ => None,
     }
 }
@@ -187,25 +159,18 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
     if let Some(arn) = &request.event_source_arn {
         validate_msk_arn(arn).map_err(|e| ApiError::invalid(e.to_string()))?;
     }
-    if let (Some(ts), Some(StartingPosition::AtTimestamp)) = (
-        request.starting_position_timestamp,
-        request.starting_position,
-    ) && ts > now_epoch_seconds() + 1.0
+    if let (Some(ts), Some(StartingPosition::AtTimestamp)) =
+        (request.starting_position_timestamp, request.starting_position)
+        && ts > now_epoch_seconds() + 1.0
     {
-        return Err(ApiError::invalid(
-            "StartingPositionTimestamp must not be in the future.",
-        ));
+        return Err(ApiError::invalid("StartingPositionTimestamp must not be in the future."));
     }
-    if request.amazon_managed_kafka_event_source_config.is_some()
-        && request.event_source_arn.is_none()
-    {
+    if request.amazon_managed_kafka_event_source_config.is_some() && request.event_source_arn.is_none() {
         return Err(ApiError::invalid(
             "AmazonManagedKafkaEventSourceConfig is only for Amazon MSK (EventSourceArn) mappings; use SelfManagedKafkaEventSourceConfig.",
         ));
     }
-    if request.self_managed_kafka_event_source_config.is_some()
-        && request.self_managed_event_source.is_none()
-    {
+    if request.self_managed_kafka_event_source_config.is_some() && request.self_managed_event_source.is_none() {
         return Err(ApiError::invalid(
             "SelfManagedKafkaEventSourceConfig is only for SelfManagedEventSource mappings; use AmazonManagedKafkaEventSourceConfig.",
         ));
@@ -217,11 +182,7 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         uuid: uuid.clone(),
         starting_position: request.starting_position,
         starting_position_timestamp: request.starting_position_timestamp,
-        batch_size: Some(
-            request
-                .batch_size
-                .unwrap_or_else(crate::batch::default_batch_size),
-        ),
+        batch_size: Some(request.batch_size.unwrap_or_else(crate::batch::default_batch_size)),
         maximum_batching_window_in_seconds: request.maximum_batching_window_in_seconds,
         event_source_arn: request.event_source_arn,
         filter_criteria: request.filter_criteria,
@@ -229,11 +190,7 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         last_modified: now_epoch_seconds(),
         last_processing_result: Some("No records processed".to_owned()),
         // A disabled mapping has nothing to create: it starts out Disabled.
-        state: if enabled {
-            State::Creating
-        } else {
-            State::Disabled
-        },
+        state: if enabled { State::Creating } else { State::Disabled },
         state_transition_reason: Some("USER_INITIATED".to_owned()),
         destination_config: request.destination_config,
         topics: request.topics,
@@ -254,43 +211,27 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
     if mapping.event_source_arn.is_some() {
         mapping
             .amazon_managed_kafka_event_source_config
-            .get_or_insert_with(|| KafkaEventSourceConfig {
-                consumer_group_id: None,
-                schema_registry_config: None,
-            });
+            .get_or_insert_with(|| KafkaEventSourceConfig { consumer_group_id: None, schema_registry_config: None });
     } else {
         mapping
             .self_managed_kafka_event_source_config
-            .get_or_insert_with(|| KafkaEventSourceConfig {
-                consumer_group_id: None,
-                schema_registry_config: None,
-            });
+            .get_or_insert_with(|| KafkaEventSourceConfig { consumer_group_id: None, schema_registry_config: None });
     }
-    for config in [
-        &mut mapping.amazon_managed_kafka_event_source_config,
-        &mut mapping.self_managed_kafka_event_source_config,
-    ]
-    .into_iter()
-    .flatten()
+    for config in
+        [&mut mapping.amazon_managed_kafka_event_source_config, &mut mapping.self_managed_kafka_event_source_config]
+            .into_iter()
+            .flatten()
     {
         config.consumer_group_id.get_or_insert_with(|| uuid.clone());
     }
-    mapping
-        .validate()
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    mapping.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
     ensure_group_unused(store, &mapping).await?;
-    store
-        .create(&mapping)
-        .await
-        .map_err(|e| ApiError::service(&e))?;
+    store.create(&mapping).await.map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
 }
 
 /// Two mappings sharing a consumer group on one cluster would steal each other's offsets.
-async fn ensure_group_unused<S: MappingStore>(
-    store: &S,
-    mapping: &EventSourceMapping,
-) -> Result<(), ApiError> {
+async fn ensure_group_unused<S: MappingStore>(store: &S, mapping: &EventSourceMapping) -> Result<(), ApiError> {
     let group = mapping.consumer_group_id();
     for other in store.list().await.map_err(|e| ApiError::service(&e))? {
         if let Loaded::Valid(other) | Loaded::Invalid { mapping: other, .. } = other
@@ -370,10 +311,7 @@ pub async fn list<S: MappingStore>(
         }
         _ => None,
     };
-    Ok(ListPage {
-        mappings,
-        next_marker,
-    })
+    Ok(ListPage { mappings, next_marker })
 }
 
 /// A function filter matches by full ARN, unqualified ARN, or name.
@@ -388,9 +326,7 @@ fn function_matches(function_arn: &str, filter: &str) -> bool {
         filter.split(':').next().unwrap_or(filter)
     };
     name == filter_name
-        && (filter.split(':').count() <= 2
-            || !filter.starts_with("arn:")
-            || filter.split(':').count() == 7)
+        && (filter.split(':').count() <= 2 || !filter.starts_with("arn:") || filter.split(':').count() == 7)
 }
 
 /// `UpdateEventSourceMapping`'s parameters; `None` leaves a field as it is.
@@ -428,11 +364,7 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
 ) -> Result<EventSourceMapping, ApiError> {
     let mut mapping = load(store, &request.uuid).await?;
     match mapping.state {
-        State::Creating
-        | State::Deleting
-        | State::Updating
-        | State::Enabling
-        | State::Disabling => {
+        State::Creating | State::Deleting | State::Updating | State::Enabling | State::Disabling => {
             return Err(ApiError::conflict(format!(
                 "The operation cannot be performed at this time. The event source mapping is currently in the {} state.",
                 mapping.state.as_str()
@@ -457,9 +389,7 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
             && new.consumer_group_id.is_some()
             && new.consumer_group_id != old.as_ref().and_then(|o| o.consumer_group_id.clone())
         {
-            return Err(ApiError::invalid(format!(
-                "{name}.ConsumerGroupId cannot be updated."
-            )));
+            return Err(ApiError::invalid(format!("{name}.ConsumerGroupId cannot be updated.")));
         }
     }
     if let Some(name) = &request.function_name {
@@ -490,13 +420,8 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
     mapping.state_transition_reason = Some("USER_INITIATED".to_owned());
     mapping.last_modified = now_epoch_seconds();
     mapping.version += 1;
-    mapping
-        .validate()
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-    store
-        .replace(&mapping)
-        .await
-        .map_err(|e| ApiError::service(&e))?;
+    mapping.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
+    store.replace(&mapping).await.map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
 }
 
@@ -505,15 +430,10 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
 ///
 /// # Errors
 /// `ResourceNotFoundException`, `ResourceConflictException` while it is being created or updated.
-pub async fn delete<S: MappingStore>(
-    store: &S,
-    uuid: &str,
-) -> Result<EventSourceMapping, ApiError> {
+pub async fn delete<S: MappingStore>(store: &S, uuid: &str) -> Result<EventSourceMapping, ApiError> {
     let mut mapping = load(store, uuid).await?;
-    if matches!(
-        mapping.state,
-        State::Creating | State::Updating | State::Enabling | State::Disabling | State::Deleting
-    ) {
+    if matches!(mapping.state, State::Creating | State::Updating | State::Enabling | State::Disabling | State::Deleting)
+    {
         return Err(ApiError::conflict(format!(
             "The operation cannot be performed at this time. The event source mapping is currently in the {} state.",
             mapping.state.as_str()
@@ -523,9 +443,6 @@ pub async fn delete<S: MappingStore>(
     mapping.state_transition_reason = Some("USER_INITIATED".to_owned());
     mapping.last_modified = now_epoch_seconds();
     mapping.version += 1;
-    store
-        .replace(&mapping)
-        .await
-        .map_err(|e| ApiError::service(&e))?;
+    store.replace(&mapping).await.map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
 }

@@ -17,11 +17,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub const fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
+        Self { base, cap, attempt: 0 }
     }
 
     /// The delay before the next retry; each call doubles the ceiling up to the cap.
@@ -59,11 +55,7 @@ mod tests {
         for n in 0..40u32 {
             let ceiling = (base * 2u32.saturating_pow(n.min(20))).min(cap);
             let d = backoff.next_delay();
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "attempt {n}: {d:?} outside [{:?}, {ceiling:?}]",
-                ceiling / 2
-            );
+            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {n}: {d:?} outside [{:?}, {ceiling:?}]", ceiling / 2);
         }
         assert_eq!(backoff.attempts(), 40);
         backoff.reset();

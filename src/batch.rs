@@ -98,13 +98,7 @@ pub struct Batcher<S> {
 
 impl<S: RecordSource> Batcher<S> {
     pub fn new(source: S, topic: Arc<str>, envelope: Arc<Envelope>, limits: BatchLimits) -> Self {
-        Self {
-            source,
-            topic,
-            envelope,
-            limits,
-            carried: None,
-        }
+        Self { source, topic, envelope, limits, carried: None }
     }
 
     pub const fn limits(&self) -> BatchLimits {
@@ -183,18 +177,10 @@ impl<S: RecordSource> Batcher<S> {
                 Accepted::Ended => break,
             }
         }
-        Ok(NextBatch::Batch(Batch {
-            partition,
-            payload,
-            first_offset,
-            last_offset,
-        }))
+        Ok(NextBatch::Batch(Batch { partition, payload, first_offset, last_offset }))
     }
 
-    fn accept(
-        &self,
-        item: Option<Result<crate::event::KafkaRecord, SourceError>>,
-    ) -> Result<Accepted, SourceError> {
+    fn accept(&self, item: Option<Result<crate::event::KafkaRecord, SourceError>>) -> Result<Accepted, SourceError> {
         match item {
             None => Ok(Accepted::Ended),
             Some(Ok(record)) => Ok(Accepted::Record(encode_record(&record))),
@@ -239,22 +225,14 @@ mod tests {
 
     fn offsets(next: &NextBatch) -> Vec<i64> {
         match next {
-            NextBatch::Batch(b) => b
-                .payload
-                .partitions()
-                .flat_map(|(_, _, r)| r.iter().map(|r| r.offset))
-                .collect(),
+            NextBatch::Batch(b) => b.payload.partitions().flat_map(|(_, _, r)| r.iter().map(|r| r.offset)).collect(),
             other => panic!("expected a batch, got {other:?}"),
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn closes_at_batch_size_without_waiting_for_the_window() {
-        let limits = BatchLimits {
-            max_records: 3,
-            window: Duration::from_secs(300),
-            ..BatchLimits::default()
-        };
+        let limits = BatchLimits { max_records: 3, window: Duration::from_secs(300), ..BatchLimits::default() };
         let mut b = batcher(MemorySource::idle_after((0..7).map(|o| rec(o, 10))), limits);
         let stop = CancellationToken::new();
         let start = Instant::now();
@@ -266,30 +244,20 @@ mod tests {
         assert_eq!(offsets(&batch), [6]);
         assert_eq!(start.elapsed(), Duration::from_secs(300));
         if let NextBatch::Batch(batch) = batch {
-            assert_eq!(
-                (batch.first_offset, batch.last_offset, batch.next_offset()),
-                (6, 6, 7)
-            );
+            assert_eq!((batch.first_offset, batch.last_offset, batch.next_offset()), (6, 6, 7));
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn window_starts_at_the_first_record_and_zero_window_never_waits() {
-        let limits = BatchLimits {
-            max_records: 100,
-            window: Duration::from_millis(500),
-            ..BatchLimits::default()
-        };
+        let limits = BatchLimits { max_records: 100, window: Duration::from_millis(500), ..BatchLimits::default() };
         let mut b = batcher(MemorySource::idle_after((0..2).map(|o| rec(o, 1))), limits);
         let stop = CancellationToken::new();
         let start = Instant::now();
         assert_eq!(offsets(&b.next(&stop).await.unwrap()), [0, 1]);
         assert_eq!(start.elapsed(), Duration::from_millis(500));
 
-        let zero = BatchLimits {
-            window: Duration::ZERO,
-            ..limits
-        };
+        let zero = BatchLimits { window: Duration::ZERO, ..limits };
         let mut b = batcher(MemorySource::idle_after((0..5).map(|o| rec(o, 1))), zero);
         let start = Instant::now();
         assert_eq!(offsets(&b.next(&stop).await.unwrap()), [0, 1, 2, 3, 4]);
@@ -312,19 +280,8 @@ mod tests {
             p.size()
         };
         assert!(two > one);
-        let limits = BatchLimits {
-            max_records: 100,
-            window: Duration::from_secs(1),
-            max_payload_bytes: two,
-        };
-        let records = vec![
-            rec(0, 100),
-            rec(1, 100),
-            rec(2, 10_000),
-            rec(3, 100),
-            rec(4, 100),
-            rec(5, 100),
-        ];
+        let limits = BatchLimits { max_records: 100, window: Duration::from_secs(1), max_payload_bytes: two };
+        let records = vec![rec(0, 100), rec(1, 100), rec(2, 10_000), rec(3, 100), rec(4, 100), rec(5, 100)];
         let mut b = batcher(MemorySource::ending_after(records), limits);
         let stop = CancellationToken::new();
         let first = b.next(&stop).await.unwrap();
@@ -348,16 +305,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stop_abandons_an_unsent_batch_and_transient_errors_are_waited_out() {
         let mut source = MemorySource::idle_after([]);
-        source.push(Err(SourceError::Transient {
-            partition: 3,
-            message: "leader moved".into(),
-        }));
+        source.push(Err(SourceError::Transient { partition: 3, message: "leader moved".into() }));
         source.push(Ok(rec(0, 1)));
-        let limits = BatchLimits {
-            max_records: 10,
-            window: Duration::from_secs(60),
-            ..BatchLimits::default()
-        };
+        let limits = BatchLimits { max_records: 10, window: Duration::from_secs(60), ..BatchLimits::default() };
         let mut b = batcher(source, limits);
         let stop = CancellationToken::new();
         let stopper = stop.clone();
@@ -368,14 +318,8 @@ mod tests {
         assert!(matches!(b.next(&stop).await.unwrap(), NextBatch::Stopped));
 
         let mut fatal = MemorySource::idle_after([]);
-        fatal.push(Err(SourceError::Fatal {
-            partition: 3,
-            message: "topic authorization failed".into(),
-        }));
+        fatal.push(Err(SourceError::Fatal { partition: 3, message: "topic authorization failed".into() }));
         let mut b = batcher(fatal, limits);
-        assert!(matches!(
-            b.next(&CancellationToken::new()).await,
-            Err(SourceError::Fatal { .. })
-        ));
+        assert!(matches!(b.next(&CancellationToken::new()).await, Err(SourceError::Fatal { .. })));
     }
 }

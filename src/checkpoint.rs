@@ -33,10 +33,7 @@ pub trait Checkpoint: Send + Sync + 'static {
     ) -> impl Future<Output = Result<BTreeMap<i32, Option<i64>>, CheckpointError>> + Send;
 
     /// Commits `partition → next offset` for every entry.
-    fn commit(
-        &self,
-        offsets: &BTreeMap<i32, i64>,
-    ) -> impl Future<Output = Result<(), CheckpointError>> + Send;
+    fn commit(&self, offsets: &BTreeMap<i32, i64>) -> impl Future<Output = Result<(), CheckpointError>> + Send;
 }
 
 impl<C: Checkpoint> Checkpoint for Arc<C> {
@@ -47,10 +44,7 @@ impl<C: Checkpoint> Checkpoint for Arc<C> {
         (**self).committed(partitions)
     }
 
-    fn commit(
-        &self,
-        offsets: &BTreeMap<i32, i64>,
-    ) -> impl Future<Output = Result<(), CheckpointError>> + Send {
+    fn commit(&self, offsets: &BTreeMap<i32, i64>) -> impl Future<Output = Result<(), CheckpointError>> + Send {
         (**self).commit(offsets)
     }
 }
@@ -70,9 +64,7 @@ struct MemoryInner {
 
 impl MemoryCheckpoint {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The next `n` commits fail.
@@ -91,24 +83,16 @@ impl MemoryCheckpoint {
 }
 
 impl Checkpoint for MemoryCheckpoint {
-    async fn committed(
-        &self,
-        partitions: &[i32],
-    ) -> Result<BTreeMap<i32, Option<i64>>, CheckpointError> {
+    async fn committed(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, CheckpointError> {
         let inner = self.lock();
-        Ok(partitions
-            .iter()
-            .map(|p| (*p, inner.offsets.get(p).copied()))
-            .collect())
+        Ok(partitions.iter().map(|p| (*p, inner.offsets.get(p).copied())).collect())
     }
 
     async fn commit(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), CheckpointError> {
         let mut inner = self.lock();
         if inner.failures_left > 0 {
             inner.failures_left -= 1;
-            return Err(CheckpointError {
-                message: "injected failure".into(),
-            });
+            return Err(CheckpointError { message: "injected failure".into() });
         }
         inner.offsets.extend(offsets);
         inner.history.push(offsets.clone());
@@ -149,11 +133,7 @@ pub struct CommitterSettings {
 
 impl Default for CommitterSettings {
     fn default() -> Self {
-        Self {
-            retry_base: Duration::from_millis(100),
-            retry_cap: Duration::from_secs(5),
-            final_attempts: 5,
-        }
+        Self { retry_base: Duration::from_millis(100), retry_cap: Duration::from_secs(5), final_attempts: 5 }
     }
 }
 
@@ -179,9 +159,7 @@ async fn run_committer<C: Checkpoint>(
     let mut report = CommitReport::default();
     let mut backoff = Backoff::new(settings.retry_base, settings.retry_cap);
     // Offsets only move forward: a late, lower offset is ignored.
-    let merge = |pending: &mut BTreeMap<i32, i64>,
-                 committed: &BTreeMap<i32, i64>,
-                 (partition, offset): (i32, i64)| {
+    let merge = |pending: &mut BTreeMap<i32, i64>, committed: &BTreeMap<i32, i64>, (partition, offset): (i32, i64)| {
         if committed.get(&partition).is_some_and(|&c| c >= offset) {
             return;
         }
@@ -256,11 +234,7 @@ mod tests {
     async fn coalesces_retries_and_flushes_on_close() {
         let checkpoint = MemoryCheckpoint::default();
         checkpoint.fail_next(2);
-        let (sender, handle) = spawn_committer(
-            checkpoint.clone(),
-            Arc::from("m"),
-            CommitterSettings::default(),
-        );
+        let (sender, handle) = spawn_committer(checkpoint.clone(), Arc::from("m"), CommitterSettings::default());
         sender.delivered(0, 10);
         sender.delivered(1, 5);
         sender.delivered(0, 20);
@@ -280,10 +254,7 @@ mod tests {
     async fn reports_what_it_could_not_commit() {
         let checkpoint = MemoryCheckpoint::default();
         checkpoint.fail_next(100);
-        let settings = CommitterSettings {
-            final_attempts: 3,
-            ..CommitterSettings::default()
-        };
+        let settings = CommitterSettings { final_attempts: 3, ..CommitterSettings::default() };
         let (sender, handle) = spawn_committer(checkpoint.clone(), Arc::from("m"), settings);
         sender.delivered(2, 7);
         drop(sender);

@@ -51,23 +51,12 @@ impl ClusterResolver {
 
     /// # Errors
     /// The MSK control plane or the CA secret could not be read.
-    pub async fn connection(
-        &self,
-        mapping: &EventSourceMapping,
-    ) -> Result<Connection, ResolveError> {
+    pub async fn connection(&self, mapping: &EventSourceMapping) -> Result<Connection, ResolveError> {
         let cache_key = format!("{}#{}", mapping.uuid, mapping.version);
-        if let Some(hit) = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&cache_key)
-        {
+        if let Some(hit) = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cache_key) {
             return Ok(hit.clone());
         }
-        let custom_ca = match mapping
-            .access(SourceAccessType::ServerRootCaCertificate)
-            .next()
-        {
+        let custom_ca = match mapping.access(SourceAccessType::ServerRootCaCertificate).next() {
             Some(config) => Some(self.ca_pem(&config.uri).await?),
             None => None,
         };
@@ -76,54 +65,30 @@ impl ClusterResolver {
                 bootstrap_servers: bootstrap_servers.join(","),
                 // AWS connects to self-managed brokers over TLS when it is given a CA to trust.
                 security: match custom_ca {
-                    Some(pem) => Security::Tls {
-                        ca: CaSource::Pem(pem),
-                    },
+                    Some(pem) => Security::Tls { ca: CaSource::Pem(pem) },
                     None => Security::Plaintext,
                 },
             },
             KafkaCluster::Msk { cluster_arn } => {
-                let out = self
-                    .kafka
-                    .get_bootstrap_brokers()
-                    .cluster_arn(&cluster_arn)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        let code = e
-                            .as_service_error()
-                            .map(|s| s.to_string())
-                            .unwrap_or_default();
-                        let text = format!(
-                            "GetBootstrapBrokers for {cluster_arn} failed: {}",
-                            DisplayErrorContext(&e)
-                        );
-                        if code.contains("NotFound")
-                            || e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
-                        {
-                            ResolveError::Unrecoverable(
-                                StopReason::EsmConfigNotValid,
-                                format!("PROBLEM: {text}"),
-                            )
-                        } else if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) {
-                            ResolveError::Unrecoverable(
-                                StopReason::EventSourceAuthzError,
-                                format!("PROBLEM: {text}"),
-                            )
-                        } else {
-                            ResolveError::Transient(text)
-                        }
-                    })?;
+                let out = self.kafka.get_bootstrap_brokers().cluster_arn(&cluster_arn).send().await.map_err(|e| {
+                    let code = e.as_service_error().map(|s| s.to_string()).unwrap_or_default();
+                    let text = format!("GetBootstrapBrokers for {cluster_arn} failed: {}", DisplayErrorContext(&e));
+                    if code.contains("NotFound") || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) {
+                        ResolveError::Unrecoverable(StopReason::EsmConfigNotValid, format!("PROBLEM: {text}"))
+                    } else if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) {
+                        ResolveError::Unrecoverable(StopReason::EventSourceAuthzError, format!("PROBLEM: {text}"))
+                    } else {
+                        ResolveError::Transient(text)
+                    }
+                })?;
                 let ca = custom_ca.map_or(CaSource::System, CaSource::Pem);
                 match (out.bootstrap_broker_string_tls, out.bootstrap_broker_string) {
-                    (Some(tls), _) if !tls.is_empty() => Connection {
-                        bootstrap_servers: tls,
-                        security: Security::Tls { ca },
-                    },
-                    (_, Some(plain)) if !plain.is_empty() => Connection {
-                        bootstrap_servers: plain,
-                        security: Security::Plaintext,
-                    },
+                    (Some(tls), _) if !tls.is_empty() => {
+                        Connection { bootstrap_servers: tls, security: Security::Tls { ca } }
+                    }
+                    (_, Some(plain)) if !plain.is_empty() => {
+                        Connection { bootstrap_servers: plain, security: Security::Plaintext }
+                    }
                     _ => {
                         return Err(ResolveError::Unrecoverable(
                             StopReason::EsmConfigNotValid,
@@ -135,10 +100,7 @@ impl ClusterResolver {
                 }
             }
         };
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(cache_key, connection.clone());
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(cache_key, connection.clone());
         Ok(connection)
     }
 
@@ -150,40 +112,20 @@ impl ClusterResolver {
             )
         };
         if let Some(path) = uri.strip_prefix("file://") {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+            let pem = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
             return check_pem(&pem).map_err(invalid);
         }
         if !uri.starts_with("arn:aws:secretsmanager:") {
-            return Err(invalid(
-                "must be a Secrets Manager secret ARN or a file:// path".into(),
-            ));
+            return Err(invalid("must be a Secrets Manager secret ARN or a file:// path".into()));
         }
-        let out = self
-            .secrets
-            .get_secret_value()
-            .secret_id(uri)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.raw_response()
-                    .is_some_and(|r| r.status().is_server_error())
-                    || e.raw_response().is_none()
-                {
-                    ResolveError::Transient(format!(
-                        "cannot read secret {uri}: {}",
-                        DisplayErrorContext(&e)
-                    ))
-                } else {
-                    invalid(format!(
-                        "cannot read the secret: {}",
-                        DisplayErrorContext(&e)
-                    ))
-                }
-            })?;
-        let text = out
-            .secret_string
-            .ok_or_else(|| invalid("the secret has no SecretString".into()))?;
+        let out = self.secrets.get_secret_value().secret_id(uri).send().await.map_err(|e| {
+            if e.raw_response().is_some_and(|r| r.status().is_server_error()) || e.raw_response().is_none() {
+                ResolveError::Transient(format!("cannot read secret {uri}: {}", DisplayErrorContext(&e)))
+            } else {
+                invalid(format!("cannot read the secret: {}", DisplayErrorContext(&e)))
+            }
+        })?;
+        let text = out.secret_string.ok_or_else(|| invalid("the secret has no SecretString".into()))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|_| invalid("the secret is not JSON".into()))?;
         let pem = json

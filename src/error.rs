@@ -52,9 +52,7 @@ pub const fn invoke_disposition(error: &InvokeError) -> Disposition {
 /// The decision for a Kafka client failure.
 pub const fn kafka_disposition(error: &KafkaClientError) -> Disposition {
     match error {
-        KafkaClientError::Authorization { .. } => {
-            Disposition::Stop(StopReason::EventSourceAuthzError)
-        }
+        KafkaClientError::Authorization { .. } => Disposition::Stop(StopReason::EventSourceAuthzError),
         KafkaClientError::Authentication { .. } | KafkaClientError::TlsVerification { .. } => {
             Disposition::Stop(StopReason::EventSourceAuthnError)
         }

@@ -72,17 +72,10 @@ pub struct EncodedRecord {
 /// Encodes one record as the JSON object AWS puts in the event.
 pub fn encode_record(record: &KafkaRecord) -> EncodedRecord {
     let base64_len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, |b| b.len().div_ceil(3) * 4);
-    let mut json = Vec::with_capacity(
-        160 + record.topic.len() + base64_len(&record.key) + base64_len(&record.value),
-    );
+    let mut json = Vec::with_capacity(160 + record.topic.len() + base64_len(&record.key) + base64_len(&record.value));
     // Writing into a Vec cannot fail, and every field serialises infallibly.
     let _ = serde_json::to_writer(&mut json, &RecordJson(record));
-    EncodedRecord {
-        partition: record.partition,
-        offset: record.offset,
-        timestamp_ms: record.timestamp_ms,
-        json,
-    }
+    EncodedRecord { partition: record.partition, offset: record.offset, timestamp_ms: record.timestamp_ms, json }
 }
 
 struct RecordJson<'a>(&'a KafkaRecord);
@@ -136,10 +129,7 @@ impl Serialize for OneHeader<'_> {
         let mut map = serializer.serialize_map(Some(1))?;
         // A null header value is sent as an empty array: deserialisers typed `byte[]`/`Vec<i8>`
         // (aws_lambda_events among them) would reject `null`.
-        map.serialize_entry(
-            &self.0.key,
-            &SignedBytes(self.0.value.as_deref().unwrap_or_default()),
-        )?;
+        map.serialize_entry(&self.0.key, &SignedBytes(self.0.value.as_deref().unwrap_or_default()))?;
         map.end()
     }
 }
@@ -185,11 +175,7 @@ impl Envelope {
             EventSource::Msk { cluster_arn } => ("aws:kafka", Some(cluster_arn.as_str())),
             EventSource::SelfManaged => ("SelfManagedKafka", None),
         };
-        let head = EnvelopeHead {
-            event_source,
-            event_source_arn,
-            bootstrap_servers,
-        };
+        let head = EnvelopeHead { event_source, event_source_arn, bootstrap_servers };
         let mut prefix = serde_json::to_vec(&head).unwrap_or_default();
         // Re-open the object to append `"records":{`.
         prefix.pop();
@@ -222,12 +208,7 @@ struct Group {
 impl Payload {
     pub fn new(envelope: Arc<Envelope>) -> Self {
         let size = envelope.empty_size();
-        Self {
-            envelope,
-            groups: BTreeMap::new(),
-            size,
-            records: 0,
-        }
+        Self { envelope, groups: BTreeMap::new(), size, records: 0 }
     }
 
     /// Exact size in bytes of the body [`Payload::finish`] would produce now.
@@ -254,10 +235,7 @@ impl Payload {
             Some(_) => 1 + record.json.len(),
             // [`,`] + `"t-p":[` + record + `]`
             None => {
-                usize::from(!self.groups.is_empty())
-                    + group_open(topic, record.partition).len()
-                    + record.json.len()
-                    + 1
+                usize::from(!self.groups.is_empty()) + group_open(topic, record.partition).len() + record.json.len() + 1
             }
         }
     }
@@ -268,19 +246,14 @@ impl Payload {
         self.records += 1;
         self.groups
             .entry((topic.clone(), record.partition))
-            .or_insert_with(|| Group {
-                open: group_open(topic, record.partition),
-                records: Vec::new(),
-            })
+            .or_insert_with(|| Group { open: group_open(topic, record.partition), records: Vec::new() })
             .records
             .push(record);
     }
 
     /// Records per `(topic, partition)`, in offset order.
     pub fn partitions(&self) -> impl Iterator<Item = (&str, i32, &[EncodedRecord])> {
-        self.groups
-            .iter()
-            .map(|((t, p), g)| (&**t, *p, g.records.as_slice()))
+        self.groups.iter().map(|((t, p), g)| (&**t, *p, g.records.as_slice()))
     }
 
     /// The request body.
@@ -326,10 +299,7 @@ mod tests {
             timestamp_type: TimestampType::CreateTime,
             key: Some(b"key".to_vec()),
             value: Some(b"Hello".to_vec()),
-            headers: vec![Header {
-                key: "traceId".into(),
-                value: Some("ab\u{eb}".as_bytes().to_vec()),
-            }],
+            headers: vec![Header { key: "traceId".into(), value: Some("ab\u{eb}".as_bytes().to_vec()) }],
         }
     }
 
@@ -349,18 +319,9 @@ mod tests {
         r.value = None;
         r.timestamp_type = TimestampType::LogAppendTime;
         r.headers = vec![
-            Header {
-                key: "b".into(),
-                value: Some(vec![0xff]),
-            },
-            Header {
-                key: "a".into(),
-                value: None,
-            },
-            Header {
-                key: "b".into(),
-                value: Some(vec![1, 2]),
-            },
+            Header { key: "b".into(), value: Some(vec![0xff]) },
+            Header { key: "a".into(), value: None },
+            Header { key: "b".into(), value: Some(vec![1, 2]) },
         ];
         let v: Value = serde_json::from_slice(&encode_record(&r).json).unwrap();
         assert_eq!(v.get("key"), None);
@@ -371,13 +332,10 @@ mod tests {
 
     #[test]
     fn msk_and_self_managed_envelopes() {
-        let arn = "arn:aws:kafka:us-west-2:012345678901:cluster/ExampleMSKCluster/e9f754c6-d29a-4430-a7db-958a19fd2c54-4";
-        let msk = Arc::new(Envelope::new(
-            &EventSource::Msk {
-                cluster_arn: arn.into(),
-            },
-            "b-1.example:9092,b-2.example:9092",
-        ));
+        let arn =
+            "arn:aws:kafka:us-west-2:012345678901:cluster/ExampleMSKCluster/e9f754c6-d29a-4430-a7db-958a19fd2c54-4";
+        let msk =
+            Arc::new(Envelope::new(&EventSource::Msk { cluster_arn: arn.into() }, "b-1.example:9092,b-2.example:9092"));
         let mut payload = Payload::new(msk);
         payload.push(&Arc::from("orders"), encode_record(&record(15)));
         let body = payload.finish();
@@ -391,10 +349,7 @@ mod tests {
 
         let own = Arc::new(Envelope::new(&EventSource::SelfManaged, "localhost:9092"));
         let v: Value = serde_json::from_slice(&Payload::new(own).finish()).unwrap();
-        assert_eq!(
-            v,
-            json!({"eventSource":"SelfManagedKafka","bootstrapServers":"localhost:9092","records":{}})
-        );
+        assert_eq!(v, json!({"eventSource":"SelfManagedKafka","bootstrapServers":"localhost:9092","records":{}}));
     }
 
     #[test]

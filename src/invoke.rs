@@ -46,11 +46,7 @@ pub enum InvokeError {
     #[error("request too large (RequestEntityTooLargeException): {message}")]
     RequestTooLarge { message: String },
     #[error("invalid request ({code}, HTTP {status}): {message}")]
-    InvalidRequest {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    InvalidRequest { status: u16, code: String, message: String },
     /// 5xx from the service, or an emulator's way of reporting a function error.
     #[error("Lambda service error (HTTP {status}): {message}")]
     Service { status: u16, message: String },
@@ -87,9 +83,7 @@ impl LambdaInvoker {
                     .build(),
             )
             .build();
-        Self {
-            client: aws_sdk_lambda::Client::from_conf(config),
-        }
+        Self { client: aws_sdk_lambda::Client::from_conf(config) }
     }
 
     pub const fn client(&self) -> &aws_sdk_lambda::Client {
@@ -109,10 +103,7 @@ impl Invoker for LambdaInvoker {
             .await;
         match result {
             Ok(out) => {
-                let body = out
-                    .payload
-                    .map(|b| Bytes::from(b.into_inner()))
-                    .unwrap_or_default();
+                let body = out.payload.map(|b| Bytes::from(b.into_inner())).unwrap_or_default();
                 Ok(match out.function_error {
                     Some(kind) => InvokeOutcome::FunctionError { kind, body },
                     None => InvokeOutcome::Success { body },
@@ -123,9 +114,7 @@ impl Invoker for LambdaInvoker {
                 let err = ctx.into_err();
                 Err(classify(function, status, &err))
             }
-            Err(other) => Err(InvokeError::Transport {
-                message: DisplayErrorContext(&other).to_string(),
-            }),
+            Err(other) => Err(InvokeError::Transport { message: DisplayErrorContext(&other).to_string() }),
         }
     }
 }
@@ -134,32 +123,18 @@ fn classify(function: &str, status: u16, err: &SdkInvokeError) -> InvokeError {
     let message = err.message().unwrap_or("no message").to_owned();
     let code = err.code().unwrap_or("Unknown").to_owned();
     match err {
-        SdkInvokeError::ResourceNotFoundException(_) => InvokeError::FunctionNotFound {
-            function: function.to_owned(),
-            message,
-        },
+        SdkInvokeError::ResourceNotFoundException(_) => {
+            InvokeError::FunctionNotFound { function: function.to_owned(), message }
+        }
         SdkInvokeError::TooManyRequestsException(_) => InvokeError::Throttled { message },
         SdkInvokeError::RequestTooLargeException(_) => InvokeError::RequestTooLarge { message },
         _ => match status {
-            404 => InvokeError::FunctionNotFound {
-                function: function.to_owned(),
-                message,
-            },
+            404 => InvokeError::FunctionNotFound { function: function.to_owned(), message },
             429 => InvokeError::Throttled { message },
             413 => InvokeError::RequestTooLarge { message },
-            403 => InvokeError::AccessDenied {
-                function: function.to_owned(),
-                message,
-            },
-            400..=499 => InvokeError::InvalidRequest {
-                status,
-                code,
-                message,
-            },
-            _ => InvokeError::Service {
-                status,
-                message: format!("{code}: {message}"),
-            },
+            403 => InvokeError::AccessDenied { function: function.to_owned(), message },
+            400..=499 => InvokeError::InvalidRequest { status, code, message },
+            _ => InvokeError::Service { status, message: format!("{code}: {message}") },
         },
     }
 }

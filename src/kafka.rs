@@ -18,7 +18,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::event::{Header, KafkaRecord, TimestampType};
@@ -84,31 +84,42 @@ pub enum KafkaClientError {
     Other { detail: String },
 }
 
-/// librdkafka callbacks: logs go to `tracing` tagged with the mapping; the last client-level
-/// error is kept so a failed request can say *why* (a TLS failure only shows up here).
+/// librdkafka callbacks: logs go to `tracing` (at DEBUG: a broker that is away makes librdkafka
+/// repeat itself on every reconnect; the consumer reports the failure once, with this context)
+/// tagged with the mapping. The latest client-level failure is kept so a failed request can say
+/// *why*, and a failed certificate verification is kept apart: it only shows up here.
 #[derive(Debug)]
 pub struct EsmContext {
     mapping: Arc<str>,
-    last_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
+    last_error: Mutex<Option<String>>,
+    tls_verify_failure: Mutex<Option<String>>,
 }
 
 impl EsmContext {
-    fn take_last_error(&self) -> Option<(RDKafkaErrorCode, String)> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+    fn take_failures(&self) -> (Option<String>, Option<String>) {
+        let lock = |m: &Mutex<Option<String>>| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        (lock(&self.last_error), lock(&self.tls_verify_failure))
+    }
+
+    fn record(&self, message: &str) {
+        let set = |m: &Mutex<Option<String>>| {
+            *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.to_owned());
+        };
+        if message.contains("certificate verify failed") {
+            set(&self.tls_verify_failure);
+        }
+        set(&self.last_error);
     }
 }
 
 impl ClientContext for EsmContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                warn!(mapping = %self.mapping, facility = fac, "librdkafka: {message}");
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                debug!(mapping = %self.mapping, facility = fac, "librdkafka: {message}");
+                if fac == "FAIL" {
+                    self.record(message);
+                }
             }
             RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
                 debug!(mapping = %self.mapping, facility = fac, "librdkafka: {message}");
@@ -118,14 +129,8 @@ impl ClientContext for EsmContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-        // Broker connection errors repeat for as long as the broker is away; the consumer
-        // reports them once, with context, when a request fails.
         debug!(mapping = %self.mapping, error = %error, reason, "Kafka client error.");
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((code, reason.to_owned()));
+        self.record(reason);
     }
 }
 
@@ -143,10 +148,7 @@ pub struct KafkaClient {
 
 impl std::fmt::Debug for KafkaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaClient")
-            .field("topic", &self.topic)
-            .field("group", &self.settings.group_id)
-            .finish()
+        f.debug_struct("KafkaClient").field("topic", &self.topic).field("group", &self.settings.group_id).finish()
     }
 }
 
@@ -155,11 +157,7 @@ impl KafkaClient {
     ///
     /// # Errors
     /// librdkafka rejected the configuration.
-    pub fn new(
-        settings: KafkaSettings,
-        topic: &str,
-        mapping: &str,
-    ) -> Result<Self, KafkaClientError> {
+    pub fn new(settings: KafkaSettings, topic: &str, mapping: &str) -> Result<Self, KafkaClientError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.bootstrap_servers)
@@ -173,10 +171,7 @@ impl KafkaClient {
             // position is resolved explicitly (see `start_offsets`), never through this.
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-            .set(
-                "queued.max.messages.kbytes",
-                settings.queued_max_kbytes.to_string(),
-            )
+            .set("queued.max.messages.kbytes", settings.queued_max_kbytes.to_string())
             .set("socket.keepalive.enable", "true")
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "10000");
@@ -185,9 +180,7 @@ impl KafkaClient {
                 config.set("security.protocol", "plaintext");
             }
             Security::Tls { ca } => {
-                config
-                    .set("security.protocol", "ssl")
-                    .set("ssl.endpoint.identification.algorithm", "https");
+                config.set("security.protocol", "ssl").set("ssl.endpoint.identification.algorithm", "https");
                 match ca {
                     CaSource::System => config.set("ssl.ca.location", "probe"),
                     CaSource::Pem(pem) => config.set("ssl.ca.pem", pem),
@@ -197,18 +190,11 @@ impl KafkaClient {
         let context = EsmContext {
             mapping: Arc::from(mapping),
             last_error: Mutex::new(None),
+            tls_verify_failure: Mutex::new(None),
         };
         let consumer: EsmConsumer =
-            config
-                .create_with_context(context)
-                .map_err(|e| KafkaClientError::Config {
-                    detail: e.to_string(),
-                })?;
-        Ok(Self {
-            consumer: Arc::new(consumer),
-            topic: Arc::from(topic),
-            settings: Arc::new(settings),
-        })
+            config.create_with_context(context).map_err(|e| KafkaClientError::Config { detail: e.to_string() })?;
+        Ok(Self { consumer: Arc::new(consumer), topic: Arc::from(topic), settings: Arc::new(settings) })
     }
 
     pub fn topic(&self) -> &Arc<str> {
@@ -217,34 +203,27 @@ impl KafkaClient {
 
     fn describe(&self, e: &KafkaError, what: &str) -> KafkaClientError {
         let servers = self.settings.bootstrap_servers.clone();
-        let last = self.consumer.context().take_last_error();
+        let (last, tls_failure) = self.consumer.context().take_failures();
         let code = e.rdkafka_error_code();
         let detail = match &last {
-            Some((_, reason)) => format!("{e} ({reason})"),
+            Some(reason) => format!("{e} ({reason})"),
             None => e.to_string(),
         };
-        let tls = last.as_ref().is_some_and(|(c, r)| {
-            *c == RDKafkaErrorCode::SSL || r.contains("SSL") || r.contains("certificate")
-        });
+        if let Some(reason) = tls_failure {
+            return KafkaClientError::TlsVerification { servers, detail: reason };
+        }
         match code {
             Some(
                 RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::GroupAuthorizationFailed
                 | RDKafkaErrorCode::ClusterAuthorizationFailed,
-            ) => KafkaClientError::Authorization {
-                what: what.to_owned(),
-                detail,
-            },
+            ) => KafkaClientError::Authorization { what: what.to_owned(), detail },
             Some(RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::Authentication) => {
                 KafkaClientError::Authentication { servers, detail }
             }
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
-                KafkaClientError::TopicNotFound {
-                    topic: self.topic.to_string(),
-                    servers,
-                }
+                KafkaClientError::TopicNotFound { topic: self.topic.to_string(), servers }
             }
-            _ if tls => KafkaClientError::TlsVerification { servers, detail },
             Some(
                 RDKafkaErrorCode::BrokerTransportFailure
                 | RDKafkaErrorCode::AllBrokersDown
@@ -252,9 +231,7 @@ impl KafkaClient {
                 | RDKafkaErrorCode::RequestTimedOut
                 | RDKafkaErrorCode::Resolve,
             ) => KafkaClientError::Unreachable { servers, detail },
-            _ => KafkaClientError::Other {
-                detail: format!("{what}: {detail}"),
-            },
+            _ => KafkaClientError::Other { detail: format!("{what}: {detail}") },
         }
     }
 
@@ -265,9 +242,7 @@ impl KafkaClient {
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || f(&consumer))
             .await
-            .map_err(|e| KafkaClientError::Other {
-                detail: format!("client task failed: {e}"),
-            })
+            .map_err(|e| KafkaClientError::Other { detail: format!("client task failed: {e}") })
     }
 
     /// The topic's partitions, from the brokers' metadata.
@@ -275,12 +250,21 @@ impl KafkaClient {
     /// # Errors
     /// Brokers unreachable, topic missing or not authorised.
     pub async fn partitions(&self) -> Result<Vec<i32>, KafkaClientError> {
-        let topic = self.topic.clone();
-        let timeout = self.settings.request_timeout;
-        let metadata = self
-            .blocking(move |c| c.fetch_metadata(Some(&topic), timeout))
-            .await?;
-        let metadata = metadata.map_err(|e| self.describe(&e, "metadata"))?;
+        // librdkafka fails a metadata request at once when its only connection attempt was
+        // refused, e.g. on the first address of a host name with several (`localhost` → ::1,
+        // 127.0.0.1). Keep asking until the request timeout, as a single request would wait.
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        let metadata = loop {
+            let topic = self.topic.clone();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.blocking(move |c| c.fetch_metadata(Some(&topic), remaining)).await? {
+                Ok(metadata) => break metadata,
+                Err(e) if remaining > Duration::from_millis(200) && is_connection_error(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(self.describe(&e, "metadata")),
+            }
+        };
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == &*self.topic) else {
             return Err(KafkaClientError::TopicNotFound {
                 topic: self.topic.to_string(),
@@ -330,15 +314,9 @@ impl KafkaClient {
     ) -> Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>), KafkaClientError> {
         let mut start = BTreeMap::new();
         let mut resolved = BTreeMap::new();
-        let fresh: Vec<i32> = committed
-            .iter()
-            .filter(|(_, o)| !o.is_some_and(|o| o >= 0))
-            .map(|(p, _)| *p)
-            .collect();
+        let fresh: Vec<i32> = committed.iter().filter(|(_, o)| !o.is_some_and(|o| o >= 0)).map(|(p, _)| *p).collect();
         let by_time = match (position, timestamp_ms) {
-            (StartingPosition::AtTimestamp, Some(ts)) if !fresh.is_empty() => {
-                self.offsets_for_time(&fresh, ts).await?
-            }
+            (StartingPosition::AtTimestamp, Some(ts)) if !fresh.is_empty() => self.offsets_for_time(&fresh, ts).await?,
             _ => BTreeMap::new(),
         };
         for (&partition, &offset) in committed {
@@ -351,11 +329,7 @@ impl KafkaClient {
                 StartingPosition::TrimHorizon => low,
                 StartingPosition::Latest => high,
                 // No record at or after the timestamp: start at the end.
-                StartingPosition::AtTimestamp => by_time
-                    .get(&partition)
-                    .copied()
-                    .filter(|o| *o >= 0)
-                    .unwrap_or(high),
+                StartingPosition::AtTimestamp => by_time.get(&partition).copied().filter(|o| *o >= 0).unwrap_or(high),
             };
             start.insert(partition, offset);
             resolved.insert(partition, offset);
@@ -371,14 +345,10 @@ impl KafkaClient {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             tpl.add_partition_offset(&self.topic, p, Offset::Offset(timestamp_ms))
-                .map_err(|e| KafkaClientError::Other {
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| KafkaClientError::Other { detail: e.to_string() })?;
         }
         let timeout = self.settings.request_timeout;
-        let result = self
-            .blocking(move |c| c.offsets_for_times(tpl, timeout))
-            .await?;
+        let result = self.blocking(move |c| c.offsets_for_times(tpl, timeout)).await?;
         let tpl = result.map_err(|e| self.describe(&e, "offsets for timestamp"))?;
         Ok(tpl
             .elements_for_topic(&self.topic)
@@ -394,34 +364,21 @@ impl KafkaClient {
     ///
     /// # Errors
     /// librdkafka refused the assignment.
-    pub fn assign(
-        &self,
-        start: &BTreeMap<i32, i64>,
-    ) -> Result<Vec<KafkaPartitionSource>, KafkaClientError> {
+    pub fn assign(&self, start: &BTreeMap<i32, i64>) -> Result<Vec<KafkaPartitionSource>, KafkaClientError> {
         let mut tpl = TopicPartitionList::new();
         for (&partition, &offset) in start {
             tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
-                .map_err(|e| KafkaClientError::Other {
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| KafkaClientError::Other { detail: e.to_string() })?;
         }
-        self.consumer
-            .assign(&tpl)
-            .map_err(|e| self.describe(&e, "assign"))?;
+        self.consumer.assign(&tpl).map_err(|e| self.describe(&e, "assign"))?;
         // Split right after assigning, before anything serves the main queue.
         start
             .keys()
             .map(|&partition| {
                 self.consumer
                     .split_partition_queue(&self.topic, partition)
-                    .map(|queue| KafkaPartitionSource {
-                        queue,
-                        topic: self.topic.clone(),
-                        partition,
-                    })
-                    .ok_or_else(|| KafkaClientError::Other {
-                        detail: format!("cannot split partition {partition}"),
-                    })
+                    .map(|queue| KafkaPartitionSource { queue, topic: self.topic.clone(), partition })
+                    .ok_or_else(|| KafkaClientError::Other { detail: format!("cannot split partition {partition}") })
             })
             .collect()
     }
@@ -440,9 +397,7 @@ impl KafkaClient {
                         offset = message.offset(),
                         "Record arrived on the main queue; restarting the consumer from its committed offsets."
                     );
-                    return KafkaClientError::Other {
-                        detail: "record routed to the main queue".into(),
-                    };
+                    return KafkaClientError::Other { detail: "record routed to the main queue".into() };
                 }
                 Err(e) => {
                     info!(error = %e, "Kafka consumer error.");
@@ -453,10 +408,15 @@ impl KafkaClient {
 
     /// The checkpoint seam over this client's consumer group.
     pub fn checkpoint(&self) -> KafkaCheckpoint {
-        KafkaCheckpoint {
-            client: self.clone(),
-        }
+        KafkaCheckpoint { client: self.clone() }
     }
+}
+
+fn is_connection_error(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Resolve)
+    )
 }
 
 /// One partition's records from its own librdkafka queue.
@@ -468,10 +428,7 @@ pub struct KafkaPartitionSource {
 
 impl std::fmt::Debug for KafkaPartitionSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaPartitionSource")
-            .field("topic", &self.topic)
-            .field("partition", &self.partition)
-            .finish()
+        f.debug_struct("KafkaPartitionSource").field("topic", &self.topic).field("partition", &self.partition).finish()
     }
 }
 
@@ -510,14 +467,7 @@ fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
     };
     let headers = message
         .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| Header {
-                    key: h.key.to_owned(),
-                    value: h.value.map(<[u8]>::to_vec),
-                })
-                .collect()
-        })
+        .map(|h| h.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect())
         .unwrap_or_default();
     KafkaRecord {
         topic: topic.clone(),
@@ -538,10 +488,7 @@ pub struct KafkaCheckpoint {
 }
 
 impl Checkpoint for KafkaCheckpoint {
-    async fn committed(
-        &self,
-        partitions: &[i32],
-    ) -> Result<BTreeMap<i32, Option<i64>>, CheckpointError> {
+    async fn committed(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, CheckpointError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             tpl.add_partition(&self.client.topic, p);
@@ -551,12 +498,9 @@ impl Checkpoint for KafkaCheckpoint {
             .client
             .blocking(move |c| c.committed_offsets(tpl, timeout))
             .await
-            .map_err(|e| CheckpointError {
-                message: e.to_string(),
-            })?;
-        let tpl = result.map_err(|e| CheckpointError {
-            message: self.client.describe(&e, "committed offsets").to_string(),
-        })?;
+            .map_err(|e| CheckpointError { message: e.to_string() })?;
+        let tpl = result
+            .map_err(|e| CheckpointError { message: self.client.describe(&e, "committed offsets").to_string() })?;
         let mut out: BTreeMap<i32, Option<i64>> = partitions.iter().map(|p| (*p, None)).collect();
         for elem in tpl.elements_for_topic(&self.client.topic) {
             if let Offset::Offset(o) = elem.offset() {
@@ -570,19 +514,13 @@ impl Checkpoint for KafkaCheckpoint {
         let mut tpl = TopicPartitionList::new();
         for (&p, &o) in offsets {
             tpl.add_partition_offset(&self.client.topic, p, Offset::Offset(o))
-                .map_err(|e| CheckpointError {
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| CheckpointError { message: e.to_string() })?;
         }
         let result = self
             .client
             .blocking(move |c| c.commit(&tpl, CommitMode::Sync))
             .await
-            .map_err(|e| CheckpointError {
-                message: e.to_string(),
-            })?;
-        result.map_err(|e| CheckpointError {
-            message: self.client.describe(&e, "commit").to_string(),
-        })
+            .map_err(|e| CheckpointError { message: e.to_string() })?;
+        result.map_err(|e| CheckpointError { message: self.client.describe(&e, "commit").to_string() })
     }
 }

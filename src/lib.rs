@@ -18,6 +18,7 @@ pub mod error;
 pub mod event;
 pub mod invoke;
 pub mod kafka;
+pub mod lease;
 pub mod mapping;
 pub mod poller;
 pub mod source;

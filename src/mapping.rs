@@ -50,10 +50,7 @@ impl State {
     /// Whether a poller should be consuming for a mapping in this state. Transitional states
     /// towards running (`Creating`, `Enabling`, `Updating`) count: the poller moves them on.
     pub const fn wants_consumer(self) -> bool {
-        matches!(
-            self,
-            Self::Creating | Self::Enabling | Self::Enabled | Self::Updating
-        )
+        matches!(self, Self::Creating | Self::Enabling | Self::Enabled | Self::Updating)
     }
 }
 
@@ -192,10 +189,7 @@ pub struct InvalidMapping {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidMapping {
-    InvalidMapping {
-        field,
-        message: message.into(),
-    }
+    InvalidMapping { field, message: message.into() }
 }
 
 /// The Kafka side of a mapping, as the poller needs it.
@@ -236,9 +230,7 @@ impl EventSourceMapping {
                 ));
             }
             (Some(arn), None) => validate_msk_arn(arn)?,
-            (None, Some(source)) => {
-                validate_bootstrap_servers(&source.endpoints.kafka_bootstrap_servers)?
-            }
+            (None, Some(source)) => validate_bootstrap_servers(&source.endpoints.kafka_bootstrap_servers)?,
         }
         match self.topics.as_slice() {
             [topic] => validate_topic(topic)?,
@@ -252,59 +244,35 @@ impl EventSourceMapping {
         }
         match self.starting_position {
             None => {
-                return Err(invalid(
-                    "StartingPosition",
-                    "is required: TRIM_HORIZON, LATEST or AT_TIMESTAMP",
-                ));
+                return Err(invalid("StartingPosition", "is required: TRIM_HORIZON, LATEST or AT_TIMESTAMP"));
             }
             Some(StartingPosition::AtTimestamp) => match self.starting_position_timestamp {
                 None => {
-                    return Err(invalid(
-                        "StartingPositionTimestamp",
-                        "is required with AT_TIMESTAMP",
-                    ));
+                    return Err(invalid("StartingPositionTimestamp", "is required with AT_TIMESTAMP"));
                 }
                 Some(ts) if !ts.is_finite() || ts < 0.0 => {
-                    return Err(invalid(
-                        "StartingPositionTimestamp",
-                        "must be seconds since the epoch",
-                    ));
+                    return Err(invalid("StartingPositionTimestamp", "must be seconds since the epoch"));
                 }
                 Some(_) => {}
             },
             Some(_) if self.starting_position_timestamp.is_some() => {
-                return Err(invalid(
-                    "StartingPositionTimestamp",
-                    "is only allowed with StartingPosition AT_TIMESTAMP",
-                ));
+                return Err(invalid("StartingPositionTimestamp", "is only allowed with StartingPosition AT_TIMESTAMP"));
             }
             Some(_) => {}
         }
         if let Some(size) = self.batch_size
             && !BATCH_SIZE_RANGE.contains(&size)
         {
-            return Err(invalid(
-                "BatchSize",
-                format!("{size} is out of range: 1 to 10000"),
-            ));
+            return Err(invalid("BatchSize", format!("{size} is out of range: 1 to 10000")));
         }
         if let Some(window) = self.maximum_batching_window_in_seconds
             && !BATCHING_WINDOW_RANGE.contains(&window)
         {
-            return Err(invalid(
-                "MaximumBatchingWindowInSeconds",
-                format!("{window} is out of range: 0 to 300"),
-            ));
+            return Err(invalid("MaximumBatchingWindowInSeconds", format!("{window} is out of range: 0 to 300")));
         }
         for (field, config) in [
-            (
-                "AmazonManagedKafkaEventSourceConfig.ConsumerGroupId",
-                &self.amazon_managed_kafka_event_source_config,
-            ),
-            (
-                "SelfManagedKafkaEventSourceConfig.ConsumerGroupId",
-                &self.self_managed_kafka_event_source_config,
-            ),
+            ("AmazonManagedKafkaEventSourceConfig.ConsumerGroupId", &self.amazon_managed_kafka_event_source_config),
+            ("SelfManagedKafkaEventSourceConfig.ConsumerGroupId", &self.self_managed_kafka_event_source_config),
         ] {
             if let Some(id) = config.as_ref().and_then(|c| c.consumer_group_id.as_deref()) {
                 validate_consumer_group_id(field, id)?;
@@ -329,23 +297,17 @@ impl EventSourceMapping {
 
     pub fn cluster(&self) -> KafkaCluster {
         match (&self.event_source_arn, &self.self_managed_event_source) {
-            (Some(arn), _) => KafkaCluster::Msk {
-                cluster_arn: arn.clone(),
-            },
-            (None, Some(source)) => KafkaCluster::SelfManaged {
-                bootstrap_servers: source.endpoints.kafka_bootstrap_servers.clone(),
-            },
-            (None, None) => KafkaCluster::SelfManaged {
-                bootstrap_servers: Vec::new(),
-            },
+            (Some(arn), _) => KafkaCluster::Msk { cluster_arn: arn.clone() },
+            (None, Some(source)) => {
+                KafkaCluster::SelfManaged { bootstrap_servers: source.endpoints.kafka_bootstrap_servers.clone() }
+            }
+            (None, None) => KafkaCluster::SelfManaged { bootstrap_servers: Vec::new() },
         }
     }
 
     pub fn event_source(&self) -> EventSource {
         match &self.event_source_arn {
-            Some(arn) => EventSource::Msk {
-                cluster_arn: arn.clone(),
-            },
+            Some(arn) => EventSource::Msk { cluster_arn: arn.clone() },
             None => EventSource::SelfManaged,
         }
     }
@@ -356,9 +318,7 @@ impl EventSourceMapping {
             max_records: self.batch_size.unwrap_or_else(default_batch_size) as usize,
             window: self
                 .maximum_batching_window_in_seconds
-                .map_or_else(default_batching_window, |s| {
-                    Duration::from_secs(u64::from(s))
-                }),
+                .map_or_else(default_batching_window, |s| Duration::from_secs(u64::from(s))),
             max_payload_bytes: MAX_PAYLOAD_BYTES,
         }
     }
@@ -366,27 +326,18 @@ impl EventSourceMapping {
     /// `StartingPositionTimestamp` in epoch milliseconds.
     pub fn starting_timestamp_ms(&self) -> Option<i64> {
         #[allow(clippy::cast_possible_truncation)]
-        self.starting_position_timestamp
-            .map(|s| (s * 1000.0) as i64)
+        self.starting_position_timestamp.map(|s| (s * 1000.0) as i64)
     }
 
     /// The `source_access_configurations` entries of one type.
-    pub fn access(
-        &self,
-        kind: SourceAccessType,
-    ) -> impl Iterator<Item = &SourceAccessConfiguration> {
-        self.source_access_configurations
-            .iter()
-            .flatten()
-            .filter(move |c| c.kind == kind)
+    pub fn access(&self, kind: SourceAccessType) -> impl Iterator<Item = &SourceAccessConfiguration> {
+        self.source_access_configurations.iter().flatten().filter(move |c| c.kind == kind)
     }
 }
 
 /// `LastModified`: now, in fractional epoch seconds with millisecond precision like AWS.
 pub fn now_epoch_seconds() -> f64 {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     #[allow(clippy::cast_precision_loss)]
     let seconds = ms as f64 / 1000.0;
     seconds
@@ -411,9 +362,7 @@ pub fn validate_msk_arn(arn: &str) -> Result<(), InvalidMapping> {
     } else {
         Err(invalid(
             "EventSourceArn",
-            format!(
-                "'{arn}' is not an MSK cluster ARN (arn:aws:kafka:REGION:ACCOUNT:cluster/NAME/UUID)"
-            ),
+            format!("'{arn}' is not an MSK cluster ARN (arn:aws:kafka:REGION:ACCOUNT:cluster/NAME/UUID)"),
         ))
     }
 }
@@ -421,10 +370,7 @@ pub fn validate_msk_arn(arn: &str) -> Result<(), InvalidMapping> {
 fn validate_bootstrap_servers(servers: &[String]) -> Result<(), InvalidMapping> {
     const FIELD: &str = "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS";
     if servers.is_empty() || servers.len() > MAX_BOOTSTRAP_SERVERS {
-        return Err(invalid(
-            FIELD,
-            format!("give 1 to {MAX_BOOTSTRAP_SERVERS} host:port entries"),
-        ));
+        return Err(invalid(FIELD, format!("give 1 to {MAX_BOOTSTRAP_SERVERS} host:port entries")));
     }
     for server in servers {
         let valid = server.rsplit_once(':').is_some_and(|(host, port)| {
@@ -442,33 +388,19 @@ fn validate_topic(topic: &str) -> Result<(), InvalidMapping> {
         && topic.len() <= 249
         && topic != "."
         && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if valid {
         Ok(())
     } else {
-        Err(invalid(
-            "Topics",
-            format!("'{topic}' is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
-        ))
+        Err(invalid("Topics", format!("'{topic}' is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])")))
     }
 }
 
 fn validate_consumer_group_id(field: &'static str, id: &str) -> Result<(), InvalidMapping> {
     let valid = !id.is_empty()
         && id.len() <= MAX_CONSUMER_GROUP_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-/*:_+=.@".contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("'{id}' must be 1-200 characters of [a-zA-Z0-9-/*:_+=.@]"),
-        ))
-    }
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/*:_+=.@".contains(&b));
+    if valid { Ok(()) } else { Err(invalid(field, format!("'{id}' must be 1-200 characters of [a-zA-Z0-9-/*:_+=.@]"))) }
 }
 
 #[cfg(test)]
@@ -497,17 +429,12 @@ mod tests {
         let m: EventSourceMapping = serde_json::from_value(example()).unwrap();
         m.validate().unwrap();
         assert_eq!(serde_json::to_value(&m).unwrap(), example());
-        assert_eq!(
-            m.consumer_group_id(),
-            "6d9bce8e-836b-442c-8070-74e77903c815"
-        );
+        assert_eq!(m.consumer_group_id(), "6d9bce8e-836b-442c-8070-74e77903c815");
         assert_eq!(m.batch_limits().window, Duration::from_millis(500));
         assert_eq!(m.batch_limits().max_records, 100);
         assert_eq!(
             m.cluster(),
-            KafkaCluster::SelfManaged {
-                bootstrap_servers: vec!["b-1:9092".into(), "b-2:9092".into()]
-            }
+            KafkaCluster::SelfManaged { bootstrap_servers: vec!["b-1:9092".into(), "b-2:9092".into()] }
         );
     }
 
@@ -520,24 +447,12 @@ mod tests {
         let cases: Vec<(serde_json::Value, &str)> = vec![
             (json!({"BatchSize": 0}), "BatchSize"),
             (json!({"BatchSize": 10001}), "BatchSize"),
-            (
-                json!({"MaximumBatchingWindowInSeconds": 301}),
-                "MaximumBatchingWindowInSeconds",
-            ),
+            (json!({"MaximumBatchingWindowInSeconds": 301}), "MaximumBatchingWindowInSeconds"),
             (json!({"Topics": ["a", "b"]}), "Topics"),
             (json!({"Topics": ["bad topic"]}), "Topics"),
-            (
-                json!({"StartingPosition": "AT_TIMESTAMP"}),
-                "StartingPositionTimestamp",
-            ),
-            (
-                json!({"StartingPositionTimestamp": 5.0}),
-                "StartingPositionTimestamp",
-            ),
-            (
-                json!({"EventSourceArn": "arn:aws:kafka:us-east-1:111111111111:cluster/x/y"}),
-                "EventSourceArn",
-            ),
+            (json!({"StartingPosition": "AT_TIMESTAMP"}), "StartingPositionTimestamp"),
+            (json!({"StartingPositionTimestamp": 5.0}), "StartingPositionTimestamp"),
+            (json!({"EventSourceArn": "arn:aws:kafka:us-east-1:111111111111:cluster/x/y"}), "EventSourceArn"),
             (
                 json!({"SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["nope"]}}}),
                 "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS",
@@ -562,9 +477,8 @@ mod tests {
     fn msk_arn_and_group_override() {
         let mut v = example();
         v.as_object_mut().unwrap().remove("SelfManagedEventSource");
-        v["EventSourceArn"] = json!(
-            "arn:aws:kafka:us-west-2:111111111111:cluster/my-cluster/fc2f5bdf-fd1b-45ad-85dd-15b4a5a6247e-2"
-        );
+        v["EventSourceArn"] =
+            json!("arn:aws:kafka:us-west-2:111111111111:cluster/my-cluster/fc2f5bdf-fd1b-45ad-85dd-15b4a5a6247e-2");
         v["AmazonManagedKafkaEventSourceConfig"] = json!({"ConsumerGroupId": "orders-readers"});
         let m: EventSourceMapping = serde_json::from_value(v).unwrap();
         m.validate().unwrap();

@@ -18,9 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::batch::{BatchLimits, Batcher, NextBatch};
-use crate::checkpoint::{
-    Checkpoint, CommitReport, CommitSender, CommitterSettings, spawn_committer,
-};
+use crate::checkpoint::{Checkpoint, CommitReport, CommitSender, CommitterSettings, spawn_committer};
 use crate::cluster::{ClusterResolver, ResolveError};
 use crate::error::{Disposition, StopReason, invoke_disposition, kafka_disposition};
 use crate::event::Envelope;
@@ -77,11 +75,9 @@ impl PollerSettings {
     pub fn from_env() -> Result<Self, String> {
         fn var(name: &str) -> Result<Option<u64>, String> {
             match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => v
-                    .trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| format!("{name}={v} is not a whole number")),
+                Ok(v) if !v.trim().is_empty() => {
+                    v.trim().parse().map(Some).map_err(|_| format!("{name}={v} is not a whole number"))
+                }
                 _ => Ok(None),
             }
         }
@@ -93,10 +89,9 @@ impl PollerSettings {
             fetch_wait_max_ms: var("ESM_FETCH_WAIT_MS")?.map_or(Ok(d.fetch_wait_max_ms), |v| {
                 u32::try_from(v).map_err(|_| "ESM_FETCH_WAIT_MS is too large".to_owned())
             })?,
-            queued_max_kbytes: var("ESM_QUEUED_MAX_KBYTES")?
-                .map_or(Ok(d.queued_max_kbytes), |v| {
-                    u32::try_from(v).map_err(|_| "ESM_QUEUED_MAX_KBYTES is too large".to_owned())
-                })?,
+            queued_max_kbytes: var("ESM_QUEUED_MAX_KBYTES")?.map_or(Ok(d.queued_max_kbytes), |v| {
+                u32::try_from(v).map_err(|_| "ESM_QUEUED_MAX_KBYTES is too large".to_owned())
+            })?,
             request_timeout: ms("ESM_KAFKA_REQUEST_TIMEOUT_MS", d.request_timeout)?,
             retry_base: ms("ESM_RETRY_BASE_MS", d.retry_base)?,
             retry_cap: ms("ESM_RETRY_CAP_MS", d.retry_cap)?,
@@ -144,10 +139,7 @@ pub enum WorkerError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("{error}")]
-    Invoke {
-        reason: StopReason,
-        error: InvokeError,
-    },
+    Invoke { reason: StopReason, error: InvokeError },
 }
 
 /// Runs every partition until `stop`, then lets in-flight invokes finish (or drops them when
@@ -176,17 +168,11 @@ where
         retry_cap: settings.retry_cap,
         ..CommitterSettings::default()
     };
-    let (commits, committer) =
-        spawn_committer(checkpoint, spec.mapping.clone(), committer_settings);
+    let (commits, committer) = spawn_committer(checkpoint, spec.mapping.clone(), committer_settings);
     let workers_stop = stop.child_token();
     let mut workers = JoinSet::new();
     for source in sources {
-        let batcher = Batcher::new(
-            source,
-            spec.topic.clone(),
-            spec.envelope.clone(),
-            spec.limits,
-        );
+        let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits);
         workers.spawn(run_partition(
             batcher,
             spec.clone(),
@@ -258,10 +244,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
             let failure = match result {
                 Ok(InvokeOutcome::Success { .. }) => break,
                 Ok(InvokeOutcome::FunctionError { kind, body }) => {
-                    format!(
-                        "function error ({kind}): {}",
-                        String::from_utf8_lossy(&body[..body.len().min(512)])
-                    )
+                    format!("function error ({kind}): {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
                 }
                 Err(error) => match invoke_disposition(&error) {
                     Disposition::Stop(reason) => {
@@ -284,9 +267,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
                 () = tokio::time::sleep(delay) => {}
             }
         }
-        metrics
-            .records
-            .fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
+        metrics.records.fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
         metrics.batches.fetch_add(1, Ordering::Relaxed);
         commits.delivered(batch.partition, batch.next_offset());
     }
@@ -331,23 +312,12 @@ impl RunError {
                 Disposition::Retry => Ok(()),
                 Disposition::Stop(reason) => Err((reason, format!("PROBLEM: {e}"))),
             },
-            Self::Resolve(ResolveError::Unrecoverable(reason, message)) => {
-                Err((*reason, message.clone()))
+            Self::Resolve(ResolveError::Unrecoverable(reason, message)) => Err((*reason, message.clone())),
+            Self::Worker(WorkerError::Invoke { reason, error }) => Err((*reason, format!("PROBLEM: {error}"))),
+            Self::Worker(WorkerError::Source(SourceError::Fatal { message, .. })) if message.contains("uthoriz") => {
+                Err((StopReason::EventSourceAuthzError, format!("PROBLEM: {message}")))
             }
-            Self::Worker(WorkerError::Invoke { reason, error }) => {
-                Err((*reason, format!("PROBLEM: {error}")))
-            }
-            Self::Worker(WorkerError::Source(SourceError::Fatal { message, .. }))
-                if message.contains("uthoriz") =>
-            {
-                Err((
-                    StopReason::EventSourceAuthzError,
-                    format!("PROBLEM: {message}"),
-                ))
-            }
-            Self::Resolve(ResolveError::Transient(_)) | Self::Worker(_) | Self::Checkpoint(_) => {
-                Ok(())
-            }
+            Self::Resolve(ResolveError::Transient(_)) | Self::Worker(_) | Self::Checkpoint(_) => Ok(()),
         }
     }
 }
@@ -402,18 +372,31 @@ async fn run_once<I: Invoker>(
         request_timeout: env.settings.request_timeout,
     };
     let client = KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?;
-    let result = consume_with(
-        env,
-        mapping,
-        &client,
-        &connection.bootstrap_servers,
-        stop,
-        abandon,
-    )
-    .await;
+    // Serve the client's main queue from the start: librdkafka reports connection and TLS
+    // failures there, and they are what makes a failed request explain itself.
+    let local_stop = stop.child_token();
+    let main_queue = {
+        let client = client.clone();
+        let local_stop = local_stop.clone();
+        tokio::spawn(async move {
+            let error = client.serve_main_queue().await;
+            local_stop.cancel();
+            error
+        })
+    };
+    let result = consume_with(env, mapping, &client, &connection.bootstrap_servers, &local_stop, abandon).await;
+    let misrouted = if main_queue.is_finished() {
+        main_queue.await.ok()
+    } else {
+        main_queue.abort();
+        None
+    };
     // Closing a consumer may wait on the network: keep it off the async threads.
     let _ = tokio::task::spawn_blocking(move || drop(client)).await;
-    result
+    match (result, misrouted) {
+        (Ok(()), Some(e)) if !stop.is_cancelled() => Err(e.into()),
+        (result, _) => result,
+    }
 }
 
 async fn consume_with<I: Invoker>(
@@ -426,23 +409,13 @@ async fn consume_with<I: Invoker>(
 ) -> Result<(), RunError> {
     let partitions = client.partitions().await?;
     let checkpoint = client.checkpoint();
-    let committed = checkpoint
-        .committed(&partitions)
-        .await
-        .map_err(|e| RunError::Checkpoint(e.to_string()))?;
-    let position = mapping
-        .starting_position
-        .unwrap_or(StartingPosition::Latest);
-    let (start, resolved) = client
-        .start_offsets(&committed, position, mapping.starting_timestamp_ms())
-        .await?;
+    let committed = checkpoint.committed(&partitions).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
+    let position = mapping.starting_position.unwrap_or(StartingPosition::Latest);
+    let (start, resolved) = client.start_offsets(&committed, position, mapping.starting_timestamp_ms()).await?;
     if !resolved.is_empty() {
         // Pin the starting position at once: a restart must not re-resolve LATEST past records
         // that arrived in between.
-        checkpoint
-            .commit(&resolved)
-            .await
-            .map_err(|e| RunError::Checkpoint(e.to_string()))?;
+        checkpoint.commit(&resolved).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
         info!(mapping = %mapping.uuid, group = mapping.consumer_group_id(), ?position, offsets = ?resolved, "Starting position resolved and committed.");
     }
     let sources = client.assign(&start)?;
@@ -457,39 +430,11 @@ async fn consume_with<I: Invoker>(
         envelope: Arc::new(Envelope::new(&mapping.event_source(), bootstrap_servers)),
         limits: mapping.batch_limits(),
     };
-    let local_stop = stop.child_token();
-    let main_queue = {
-        let client = client.clone();
-        let local_stop = local_stop.clone();
-        tokio::spawn(async move {
-            let error = client.serve_main_queue().await;
-            local_stop.cancel();
-            error
-        })
-    };
-    let result = consume(
-        &spec,
-        sources,
-        checkpoint,
-        env.invoker.clone(),
-        &env.settings,
-        env.metrics.clone(),
-        &local_stop,
-        abandon,
-    )
-    .await;
-    let misrouted = if main_queue.is_finished() {
-        main_queue.await.ok()
-    } else {
-        main_queue.abort();
-        None
-    };
-    let report = result?;
+    let report =
+        consume(&spec, sources, checkpoint, env.invoker.clone(), &env.settings, env.metrics.clone(), stop, abandon)
+            .await?;
     info!(mapping = %mapping.uuid, committed = ?report.committed, "Consumer stopped.");
-    match misrouted {
-        Some(e) if !stop.is_cancelled() => Err(e.into()),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -511,37 +456,20 @@ mod tests {
     }
 
     impl Invoker for ScriptedInvoker {
-        async fn invoke(
-            &self,
-            _function: &str,
-            payload: Vec<u8>,
-        ) -> Result<InvokeOutcome, InvokeError> {
+        async fn invoke(&self, _function: &str, payload: Vec<u8>) -> Result<InvokeOutcome, InvokeError> {
             let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-            let key = event["records"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .next()
-                .unwrap()
-                .clone();
+            let key = event["records"].as_object().unwrap().keys().next().unwrap().clone();
             self.calls.lock().unwrap().push(event);
             if let Some(e) = &self.error {
                 return Err(e.clone());
             }
-            let failing = self
-                .failing_partition
-                .is_some_and(|p| key.ends_with(&format!("-{p}")));
+            let failing = self.failing_partition.is_some_and(|p| key.ends_with(&format!("-{p}")));
             let mut left = self.failures_left.lock().unwrap();
             if failing && *left > 0 {
                 *left -= 1;
-                return Ok(InvokeOutcome::FunctionError {
-                    kind: "Unhandled".into(),
-                    body: "{}".into(),
-                });
+                return Ok(InvokeOutcome::FunctionError { kind: "Unhandled".into(), body: "{}".into() });
             }
-            Ok(InvokeOutcome::Success {
-                body: "null".into(),
-            })
+            Ok(InvokeOutcome::Success { body: "null".into() })
         }
     }
 
@@ -566,11 +494,7 @@ mod tests {
             function: Arc::from("f"),
             topic: Arc::from("t"),
             envelope: Arc::new(Envelope::new(&EventSource::SelfManaged, "k:9092")),
-            limits: BatchLimits {
-                max_records,
-                window: Duration::from_millis(100),
-                ..BatchLimits::default()
-            },
+            limits: BatchLimits { max_records, window: Duration::from_millis(100), ..BatchLimits::default() },
         }
     }
 
@@ -578,28 +502,19 @@ mod tests {
         calls
             .iter()
             .filter_map(|c| c["records"].get(format!("t-{partition}")))
-            .flat_map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r["offset"].as_i64().unwrap())
-            })
+            .flat_map(|r| r.as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()))
             .collect()
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failing_partition_is_retried_in_order_without_blocking_the_others_or_committing_past_it()
-     {
+    async fn failing_partition_is_retried_in_order_without_blocking_the_others_or_committing_past_it() {
         let invoker = Arc::new(ScriptedInvoker {
             failing_partition: Some(1),
             failures_left: Mutex::new(3),
             ..Default::default()
         });
         let checkpoint = MemoryCheckpoint::default();
-        let sources = vec![
-            MemorySource::ending_after(records(0, 10)),
-            MemorySource::ending_after(records(1, 10)),
-        ];
+        let sources = vec![MemorySource::ending_after(records(0, 10)), MemorySource::ending_after(records(1, 10))];
         let settings = PollerSettings::default();
         let stop = CancellationToken::new();
         let report = consume(
@@ -622,21 +537,10 @@ mod tests {
         assert_eq!(&p1[..12], &[0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
         assert_eq!(&p1[12..], &(0..10).collect::<Vec<_>>()[..]);
         // Partition 0 was done before partition 1's first batch finally succeeded (its fourth call).
-        let last_p0 = calls
-            .iter()
-            .rposition(|c| c["records"].get("t-0").is_some())
-            .unwrap();
-        let p1_first_success = calls
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c["records"].get("t-1").is_some())
-            .nth(3)
-            .unwrap()
-            .0;
-        assert!(
-            last_p0 < p1_first_success,
-            "partition 0 was blocked by partition 1's failures"
-        );
+        let last_p0 = calls.iter().rposition(|c| c["records"].get("t-0").is_some()).unwrap();
+        let p1_first_success =
+            calls.iter().enumerate().filter(|(_, c)| c["records"].get("t-1").is_some()).nth(3).unwrap().0;
+        assert!(last_p0 < p1_first_success, "partition 0 was blocked by partition 1's failures");
         // No commit ever went past an undelivered batch of partition 1.
         for commit in checkpoint.history() {
             if let Some(&o) = commit.get(&1) {
@@ -681,10 +585,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn missing_function_stops_the_mapping_with_function_config_not_valid() {
         let invoker = Arc::new(ScriptedInvoker {
-            error: Some(InvokeError::FunctionNotFound {
-                function: "f".into(),
-                message: "Function not found".into(),
-            }),
+            error: Some(InvokeError::FunctionNotFound { function: "f".into(), message: "Function not found".into() }),
             ..Default::default()
         });
         let checkpoint = MemoryCheckpoint::default();
@@ -700,13 +601,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(matches!(
-            err,
-            WorkerError::Invoke {
-                reason: StopReason::FunctionConfigNotValid,
-                ..
-            }
-        ));
+        assert!(matches!(err, WorkerError::Invoke { reason: StopReason::FunctionConfigNotValid, .. }));
         assert!(checkpoint.offsets().is_empty());
     }
 

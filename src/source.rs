@@ -24,9 +24,7 @@ pub trait RecordSource: Send {
     /// The next record, waiting as long as it takes. `None` means the source has ended (only the
     /// fakes end; a Kafka partition never does). Must be cancel-safe: dropping the future loses
     /// no record.
-    fn next_record(
-        &mut self,
-    ) -> impl Future<Output = Option<Result<KafkaRecord, SourceError>>> + Send;
+    fn next_record(&mut self) -> impl Future<Output = Option<Result<KafkaRecord, SourceError>>> + Send;
 }
 
 /// An in-memory partition for tests: yields its records, then waits forever (like an idle
@@ -40,18 +38,12 @@ pub struct MemorySource {
 impl MemorySource {
     /// A source that idles (never ends) after its records, like a real partition.
     pub fn idle_after(records: impl IntoIterator<Item = KafkaRecord>) -> Self {
-        Self {
-            records: records.into_iter().map(Ok).collect(),
-            end_when_empty: false,
-        }
+        Self { records: records.into_iter().map(Ok).collect(), end_when_empty: false }
     }
 
     /// A source that ends after its records.
     pub fn ending_after(records: impl IntoIterator<Item = KafkaRecord>) -> Self {
-        Self {
-            records: records.into_iter().map(Ok).collect(),
-            end_when_empty: true,
-        }
+        Self { records: records.into_iter().map(Ok).collect(), end_when_empty: true }
     }
 
     pub fn push(&mut self, item: Result<KafkaRecord, SourceError>) {

@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 
 use crate::mapping::{EventSourceMapping, InvalidMapping, State, now_epoch_seconds};
@@ -33,10 +32,7 @@ pub struct Tables {
 impl Tables {
     pub fn from_env() -> Self {
         let var = |name: &str, default: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| default.to_owned())
+            std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
         };
         Self {
             mappings: var("ESM_MAPPINGS_TABLE", DEFAULT_MAPPINGS_TABLE),
@@ -90,11 +86,7 @@ impl Loaded {
                 Ok(()) => Self::Valid(mapping),
                 Err(error) => Self::Invalid { mapping, error },
             },
-            Err(e) => Self::Malformed {
-                uuid,
-                state,
-                reason: e.to_string(),
-            },
+            Err(e) => Self::Malformed { uuid, state, reason: e.to_string() },
         }
     }
 }
@@ -113,21 +105,11 @@ pub trait MappingStore: Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = Result<Vec<Loaded>, StoreError>> + Send;
     fn get(&self, uuid: &str) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
     /// Stores a new mapping; `Conflict` if the UUID exists.
-    fn create(
-        &self,
-        mapping: &EventSourceMapping,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn create(&self, mapping: &EventSourceMapping) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Replaces the item if its stored `Version` is `mapping.version - 1`.
-    fn replace(
-        &self,
-        mapping: &EventSourceMapping,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn replace(&self, mapping: &EventSourceMapping) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes the item if its stored `Version` is `version`.
-    fn delete(
-        &self,
-        uuid: &str,
-        version: u64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn delete(&self, uuid: &str, version: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Sets the status fields (and bumps `Version`) of an item whatever its other contents —
     /// the only write possible on a malformed item. `expected_version` guards it when known.
     fn set_status(
@@ -147,10 +129,7 @@ pub struct DynamoMappingStore {
 
 impl DynamoMappingStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
@@ -162,25 +141,16 @@ impl DynamoMappingStore {
         uuid: &str,
         e: SdkError<E, R>,
     ) -> StoreError {
-        if e.as_service_error().and_then(ProvideErrorMetadata::code)
-            == Some("ConditionalCheckFailedException")
-        {
-            StoreError::Conflict {
-                uuid: uuid.to_owned(),
-            }
+        if e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException") {
+            StoreError::Conflict { uuid: uuid.to_owned() }
         } else {
-            StoreError::Dynamo {
-                table: self.table.clone(),
-                message: DisplayErrorContext(&e).to_string(),
-            }
+            StoreError::Dynamo { table: self.table.clone(), message: DisplayErrorContext(&e).to_string() }
         }
     }
 
     fn item(mapping: &EventSourceMapping) -> Result<HashMap<String, AttributeValue>, StoreError> {
-        serde_dynamo::to_item(mapping).map_err(|e| StoreError::Encode {
-            uuid: mapping.uuid.clone(),
-            message: e.to_string(),
-        })
+        serde_dynamo::to_item(mapping)
+            .map_err(|e| StoreError::Encode { uuid: mapping.uuid.clone(), message: e.to_string() })
     }
 }
 
@@ -257,12 +227,7 @@ impl MappingStore for DynamoMappingStore {
         Ok(())
     }
 
-    async fn set_status(
-        &self,
-        uuid: &str,
-        expected_version: Option<u64>,
-        status: &Status,
-    ) -> Result<(), StoreError> {
+    async fn set_status(&self, uuid: &str, expected_version: Option<u64>, status: &Status) -> Result<(), StoreError> {
         let mut update = self
             .client
             .update_item()
@@ -277,10 +242,7 @@ impl MappingStore for DynamoMappingStore {
             .expression_attribute_names("#u", "UUID")
             .expression_attribute_values(":s", AttributeValue::S(status.state.as_str().to_owned()))
             .expression_attribute_values(":r", AttributeValue::S(status.reason.clone()))
-            .expression_attribute_values(
-                ":l",
-                AttributeValue::S(status.last_processing_result.clone()),
-            )
+            .expression_attribute_values(":l", AttributeValue::S(status.last_processing_result.clone()))
             .expression_attribute_values(":m", AttributeValue::N(now_epoch_seconds().to_string()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()));
         update = match expected_version {
@@ -299,21 +261,13 @@ impl MappingStore for DynamoMappingStore {
 ///
 /// # Errors
 /// DynamoDB refused to create or describe a table.
-pub async fn ensure_tables(
-    client: &aws_sdk_dynamodb::Client,
-    tables: &Tables,
-) -> Result<Vec<String>, StoreError> {
+pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<Vec<String>, StoreError> {
     let mut created = Vec::new();
     for (table, key) in [(&tables.mappings, "UUID"), (&tables.leases, LEASE_KEY)] {
-        let err = |e: String| StoreError::Dynamo {
-            table: table.clone(),
-            message: e,
-        };
+        let err = |e: String| StoreError::Dynamo { table: table.clone(), message: e };
         match client.describe_table().table_name(table).send().await {
             Ok(_) => continue,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
             Err(e) => return Err(err(DisplayErrorContext(&e).to_string())),
         }
         let result = client
@@ -339,9 +293,7 @@ pub async fn ensure_tables(
         match result {
             Ok(_) => created.push(table.clone()),
             // Someone else created it between our describe and create.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
             Err(e) => return Err(err(DisplayErrorContext(&e).to_string())),
         }
         wait_active(client, table).await.map_err(err)?;
@@ -351,17 +303,9 @@ pub async fn ensure_tables(
 
 async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), String> {
     for _ in 0..120 {
-        let out = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| DisplayErrorContext(&e).to_string())?;
-        if out
-            .table
-            .and_then(|t| t.table_status)
-            .is_some_and(|s| s.as_str() == "ACTIVE")
-        {
+        let out =
+            client.describe_table().table_name(table).send().await.map_err(|e| DisplayErrorContext(&e).to_string())?;
+        if out.table.and_then(|t| t.table_status).is_some_and(|s| s.as_str() == "ACTIVE") {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -382,9 +326,7 @@ impl MemoryMappingStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, serde_json::Value>> {
-        self.items
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.items.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn parse(value: &serde_json::Value) -> Loaded {
@@ -394,24 +336,15 @@ impl MemoryMappingStore {
                 Err(error) => Loaded::Invalid { mapping, error },
             },
             Err(e) => Loaded::Malformed {
-                uuid: value
-                    .get("UUID")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned),
-                state: value
-                    .get("State")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned),
+                uuid: value.get("UUID").and_then(|v| v.as_str()).map(str::to_owned),
+                state: value.get("State").and_then(|v| v.as_str()).map(str::to_owned),
                 reason: e.to_string(),
             },
         }
     }
 
     fn stored_version(value: &serde_json::Value) -> u64 {
-        value
-            .get("Version")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
+        value.get("Version").and_then(serde_json::Value::as_u64).unwrap_or(0)
     }
 }
 
@@ -427,14 +360,10 @@ impl MappingStore for MemoryMappingStore {
     async fn create(&self, mapping: &EventSourceMapping) -> Result<(), StoreError> {
         let mut items = self.lock();
         if items.contains_key(&mapping.uuid) {
-            return Err(StoreError::Conflict {
-                uuid: mapping.uuid.clone(),
-            });
+            return Err(StoreError::Conflict { uuid: mapping.uuid.clone() });
         }
-        let value = serde_json::to_value(mapping).map_err(|e| StoreError::Encode {
-            uuid: mapping.uuid.clone(),
-            message: e.to_string(),
-        })?;
+        let value = serde_json::to_value(mapping)
+            .map_err(|e| StoreError::Encode { uuid: mapping.uuid.clone(), message: e.to_string() })?;
         items.insert(mapping.uuid.clone(), value);
         Ok(())
     }
@@ -444,15 +373,11 @@ impl MappingStore for MemoryMappingStore {
         match items.get(&mapping.uuid) {
             Some(v) if Self::stored_version(v) == mapping.version.saturating_sub(1) => {}
             _ => {
-                return Err(StoreError::Conflict {
-                    uuid: mapping.uuid.clone(),
-                });
+                return Err(StoreError::Conflict { uuid: mapping.uuid.clone() });
             }
         }
-        let value = serde_json::to_value(mapping).map_err(|e| StoreError::Encode {
-            uuid: mapping.uuid.clone(),
-            message: e.to_string(),
-        })?;
+        let value = serde_json::to_value(mapping)
+            .map_err(|e| StoreError::Encode { uuid: mapping.uuid.clone(), message: e.to_string() })?;
         items.insert(mapping.uuid.clone(), value);
         Ok(())
     }
@@ -464,37 +389,23 @@ impl MappingStore for MemoryMappingStore {
                 items.remove(uuid);
                 Ok(())
             }
-            _ => Err(StoreError::Conflict {
-                uuid: uuid.to_owned(),
-            }),
+            _ => Err(StoreError::Conflict { uuid: uuid.to_owned() }),
         }
     }
 
-    async fn set_status(
-        &self,
-        uuid: &str,
-        expected_version: Option<u64>,
-        status: &Status,
-    ) -> Result<(), StoreError> {
+    async fn set_status(&self, uuid: &str, expected_version: Option<u64>, status: &Status) -> Result<(), StoreError> {
         let mut items = self.lock();
         let Some(item) = items.get_mut(uuid) else {
-            return Err(StoreError::Conflict {
-                uuid: uuid.to_owned(),
-            });
+            return Err(StoreError::Conflict { uuid: uuid.to_owned() });
         };
         let version = Self::stored_version(item);
         if expected_version.is_some_and(|v| v != version) {
-            return Err(StoreError::Conflict {
-                uuid: uuid.to_owned(),
-            });
+            return Err(StoreError::Conflict { uuid: uuid.to_owned() });
         }
         if let Some(obj) = item.as_object_mut() {
             obj.insert("State".into(), status.state.as_str().into());
             obj.insert("StateTransitionReason".into(), status.reason.clone().into());
-            obj.insert(
-                "LastProcessingResult".into(),
-                status.last_processing_result.clone().into(),
-            );
+            obj.insert("LastProcessingResult".into(), status.last_processing_result.clone().into());
             obj.insert("LastModified".into(), now_epoch_seconds().into());
             obj.insert("Version".into(), (version + 1).into());
         }

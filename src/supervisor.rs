@@ -34,13 +34,7 @@ struct Running {
 fn fingerprint(mapping: &EventSourceMapping) -> String {
     let mut value = serde_json::to_value(mapping).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
-        for field in [
-            "State",
-            "StateTransitionReason",
-            "LastProcessingResult",
-            "LastModified",
-            "Version",
-        ] {
+        for field in ["State", "StateTransitionReason", "LastProcessingResult", "LastModified", "Version"] {
             obj.remove(field);
         }
     }
@@ -50,11 +44,7 @@ fn fingerprint(mapping: &EventSourceMapping) -> String {
 /// Runs the poller over every mapping in `store` until `stop` fires, then stops every consumer:
 /// intake stops at once, in-flight invokes get `drain_timeout` to finish, what succeeded is
 /// committed.
-pub async fn run_poller<S: MappingStore, I: Invoker>(
-    store: Arc<S>,
-    env: Arc<PollerEnv<I>>,
-    stop: CancellationToken,
-) {
+pub async fn run_poller<S: MappingStore, I: Invoker>(store: Arc<S>, env: Arc<PollerEnv<I>>, stop: CancellationToken) {
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut backoff = Backoff::new(env.settings.reconnect_base, env.settings.reconnect_cap);
     loop {
@@ -99,11 +89,8 @@ pub async fn run_poller<S: MappingStore, I: Invoker>(
 
 /// Collects consumers that ended by themselves and records unrecoverable errors on the item.
 async fn reap<S: MappingStore>(store: &S, running: &mut HashMap<String, Running>) {
-    let finished: Vec<String> = running
-        .iter()
-        .filter(|(_, r)| r.handle.is_finished())
-        .map(|(u, _)| u.clone())
-        .collect();
+    let finished: Vec<String> =
+        running.iter().filter(|(_, r)| r.handle.is_finished()).map(|(u, _)| u.clone()).collect();
     for uuid in finished {
         let Some(r) = running.remove(&uuid) else {
             continue;
@@ -120,13 +107,7 @@ async fn reap<S: MappingStore>(store: &S, running: &mut HashMap<String, Running>
     }
 }
 
-async fn disable<S: MappingStore>(
-    store: &S,
-    uuid: &str,
-    version: Option<u64>,
-    reason: StopReason,
-    message: &str,
-) {
+async fn disable<S: MappingStore>(store: &S, uuid: &str, version: Option<u64>, reason: StopReason, message: &str) {
     let status = Status {
         state: State::Disabled,
         reason: reason.as_str().to_owned(),
@@ -143,19 +124,10 @@ async fn disable<S: MappingStore>(
 async fn set_state<S: MappingStore>(store: &S, mapping: &EventSourceMapping, state: State) {
     let status = Status {
         state,
-        reason: mapping
-            .state_transition_reason
-            .clone()
-            .unwrap_or_else(|| "USER_INITIATED".to_owned()),
-        last_processing_result: mapping
-            .last_processing_result
-            .clone()
-            .unwrap_or_else(|| "OK".to_owned()),
+        reason: mapping.state_transition_reason.clone().unwrap_or_else(|| "USER_INITIATED".to_owned()),
+        last_processing_result: mapping.last_processing_result.clone().unwrap_or_else(|| "OK".to_owned()),
     };
-    match store
-        .set_status(&mapping.uuid, Some(mapping.version), &status)
-        .await
-    {
+    match store.set_status(&mapping.uuid, Some(mapping.version), &status).await {
         Ok(()) => {
             info!(mapping = %mapping.uuid, from = mapping.state.as_str(), to = state.as_str(), "Mapping state changed.")
         }
@@ -188,9 +160,7 @@ async fn reconcile<S: MappingStore, I: Invoker>(
     let mut seen = Vec::with_capacity(items.len());
     for item in items {
         let Some(uuid) = item.uuid().map(str::to_owned) else {
-            error!(
-                "A mappings-table item has no UUID string; it is ignored. Remove it or give it a UUID."
-            );
+            error!("A mappings-table item has no UUID string; it is ignored. Remove it or give it a UUID.");
             continue;
         };
         seen.push(uuid.clone());
@@ -264,11 +234,7 @@ async fn reconcile<S: MappingStore, I: Invoker>(
             },
         }
     }
-    let gone: Vec<String> = running
-        .keys()
-        .filter(|u| !seen.contains(u))
-        .cloned()
-        .collect();
+    let gone: Vec<String> = running.keys().filter(|u| !seen.contains(u)).cloned().collect();
     for uuid in gone {
         info!(mapping = %uuid, "Mapping item removed.");
         stop_consumer(running, &uuid).await;
@@ -286,20 +252,6 @@ fn start_consumer<I: Invoker>(
     let uuid = mapping.uuid.clone();
     let version = mapping.version;
     info!(mapping = %uuid, topic = mapping.topic(), function = %mapping.function_arn, "Starting consumer.");
-    let handle = tokio::spawn(run_mapping(
-        env.clone(),
-        mapping,
-        stop.clone(),
-        abandon.clone(),
-    ));
-    running.insert(
-        uuid,
-        Running {
-            fingerprint,
-            version,
-            stop,
-            abandon,
-            handle,
-        },
-    );
+    let handle = tokio::spawn(run_mapping(env.clone(), mapping, stop.clone(), abandon.clone()));
+    running.insert(uuid, Running { fingerprint, version, stop, abandon, handle });
 }

@@ -12,9 +12,7 @@ use aws_lambda_events::kafka::KafkaEvent;
 use common::{Harness, bootstrap, request, settings};
 use kafka_esm::store::Loaded;
 use kafka_esm_testkit::StubBehaviour;
-use kafka_esm_testkit::kafka::{
-    Producer, TestRecord, committed_offsets_out_of_process, create_topic, random_topic,
-};
+use kafka_esm_testkit::kafka::{Producer, TestRecord, committed_offsets_out_of_process, create_topic, random_topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_record_once_in_order_within_batch_limits_and_committed() {
@@ -30,8 +28,7 @@ async fn every_record_once_in_order_within_batch_limits_and_committed() {
     let mapping = h.create(req).await;
     let total = 360;
     assert!(
-        h.poll_until(settings(), |h| h.delivered_count() >= total)
-            .await,
+        h.poll_until(settings(), |h| h.delivered_count() >= total).await,
         "delivered {} of {total}",
         h.delivered_count()
     );
@@ -46,10 +43,7 @@ async fn every_record_once_in_order_within_batch_limits_and_committed() {
     }
     for inv in h.stub.invocations() {
         let n: usize = inv.offsets().iter().map(|(_, o)| o.len()).sum();
-        assert!(
-            (1..=25).contains(&n),
-            "batch of {n} records breaks BatchSize 25"
-        );
+        assert!((1..=25).contains(&n), "batch of {n} records breaks BatchSize 25");
     }
     // Offsets under the mapping's group (its UUID), read by another process and client.
     let committed = committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap();
@@ -77,18 +71,8 @@ async fn payload_is_the_aws_kafka_event_and_deserialises_into_kafka_event() {
             ("dup".into(), Some(vec![0xff, 0x80])),
         ],
     };
-    let tombstone = TestRecord {
-        partition: 0,
-        key: Some(b"gone".to_vec()),
-        value: None,
-        headers: vec![],
-    };
-    let keyless = TestRecord {
-        partition: 0,
-        key: None,
-        value: Some(b"{}".to_vec()),
-        headers: vec![],
-    };
+    let tombstone = TestRecord { partition: 0, key: Some(b"gone".to_vec()), value: None, headers: vec![] };
+    let keyless = TestRecord { partition: 0, key: None, value: Some(b"{}".to_vec()), headers: vec![] };
     for r in [&first, &tombstone, &keyless] {
         producer.send(&topic, r).await.unwrap();
     }
@@ -98,10 +82,7 @@ async fn payload_is_the_aws_kafka_event_and_deserialises_into_kafka_event() {
     let inv = &h.stub.invocations()[0];
     let event = &inv.event;
     assert_eq!(event["eventSource"], "SelfManagedKafka");
-    assert!(
-        event.get("eventSourceArn").is_none(),
-        "self-managed events carry no eventSourceArn"
-    );
+    assert!(event.get("eventSourceArn").is_none(), "self-managed events carry no eventSourceArn");
     assert_eq!(event["bootstrapServers"], bootstrap());
     let records = event["records"][format!("{topic}-0")].as_array().unwrap();
     assert_eq!(records.len(), 3);
@@ -113,21 +94,14 @@ async fn payload_is_the_aws_kafka_event_and_deserialises_into_kafka_event() {
     assert!(r0["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
     assert_eq!(r0["key"], "a2V5");
     assert_eq!(r0["value"], "SGVsbG8=");
-    assert_eq!(
-        r0["headers"],
-        serde_json::json!([{"traceId": [97, 98, -61, -85]}, {"dup": [1]}, {"dup": [-1, -128]}])
-    );
-    assert!(
-        records[1].get("value").is_none(),
-        "a null value is left out"
-    );
+    assert_eq!(r0["headers"], serde_json::json!([{"traceId": [97, 98, -61, -85]}, {"dup": [1]}, {"dup": [-1, -128]}]));
+    assert!(records[1].get("value").is_none(), "a null value is left out");
     assert_eq!(records[1]["key"], "Z29uZQ==");
     assert!(records[2].get("key").is_none(), "a null key is left out");
     // Field order matches AWS's (checked on the raw body: `Value` sorts its keys).
     let text = &inv.raw[inv.raw.find("{\"topic\"").unwrap()..];
     assert!(
-        inv.raw
-            .starts_with("{\"eventSource\":\"SelfManagedKafka\",\"bootstrapServers\":"),
+        inv.raw.starts_with("{\"eventSource\":\"SelfManagedKafka\",\"bootstrapServers\":"),
         "envelope order {}",
         inv.raw
     );
@@ -142,10 +116,7 @@ async fn payload_is_the_aws_kafka_event_and_deserialises_into_kafka_event() {
         "\"headers\"",
     ];
     let positions: Vec<usize> = order.iter().map(|f| text.find(f).unwrap()).collect();
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "field order {text}"
-    );
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "field order {text}");
 
     // What a Rust function sees.
     let parsed: KafkaEvent = serde_json::from_value(event.clone()).unwrap();
@@ -166,26 +137,14 @@ async fn a_failing_function_blocks_only_its_partition_and_nothing_past_the_failu
     let producer = Producer::new(bootstrap()).unwrap();
     for i in 0..30 {
         for p in 0..3 {
-            let value = if p == 1 && i == 10 {
-                "poison".to_owned()
-            } else {
-                format!("ok-{p}-{i}")
-            };
+            let value = if p == 1 && i == 10 { "poison".to_owned() } else { format!("ok-{p}-{i}") };
             producer
-                .send(
-                    &topic,
-                    &TestRecord {
-                        partition: p,
-                        value: Some(value.into_bytes()),
-                        ..TestRecord::default()
-                    },
-                )
+                .send(&topic, &TestRecord { partition: p, value: Some(value.into_bytes()), ..TestRecord::default() })
                 .await
                 .unwrap();
         }
     }
-    h.stub
-        .set_behaviour("consumer", StubBehaviour::FailOnValue("poison".into()));
+    h.stub.set_behaviour("consumer", StubBehaviour::FailOnValue("poison".into()));
     let mut req = request("consumer", &topic);
     req.batch_size = Some(5);
     req.maximum_batching_window_in_seconds = Some(0);
@@ -197,30 +156,15 @@ async fn a_failing_function_blocks_only_its_partition_and_nothing_past_the_failu
             && d.get(&format!("{topic}-2")).map_or(0, Vec::len) == 30
             && fails >= 3
     };
-    assert!(
-        h.poll_until(settings(), healthy).await,
-        "other partitions must finish while partition 1 retries"
-    );
+    assert!(h.poll_until(settings(), healthy).await, "other partitions must finish while partition 1 retries");
 
     let delivered = h.delivered();
     let p1 = &delivered[&format!("{topic}-1")];
-    assert_eq!(
-        *p1,
-        (0..10).collect::<Vec<i64>>(),
-        "partition 1 stops before the failing batch"
-    );
+    assert_eq!(*p1, (0..10).collect::<Vec<i64>>(), "partition 1 stops before the failing batch");
     // The failing batch was retried, unchanged, starting at the poison record's batch.
-    let failed: Vec<_> = h
-        .stub
-        .invocations()
-        .into_iter()
-        .filter(|i| !i.succeeded)
-        .collect();
+    let failed: Vec<_> = h.stub.invocations().into_iter().filter(|i| !i.succeeded).collect();
     assert!(failed.len() >= 3);
-    assert!(
-        failed.iter().all(|f| f.offsets() == failed[0].offsets()),
-        "retries resend the same batch"
-    );
+    assert!(failed.iter().all(|f| f.offsets() == failed[0].offsets()), "retries resend the same batch");
     let committed = committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap();
     assert_eq!(committed, BTreeMap::from([(0, 30), (1, 10), (2, 30)]));
 }
@@ -233,17 +177,11 @@ async fn restart_resumes_from_the_committed_offset() {
     let producer = Producer::new(bootstrap()).unwrap();
     producer.fill(&topic, 2, 50, "first").await.unwrap();
     let mapping = h.create(request("consumer", &topic)).await;
-    assert!(
-        h.poll_until(settings(), |h| h.delivered_count() >= 100)
-            .await
-    );
+    assert!(h.poll_until(settings(), |h| h.delivered_count() >= 100).await);
     let first_run = h.stub.invocations().len();
 
     producer.fill(&topic, 2, 20, "second").await.unwrap();
-    assert!(
-        h.poll_until(settings(), |h| h.delivered_count() >= 140)
-            .await
-    );
+    assert!(h.poll_until(settings(), |h| h.delivered_count() >= 140).await);
     let delivered = h.delivered();
     for p in 0..2 {
         assert_eq!(
@@ -253,11 +191,7 @@ async fn restart_resumes_from_the_committed_offset() {
         );
     }
     let second_run: Vec<_> = h.stub.invocations().into_iter().skip(first_run).collect();
-    assert!(
-        second_run
-            .iter()
-            .all(|i| i.offsets().iter().all(|(_, o)| o.iter().all(|&o| o >= 50)))
-    );
+    assert!(second_run.iter().all(|i| i.offsets().iter().all(|(_, o)| o.iter().all(|&o| o >= 50))));
     let committed = committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap();
     assert_eq!(committed, BTreeMap::from([(0, 70), (1, 70)]));
 }
@@ -275,10 +209,7 @@ async fn latest_starts_at_the_end_and_is_pinned_by_a_commit() {
     // The first run finds no committed offset, resolves LATEST (5) and commits it at once.
     h.poll_for(settings(), Duration::from_secs(2)).await;
     assert_eq!(h.delivered_count(), 0);
-    assert_eq!(
-        committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(),
-        BTreeMap::from([(0, 5)])
-    );
+    assert_eq!(committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(), BTreeMap::from([(0, 5)]));
     // Records written while no poller runs are not skipped by the next one.
     producer.fill(&topic, 1, 3, "new").await.unwrap();
     assert!(h.poll_until(settings(), |h| h.delivered_count() >= 3).await);
@@ -290,21 +221,11 @@ async fn throttling_and_emulator_errors_are_retried_until_success() {
     let h = Harness::new().await;
     let topic = random_topic("throttle");
     create_topic(bootstrap(), &topic, 1).await.unwrap();
-    Producer::new(bootstrap())
-        .unwrap()
-        .fill(&topic, 1, 10, "v")
-        .await
-        .unwrap();
+    Producer::new(bootstrap()).unwrap().fill(&topic, 1, 10, "v").await.unwrap();
     h.stub.set_behaviour("consumer", StubBehaviour::Throttle(4));
     let mapping = h.create(request("consumer", &topic)).await;
-    assert!(
-        h.poll_until(settings(), |h| h.delivered_count() >= 10)
-            .await
-    );
-    assert_eq!(
-        h.delivered()[&format!("{topic}-0")],
-        (0..10).collect::<Vec<i64>>()
-    );
+    assert!(h.poll_until(settings(), |h| h.delivered_count() >= 10).await);
+    assert_eq!(h.delivered()[&format!("{topic}-0")], (0..10).collect::<Vec<i64>>());
     assert_eq!(
         committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(),
         BTreeMap::from([(0, 10)])
@@ -313,27 +234,13 @@ async fn throttling_and_emulator_errors_are_retried_until_success() {
     // `cargo lambda watch` reports function errors as a bare 500: retried, never committed past.
     let topic = random_topic("emulator");
     create_topic(bootstrap(), &topic, 1).await.unwrap();
-    Producer::new(bootstrap())
-        .unwrap()
-        .fill(&topic, 1, 4, "v")
-        .await
-        .unwrap();
+    Producer::new(bootstrap()).unwrap().fill(&topic, 1, 4, "v").await.unwrap();
     h.stub.set_behaviour("flaky", StubBehaviour::EmulatorError);
     let mapping = h.create(request("flaky", &topic)).await;
     assert!(
-        h.poll_until(settings(), |h| h
-            .stub
-            .invocations()
-            .iter()
-            .filter(|i| i.function == "flaky")
-            .count()
-            >= 3)
-            .await
+        h.poll_until(settings(), |h| h.stub.invocations().iter().filter(|i| i.function == "flaky").count() >= 3).await
     );
-    assert_eq!(
-        committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(),
-        BTreeMap::from([(0, 0)])
-    );
+    assert_eq!(committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(), BTreeMap::from([(0, 0)]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -344,19 +251,12 @@ async fn a_record_too_large_for_one_invoke_is_skipped_and_the_partition_moves_on
     let producer = Producer::new(bootstrap()).unwrap();
     producer.fill(&topic, 1, 2, "before").await.unwrap();
     // 4.8 MB of value is 6.4 MB of base64: over the 6,291,456-byte request limit on its own.
-    let big = TestRecord {
-        partition: 0,
-        value: Some(vec![b'x'; 4_800_000]),
-        ..TestRecord::default()
-    };
+    let big = TestRecord { partition: 0, value: Some(vec![b'x'; 4_800_000]), ..TestRecord::default() };
     producer.send(&topic, &big).await.unwrap();
     producer.fill(&topic, 1, 2, "after").await.unwrap();
     let mapping = h.create(request("consumer", &topic)).await;
     assert!(h.poll_until(settings(), |h| h.delivered_count() >= 4).await);
     assert_eq!(h.delivered()[&format!("{topic}-0")], vec![0, 1, 3, 4]);
     assert_eq!(h.metrics.snapshot().3, 1, "one oversized record reported");
-    assert_eq!(
-        committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(),
-        BTreeMap::from([(0, 5)])
-    );
+    assert_eq!(committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(), BTreeMap::from([(0, 5)]));
 }

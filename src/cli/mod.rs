@@ -172,10 +172,7 @@ pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(cli.command).await {
         Ok(Some(output)) => {
             print_json(&output);
@@ -183,10 +180,7 @@ pub async fn main() -> ExitCode {
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(Failure { operation, error }) => {
-            eprintln!(
-                "\nAn error occurred ({}) when calling the {operation} operation: {}",
-                error.code, error.message
-            );
+            eprintln!("\nAn error occurred ({}) when calling the {operation} operation: {}", error.code, error.message);
             // The AWS CLI's exit status for a service error.
             ExitCode::from(254)
         }
@@ -222,10 +216,7 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
         Command::Init => {
             let created = ensure_tables(&dynamo, &tables).await.map_err(|e| Failure {
                 operation: "CreateTable",
-                error: ApiError {
-                    code: "ServiceException",
-                    message: e.to_string(),
-                },
+                error: ApiError { code: "ServiceException", message: e.to_string() },
             })?;
             Ok(Some(
                 serde_json::json!({ "MappingsTable": tables.mappings, "LeasesTable": tables.leases, "Created": created }),
@@ -233,16 +224,9 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
         }
         Command::CreateEventSourceMapping(args) => {
             let op = "CreateEventSourceMapping";
-            let request = create_request(args).map_err(|error| Failure {
-                operation: op,
-                error,
-            })?;
-            let mapping = api::create(&store, &functions, request)
-                .await
-                .map_err(|error| Failure {
-                    operation: op,
-                    error,
-                })?;
+            let request = create_request(args).map_err(|error| Failure { operation: op, error })?;
+            let mapping =
+                api::create(&store, &functions, request).await.map_err(|error| Failure { operation: op, error })?;
             Ok(Some(aws_json(&mapping)))
         }
         Command::ListEventSourceMappings(args) => {
@@ -254,11 +238,9 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
                 args.max_items,
             )
             .await
-            .map_err(|error| Failure {
-                operation: "ListEventSourceMappings",
-                error,
-            })?;
-            let mut out = serde_json::json!({ "EventSourceMappings": page.mappings.iter().map(aws_json).collect::<Vec<_>>() });
+            .map_err(|error| Failure { operation: "ListEventSourceMappings", error })?;
+            let mut out =
+                serde_json::json!({ "EventSourceMappings": page.mappings.iter().map(aws_json).collect::<Vec<_>>() });
             if let Some(token) = page.next_marker {
                 out["NextToken"] = Value::String(token);
             }
@@ -267,50 +249,32 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
         Command::GetEventSourceMapping(args) => {
             let mapping = api::get(&store, &args.uuid)
                 .await
-                .map_err(|error| Failure {
-                    operation: "GetEventSourceMapping",
-                    error,
-                })?;
+                .map_err(|error| Failure { operation: "GetEventSourceMapping", error })?;
             Ok(Some(aws_json(&mapping)))
         }
         Command::UpdateEventSourceMapping(args) => {
             let op = "UpdateEventSourceMapping";
-            let request = update_request(args).map_err(|error| Failure {
-                operation: op,
-                error,
-            })?;
-            let mapping = api::update(&store, &functions, request)
-                .await
-                .map_err(|error| Failure {
-                    operation: op,
-                    error,
-                })?;
+            let request = update_request(args).map_err(|error| Failure { operation: op, error })?;
+            let mapping =
+                api::update(&store, &functions, request).await.map_err(|error| Failure { operation: op, error })?;
             Ok(Some(aws_json(&mapping)))
         }
         Command::DeleteEventSourceMapping(args) => {
             let mapping = api::delete(&store, &args.uuid)
                 .await
-                .map_err(|error| Failure {
-                    operation: "DeleteEventSourceMapping",
-                    error,
-                })?;
+                .map_err(|error| Failure { operation: "DeleteEventSourceMapping", error })?;
             Ok(Some(aws_json(&mapping)))
         }
         Command::Poll(args) => {
-            poll(&sdk, store, args).await.map_err(|message| Failure {
-                operation: "Poll",
-                error: ApiError::invalid(message),
-            })?;
+            poll(&sdk, store, args)
+                .await
+                .map_err(|message| Failure { operation: "Poll", error: ApiError::invalid(message) })?;
             Ok(None)
         }
     }
 }
 
-async fn poll(
-    sdk: &aws_config::SdkConfig,
-    store: DynamoMappingStore,
-    args: PollArgs,
-) -> Result<(), String> {
+async fn poll(sdk: &aws_config::SdkConfig, store: DynamoMappingStore, args: PollArgs) -> Result<(), String> {
     let settings = PollerSettings::from_env()?;
     let metrics = Arc::new(Metrics::default());
     let env = Arc::new(PollerEnv {
@@ -340,26 +304,13 @@ async fn poll(
                 }
                 let (records, batches, failed, oversized) = metrics.snapshot();
                 let rate = records as f64 / start.elapsed().as_secs_f64().max(0.001);
-                info!(
-                    records,
-                    batches,
-                    failed_invokes = failed,
-                    oversized,
-                    records_per_s = rate.round(),
-                    "Progress."
-                );
+                info!(records, batches, failed_invokes = failed, oversized, records_per_s = rate.round(), "Progress.");
             }
         });
     }
     crate::supervisor::run_poller(Arc::new(store), env, stop).await;
     let (records, batches, failed, oversized) = metrics.snapshot();
-    info!(
-        records,
-        batches,
-        failed_invokes = failed,
-        oversized,
-        "Done."
-    );
+    info!(records, batches, failed_invokes = failed, oversized, "Done.");
     Ok(())
 }
 
@@ -391,8 +342,7 @@ fn json_arg<T: DeserializeOwned>(flag: &str, raw: &str) -> Result<T, ApiError> {
         None => raw.to_owned(),
     };
     let value: Value = if text.trim_start().starts_with(['{', '[']) {
-        serde_json::from_str(&text)
-            .map_err(|e| ApiError::invalid(format!("--{flag}: invalid JSON: {e}")))?
+        serde_json::from_str(&text).map_err(|e| ApiError::invalid(format!("--{flag}: invalid JSON: {e}")))?
     } else {
         shorthand(&text).map_err(|e| ApiError::invalid(format!("--{flag}: {e}")))?
     };
@@ -402,16 +352,10 @@ fn json_arg<T: DeserializeOwned>(flag: &str, raw: &str) -> Result<T, ApiError> {
 /// The AWS CLI shorthand subset in common use: `K=V,K2=V2`, nested `K={…}`, lists `K=[a,b]`.
 /// Numbers and booleans are typed as such.
 pub fn shorthand(text: &str) -> Result<Value, String> {
-    let mut parser = Shorthand {
-        chars: text.trim().chars().collect(),
-        pos: 0,
-    };
+    let mut parser = Shorthand { chars: text.trim().chars().collect(), pos: 0 };
     let value = parser.object(None)?;
     if parser.pos < parser.chars.len() {
-        return Err(format!(
-            "unexpected '{}' at position {}",
-            parser.chars[parser.pos], parser.pos
-        ));
+        return Err(format!("unexpected '{}' at position {}", parser.chars[parser.pos], parser.pos));
     }
     Ok(value)
 }
@@ -510,19 +454,15 @@ fn scalar(raw: &str) -> Value {
 }
 
 /// `--source-access-configurations` takes a JSON list or one shorthand item per word.
-fn access_configs(
-    raw: &[String],
-) -> Result<Option<Vec<crate::mapping::SourceAccessConfiguration>>, ApiError> {
+fn access_configs(raw: &[String]) -> Result<Option<Vec<crate::mapping::SourceAccessConfiguration>>, ApiError> {
     match raw {
         [] => Ok(None),
         [one] if one.trim_start().starts_with('[') || one.starts_with("file://") => {
             json_arg("source-access-configurations", one).map(Some)
         }
-        items => items
-            .iter()
-            .map(|i| json_arg("source-access-configurations", i))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
+        items => {
+            items.iter().map(|i| json_arg("source-access-configurations", i)).collect::<Result<Vec<_>, _>>().map(Some)
+        }
     }
 }
 
@@ -535,10 +475,7 @@ fn enabled_flag(common: &CommonArgs) -> Option<bool> {
 }
 
 fn bisect_flag(common: &CommonArgs) -> Option<bool> {
-    match (
-        common.bisect_batch_on_function_error,
-        common.no_bisect_batch_on_function_error,
-    ) {
+    match (common.bisect_batch_on_function_error, common.no_bisect_batch_on_function_error) {
         (true, _) => Some(true),
         (_, true) => Some(false),
         _ => None,
@@ -556,24 +493,15 @@ fn create_request(args: CreateArgs) -> Result<CreateRequest, ApiError> {
         .as_deref()
         .map(|p| {
             serde_json::from_value::<StartingPosition>(Value::String(p.to_owned())).map_err(|_| {
-                ApiError::invalid(format!(
-                    "StartingPosition '{p}' is not one of TRIM_HORIZON, LATEST, AT_TIMESTAMP."
-                ))
+                ApiError::invalid(format!("StartingPosition '{p}' is not one of TRIM_HORIZON, LATEST, AT_TIMESTAMP."))
             })
         })
         .transpose()?;
-    let starting_position_timestamp = args
-        .starting_position_timestamp
-        .as_deref()
-        .map(parse_timestamp)
-        .transpose()?;
+    let starting_position_timestamp = args.starting_position_timestamp.as_deref().map(parse_timestamp).transpose()?;
     Ok(CreateRequest {
         function_name: args.function_name,
         event_source_arn: args.event_source_arn,
-        self_managed_event_source: opt_json(
-            "self-managed-event-source",
-            args.self_managed_event_source.as_ref(),
-        )?,
+        self_managed_event_source: opt_json("self-managed-event-source", args.self_managed_event_source.as_ref())?,
         topics: args.topics,
         starting_position,
         starting_position_timestamp,
@@ -594,12 +522,8 @@ fn create_request(args: CreateArgs) -> Result<CreateRequest, ApiError> {
         maximum_retry_attempts: c.maximum_retry_attempts,
         maximum_record_age_in_seconds: c.maximum_record_age_in_seconds,
         bisect_batch_on_function_error: bisect_flag(c),
-        function_response_types: (!c.function_response_types.is_empty())
-            .then(|| c.function_response_types.clone()),
-        provisioned_poller_config: opt_json(
-            "provisioned-poller-config",
-            c.provisioned_poller_config.as_ref(),
-        )?,
+        function_response_types: (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone()),
+        provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?,
         metrics_config: opt_json("metrics-config", c.metrics_config.as_ref())?,
     })
 }
@@ -618,12 +542,8 @@ fn update_request(args: UpdateArgs) -> Result<UpdateRequest, ApiError> {
         maximum_retry_attempts: c.maximum_retry_attempts,
         maximum_record_age_in_seconds: c.maximum_record_age_in_seconds,
         bisect_batch_on_function_error: bisect_flag(c),
-        function_response_types: (!c.function_response_types.is_empty())
-            .then(|| c.function_response_types.clone()),
-        provisioned_poller_config: opt_json(
-            "provisioned-poller-config",
-            c.provisioned_poller_config.as_ref(),
-        )?,
+        function_response_types: (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone()),
+        provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?,
         metrics_config: opt_json("metrics-config", c.metrics_config.as_ref())?,
         amazon_managed_kafka_event_source_config: opt_json(
             "amazon-managed-kafka-event-source-config",
@@ -668,7 +588,8 @@ mod tests {
             json!({"MinimumPollers": 1, "MaximumPollers": 3})
         );
         assert_eq!(
-            shorthand("Type=SERVER_ROOT_CA_CERTIFICATE,URI=arn:aws:secretsmanager:us-east-1:111111111111:secret:ca").unwrap(),
+            shorthand("Type=SERVER_ROOT_CA_CERTIFICATE,URI=arn:aws:secretsmanager:us-east-1:111111111111:secret:ca")
+                .unwrap(),
             json!({"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": "arn:aws:secretsmanager:us-east-1:111111111111:secret:ca"})
         );
         assert!(shorthand("NoEquals").is_err());
@@ -677,10 +598,7 @@ mod tests {
     #[test]
     fn timestamps_in_both_forms() {
         assert_eq!(parse_timestamp("1700000000").unwrap(), 1_700_000_000.0);
-        assert_eq!(
-            parse_timestamp("2023-11-14T22:13:20Z").unwrap(),
-            1_700_000_000.0
-        );
+        assert_eq!(parse_timestamp("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000.0);
         assert!(parse_timestamp("yesterday").is_err());
     }
 }

@@ -107,33 +107,21 @@ impl InvokeStub {
 
     /// Starts on `port` (0: any). With `record` off it only counts (for benchmarks).
     pub async fn start_on(port: u16, record: bool) -> Self {
-        let state = Arc::new(StubState {
-            record,
-            ..StubState::default()
-        });
+        let state = Arc::new(StubState { record, ..StubState::default() });
         let app = Router::new()
             .route("/2015-03-31/functions/{name}/invocations", post(invoke))
             .route("/2015-03-31/functions/{name}", get(get_function))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the invoke stub");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the invoke stub");
         let addr = listener.local_addr().expect("stub address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            state,
-            endpoint: format!("http://{addr}"),
-        }
+        Self { state, endpoint: format!("http://{addr}") }
     }
 
     pub fn set_behaviour(&self, function: &str, behaviour: StubBehaviour) {
-        self.state
-            .behaviours
-            .lock()
-            .expect("lock")
-            .insert(function.to_owned(), behaviour);
+        self.state.behaviours.lock().expect("lock").insert(function.to_owned(), behaviour);
     }
 
     /// Restricts which functions exist.
@@ -150,12 +138,10 @@ impl InvokeStub {
         self.state.invocations.lock().expect("lock").clone()
     }
 
-    /// `(invocations, records)` received so far.
+    /// `(requests, records)` received so far: every Invoke request (refused ones too), and the
+    /// records of successful invocations.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            *self.state.count.lock().expect("lock"),
-            *self.state.records.lock().expect("lock"),
-        )
+        (*self.state.count.lock().expect("lock"), *self.state.records.lock().expect("lock"))
     }
 }
 
@@ -167,10 +153,7 @@ fn exists(state: &StubState, name: &str) -> bool {
 fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (
         status,
-        [
-            ("x-amzn-errortype", kind),
-            ("content-type", "application/json"),
-        ],
+        [("x-amzn-errortype", kind), ("content-type", "application/json")],
         json!({"Type": "User", "message": message}).to_string(),
     )
         .into_response()
@@ -186,12 +169,7 @@ async fn get_function(State(state): State<Arc<StubState>>, Path(raw): Path<Strin
         );
     }
     let body = json!({"Configuration": {"FunctionName": name, "FunctionArn": function_arn(&name), "Runtime": "provided.al2023"}});
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
 async fn invoke(
@@ -202,6 +180,7 @@ async fn invoke(
 ) -> Response {
     let started = Instant::now();
     let name = function_name(&raw);
+    *state.count.lock().expect("lock") += 1;
     if !exists(&state, &name) {
         return aws_error(
             StatusCode::NOT_FOUND,
@@ -209,11 +188,7 @@ async fn invoke(
             &format!("Function not found: {}", function_arn(&name)),
         );
     }
-    if headers
-        .get("x-amz-invocation-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v != "RequestResponse")
-    {
+    if headers.get("x-amz-invocation-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v != "RequestResponse") {
         return aws_error(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValueException",
@@ -224,52 +199,30 @@ async fn invoke(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let behaviour = state
-        .behaviours
-        .lock()
-        .expect("lock")
-        .get(&name)
-        .cloned()
-        .unwrap_or(StubBehaviour::Succeed);
+    let behaviour = state.behaviours.lock().expect("lock").get(&name).cloned().unwrap_or(StubBehaviour::Succeed);
     if let StubBehaviour::Throttle(n) = behaviour {
         if n > 0 {
-            state
-                .behaviours
-                .lock()
-                .expect("lock")
-                .insert(name.clone(), StubBehaviour::Throttle(n - 1));
-            return aws_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequestsException",
-                "Rate Exceeded.",
-            );
+            state.behaviours.lock().expect("lock").insert(name.clone(), StubBehaviour::Throttle(n - 1));
+            return aws_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.");
         }
     }
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let record_count: u64 = event["records"].as_object().map_or(0, |m| {
-        m.values()
-            .map(|v| v.as_array().map_or(0, Vec::len) as u64)
-            .sum()
-    });
+    let record_count: u64 =
+        event["records"].as_object().map_or(0, |m| m.values().map(|v| v.as_array().map_or(0, Vec::len) as u64).sum());
     let failed = match &behaviour {
         StubBehaviour::FunctionError | StubBehaviour::EmulatorError => true,
         StubBehaviour::FailOnValue(marker) => event["records"].as_object().is_some_and(|m| {
-            m.values()
-                .flat_map(|v| v.as_array().cloned().unwrap_or_default())
-                .any(|r| {
-                    r["value"]
-                        .as_str()
-                        .and_then(|v| STANDARD.decode(v).ok())
-                        .is_some_and(|v| String::from_utf8_lossy(&v).contains(marker.as_str()))
-                })
+            m.values().flat_map(|v| v.as_array().cloned().unwrap_or_default()).any(|r| {
+                r["value"]
+                    .as_str()
+                    .and_then(|v| STANDARD.decode(v).ok())
+                    .is_some_and(|v| String::from_utf8_lossy(&v).contains(marker.as_str()))
+            })
         }),
         StubBehaviour::Succeed | StubBehaviour::Throttle(_) => false,
     };
-    {
-        *state.count.lock().expect("lock") += 1;
-        if !failed {
-            *state.records.lock().expect("lock") += record_count;
-        }
+    if !failed {
+        *state.records.lock().expect("lock") += record_count;
     }
     if state.record {
         state.invocations.lock().expect("lock").push(Invocation {
@@ -288,13 +241,6 @@ async fn invoke(
     if behaviour == StubBehaviour::EmulatorError {
         return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response();
     }
-    (
-        StatusCode::OK,
-        [
-            ("x-amz-function-error", "Unhandled"),
-            ("x-amz-executed-version", "$LATEST"),
-        ],
-        error,
-    )
+    (StatusCode::OK, [("x-amz-function-error", "Unhandled"), ("x-amz-executed-version", "$LATEST")], error)
         .into_response()
 }

@@ -9,10 +9,7 @@ use anyhow::{Context, Result, bail};
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 /// The cache `scripts/install-deps.sh` installs into.
@@ -57,8 +54,7 @@ pub struct Service {
 impl Service {
     /// Runs `program args…` under a watchdog shell that kills it once this process is gone.
     pub fn spawn(program: &PathBuf, args: &[String], name: &str) -> Result<Self> {
-        let log =
-            std::env::temp_dir().join(format!("kafka-esm-{name}-{}.log", uuid::Uuid::new_v4()));
+        let log = std::env::temp_dir().join(format!("kafka-esm-{name}-{}.log", uuid::Uuid::new_v4()));
         let log_file = std::fs::File::create(&log)?;
         let script = r#"parent=$1; shift; "$@" & child=$!
 trap 'kill $child 2>/dev/null; exit 0' TERM INT
@@ -75,12 +71,7 @@ kill $child 2>/dev/null; wait $child 2>/dev/null"#;
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (run scripts/install-deps.sh)",
-                    program.display()
-                )
-            })?;
+            .with_context(|| format!("cannot start {} (run scripts/install-deps.sh)", program.display()))?;
         Ok(Self { child, log })
     }
 
@@ -91,10 +82,7 @@ kill $child 2>/dev/null; wait $child 2>/dev/null"#;
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 }
@@ -128,11 +116,7 @@ impl Tansu {
         ];
         let service = Service::spawn(&tool("tansu"), &args, "tansu")?;
         wait_port(port, "tansu", Duration::from_secs(30))?;
-        Ok(Self {
-            service,
-            port,
-            bootstrap: advertised.to_owned(),
-        })
+        Ok(Self { service, port, bootstrap: advertised.to_owned() })
     }
 }
 
@@ -146,17 +130,9 @@ pub struct Dynalite {
 impl Dynalite {
     pub fn start() -> Result<Self> {
         let port = free_port();
-        let args = vec![
-            "--host".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--port".to_owned(),
-            port.to_string(),
-        ];
+        let args = vec!["--host".to_owned(), "127.0.0.1".to_owned(), "--port".to_owned(), port.to_string()];
         let service = Service::spawn(&tool("dynalite"), &args, "dynalite")?;
         wait_port(port, "dynalite", Duration::from_secs(30))?;
-        Ok(Self {
-            service,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        })
+        Ok(Self { service, endpoint: format!("http://127.0.0.1:{port}") })
     }
 }

@@ -18,9 +18,7 @@ pub struct TestCa {
 
 impl std::fmt::Debug for TestCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCa")
-            .field("dir", &self.dir.path())
-            .finish()
+        f.debug_struct("TestCa").field("dir", &self.dir.path()).finish()
     }
 }
 
@@ -28,18 +26,12 @@ impl TestCa {
     pub fn new() -> Result<Self> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kafka-esm test CA");
+        params.distinguished_name.push(DnType::CommonName, "kafka-esm test CA");
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
         let dir = tempfile::tempdir()?;
         let ca_pem = issuer.pem();
         std::fs::write(dir.path().join("ca.pem"), &ca_pem)?;
-        Ok(Self {
-            dir,
-            ca_pem,
-            issuer,
-        })
+        Ok(Self { dir, ca_pem, issuer })
     }
 
     pub fn ca_path(&self) -> PathBuf {
@@ -80,21 +72,11 @@ impl TlsTansu {
         let tansu = Tansu::start_advertising(plain_port, &bootstrap)?;
         let (cert, key) = ca.server_cert(cert_host)?;
         let stunnel = start_stunnel(ca.dir.path(), tls_port, plain_port, &cert, &key)?;
-        Ok(Self {
-            tansu,
-            stunnel,
-            bootstrap,
-        })
+        Ok(Self { tansu, stunnel, bootstrap })
     }
 }
 
-fn start_stunnel(
-    dir: &Path,
-    accept: u16,
-    connect: u16,
-    cert: &Path,
-    key: &Path,
-) -> Result<Service> {
+fn start_stunnel(dir: &Path, accept: u16, connect: u16, cert: &Path, key: &Path) -> Result<Service> {
     let config = dir.join(format!("stunnel-{accept}.conf"));
     std::fs::write(
         &config,
@@ -104,18 +86,12 @@ fn start_stunnel(
             key.display()
         ),
     )?;
-    let program = if tool("stunnel4").exists() || which("stunnel4") {
-        tool("stunnel4")
-    } else {
-        tool("stunnel")
-    };
-    let service = Service::spawn(&program, &[config.display().to_string()], "stunnel")
-        .context("start stunnel")?;
+    let program = if tool("stunnel4").exists() || which("stunnel4") { tool("stunnel4") } else { tool("stunnel") };
+    let service = Service::spawn(&program, &[config.display().to_string()], "stunnel").context("start stunnel")?;
     wait_port(accept, "stunnel", Duration::from_secs(15))?;
     Ok(service)
 }
 
 fn which(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).exists()))
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).exists()))
 }

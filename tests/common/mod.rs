@@ -22,8 +22,7 @@ static SERVICES: OnceLock<(Tansu, Dynalite)> = OnceLock::new();
 pub fn services() -> &'static (Tansu, Dynalite) {
     SERVICES.get_or_init(|| {
         let tansu = Tansu::start().expect("start tansu (scripts/install-deps.sh installs it)");
-        let dynalite =
-            Dynalite::start().expect("start dynalite (scripts/install-deps.sh installs it)");
+        let dynalite = Dynalite::start().expect("start dynalite (scripts/install-deps.sh installs it)");
         (tansu, dynalite)
     })
 }
@@ -57,26 +56,20 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Self {
+        // RUST_LOG=kafka_esm=debug shows the poller's logs in failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let (_, dynalite) = services();
         let stub = InvokeStub::start().await;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let tables = Tables {
-            mappings: format!("mappings-{suffix}"),
-            leases: format!("leases-{suffix}"),
-        };
+        let tables = Tables { mappings: format!("mappings-{suffix}"), leases: format!("leases-{suffix}") };
         let ddb_sdk = sdk_config(&dynalite.endpoint).await;
-        ensure_tables(&aws_sdk_dynamodb::Client::new(&ddb_sdk), &tables)
-            .await
-            .expect("create tables");
+        ensure_tables(&aws_sdk_dynamodb::Client::new(&ddb_sdk), &tables).await.expect("create tables");
         let store = Arc::new(DynamoMappingStore::from_sdk(&ddb_sdk, &tables.mappings));
         let lambda_sdk = sdk_config(&stub.endpoint).await;
-        Self {
-            stub,
-            store,
-            tables,
-            metrics: Arc::default(),
-            lambda_sdk,
-        }
+        Self { stub, store, tables, metrics: Arc::default(), lambda_sdk }
     }
 
     pub fn env(&self, settings: PollerSettings) -> Arc<PollerEnv<LambdaInvoker>> {
@@ -91,9 +84,7 @@ impl Harness {
     /// Creates a self-managed mapping through the API, as `esm create-event-source-mapping` does.
     pub async fn create(&self, request: CreateRequest) -> EventSourceMapping {
         let functions = LambdaFunctionResolver::new(aws_sdk_lambda::Client::new(&self.lambda_sdk));
-        api::create(&*self.store, &functions, request)
-            .await
-            .expect("create mapping")
+        api::create(&*self.store, &functions, request).await.expect("create mapping")
     }
 
     pub async fn mapping(&self, uuid: &str) -> Option<Loaded> {
@@ -104,11 +95,8 @@ impl Harness {
     /// then stops it gracefully. Returns whether `done` held.
     pub async fn poll_until(&self, settings: PollerSettings, done: impl Fn(&Self) -> bool) -> bool {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
-            self.store.clone(),
-            self.env(settings),
-            stop.clone(),
-        ));
+        let task =
+            tokio::spawn(kafka_esm::supervisor::run_poller(self.store.clone(), self.env(settings), stop.clone()));
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut ok = false;
         while tokio::time::Instant::now() < deadline {
@@ -129,11 +117,8 @@ impl Harness {
     /// Runs a poller for a fixed time.
     pub async fn poll_for(&self, settings: PollerSettings, duration: Duration) {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
-            self.store.clone(),
-            self.env(settings),
-            stop.clone(),
-        ));
+        let task =
+            tokio::spawn(kafka_esm::supervisor::run_poller(self.store.clone(), self.env(settings), stop.clone()));
         tokio::time::sleep(duration).await;
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), task)
@@ -163,9 +148,7 @@ pub fn request(function: &str, topic: &str) -> CreateRequest {
     CreateRequest {
         function_name: function.to_owned(),
         self_managed_event_source: Some(SelfManagedEventSource {
-            endpoints: Endpoints {
-                kafka_bootstrap_servers: vec![bootstrap().to_owned()],
-            },
+            endpoints: Endpoints { kafka_bootstrap_servers: vec![bootstrap().to_owned()] },
         }),
         topics: vec![topic.to_owned()],
         starting_position: Some(StartingPosition::TrimHorizon),

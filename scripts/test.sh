@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs what is missing (cached outside the clone),
+# checks formatting and lints, runs the unit and integration tests against real local services
+# (tansu, dynalite and stunnel started by the test kit; `cargo lambda watch` serving the example
+# consumer), then the infra checks (CDK jest tests, cdk synth, cfn-lint, sam validate).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+started=$SECONDS
+step() { printf '\n==> %s (%ds)\n' "$*" $((SECONDS - started)) >&2; }
+
+step "installing local services (cached in $KAFKA_ESM_CACHE)"
+bash scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "building"
+cargo build --workspace --all-targets --locked
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# `cargo lambda watch` runs the example consumer behind the Invoke API for the end-to-end test.
+# Its own ports and state, so a demo left running does not interfere.
+export KAFKA_ESM_STATE="$repo/.local/test"
+export KAFKA_PORT=${TEST_KAFKA_PORT:-29092} DYNAMODB_PORT=${TEST_DYNAMODB_PORT:-28000} LAMBDA_PORT=${TEST_LAMBDA_PORT:-29001}
+trap 'bash scripts/local-stack.sh stop' EXIT
+step "starting the local stack for the cargo lambda test"
+bash scripts/local-stack.sh start >/dev/null
+export KAFKA_ESM_TEST_LAMBDA_ENDPOINT="http://127.0.0.1:$LAMBDA_PORT"
+
+step "cargo test (unit and integration)"
+cargo test --workspace --locked --no-fail-fast
+
+step "infra checks"
+bash scripts/test-infra.sh
+
+step "all tests passed"

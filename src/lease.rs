@@ -1,0 +1,842 @@
+//! Partition leases: which poller consumes which partition of a mapping, as items in the leases
+//! table (`ESM_LEASES_TABLE`, key `LeaseKey`), after the Kinesis Client Library's lease table.
+//!
+//! Each (mapping, topic, partition) has one lease item. A poller takes a free or expired lease,
+//! renews it well before it expires, and gives it up when it stops. Every write bumps the item's
+//! `Counter` and is conditional on the counter the writer last saw, so of two pollers racing for
+//! a lease exactly one wins, and a poller that lost its lease learns so on its next write. There
+//! are no transactions and no TTL: conditional writes are the whole protocol.
+//!
+//! Expiry times are written by the holder from its own clock. The holder stops using a lease
+//! [`LeaseSettings::safety_margin`] before it expires ([`is_valid_for`]); a taker only takes a
+//! lease once its own clock is past the expiry. Clocks that disagree by less than the margin can
+//! therefore never let two pollers deliver the same partition at once.
+//!
+//! Pollers also write heartbeats in the same table, so each can count the live pollers and take
+//! no more than its [`fair_share`] of partitions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, WriteRequest};
+
+use crate::backoff::Backoff;
+use crate::store::LEASE_KEY;
+
+const MAPPING_UUID: &str = "MappingUuid";
+const TOPIC: &str = "Topic";
+const PARTITION: &str = "Partition";
+const OWNER: &str = "Owner";
+const EXPIRES_AT_MS: &str = "ExpiresAtMs";
+const COUNTER: &str = "Counter";
+const POLLER_ID: &str = "PollerId";
+const STARTED_AT_MS: &str = "StartedAtMs";
+
+const LEASE_PREFIX: &str = "lease#";
+const POLLER_PREFIX: &str = "poller#";
+
+/// BatchWriteItem's limit on requests per call.
+const BATCH_WRITE_MAX: usize = 25;
+/// How often `delete_mapping` re-sends deletes DynamoDB left unprocessed (throttling) before it
+/// reports an error; with the backoff below that is about 10 s.
+const UNPROCESSED_RETRIES: u32 = 8;
+
+/// One partition's lease, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The mapping's UUID.
+    pub mapping: String,
+    pub topic: String,
+    pub partition: i32,
+    /// The poller holding it; `None` when free (released, or never taken).
+    pub owner: Option<String>,
+    /// Epoch milliseconds on the owner's clock; 0 when free.
+    pub expires_at_ms: i64,
+    /// Bumped by every write; every write is conditional on it.
+    pub counter: u64,
+}
+
+impl Lease {
+    /// The item's `LeaseKey`: `lease#{mapping}#{topic}#{partition}`.
+    pub fn key(&self) -> String {
+        lease_key(&self.mapping, &self.topic, self.partition)
+    }
+}
+
+/// The `LeaseKey` of a partition's lease. Kafka topic names cannot contain `#`, nor can UUIDs, so
+/// keys of different mappings never share the `lease#{mapping}#` prefix.
+pub fn lease_key(mapping: &str, topic: &str, partition: i32) -> String {
+    format!("{LEASE_PREFIX}{mapping}#{topic}#{partition}")
+}
+
+fn mapping_prefix(mapping: &str) -> String {
+    format!("{LEASE_PREFIX}{mapping}#")
+}
+
+fn poller_key(poller: &str) -> String {
+    format!("{POLLER_PREFIX}{poller}")
+}
+
+/// Lease timing for a poller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// How long a taken or renewed lease lasts: KCL's `failoverTimeMillis` (default 10 s), the
+    /// time after which a silent holder is considered gone and its partitions move.
+    pub duration: Duration,
+    /// How often a holder renews: KCL's renewer interval, `failoverTimeMillis / 3` (KCL also
+    /// subtracts a 25 ms epsilon), so one lost renewal still leaves time for the next.
+    pub renew_every: Duration,
+    /// A holder treats its lease as lost this long before it expires (default 3 s), covering
+    /// clock skew between holder and taker plus the time an invoke or commit takes to start.
+    pub safety_margin: Duration,
+}
+
+impl LeaseSettings {
+    /// KCL's `failoverTimeMillis` default.
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+    /// Ours: EC2's time sync keeps clocks within milliseconds; 3 s leaves room for a poller
+    /// stalled between its check and its write.
+    pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(3);
+
+    /// Checks that a lease renewed on time is still valid (by the margin) when renewed again.
+    ///
+    /// # Errors
+    /// A zero duration or interval, or `renew_every + safety_margin >= duration`.
+    pub fn validate(&self) -> Result<(), InvalidLeaseSettings> {
+        if self.duration.is_zero() || self.renew_every.is_zero() {
+            return Err(InvalidLeaseSettings::Zero);
+        }
+        if self.renew_every.saturating_add(self.safety_margin) >= self.duration {
+            return Err(InvalidLeaseSettings::RenewTooRare {
+                duration: self.duration,
+                renew_every: self.renew_every,
+                safety_margin: self.safety_margin,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            duration: Self::DEFAULT_DURATION,
+            renew_every: Self::DEFAULT_DURATION / 3,
+            safety_margin: Self::DEFAULT_SAFETY_MARGIN,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidLeaseSettings {
+    #[error("the lease duration and the renewal interval must be greater than zero")]
+    Zero,
+    #[error(
+        "leases renewed every {renew_every:?} with a {safety_margin:?} safety margin are no longer \
+         valid when renewed; make the lease duration ({duration:?}) longer than renewal interval \
+         plus safety margin"
+    )]
+    RenewTooRare { duration: Duration, renew_every: Duration, safety_margin: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// A conditional write lost: someone else holds the lease, or it changed (or vanished) since
+    /// it was read. The caller must stop using the partition and read the leases again.
+    #[error("lease {key} is held by someone else or changed since it was read")]
+    Lost { key: String },
+    #[error("DynamoDB error on table {table}: {message}")]
+    Dynamo { table: String, message: String },
+    /// An item under a lease key lacks an attribute or has the wrong type, e.g. one written by
+    /// hand. Deleting it is safe: `ensure` recreates it free.
+    #[error("lease item {key} is malformed: {message}")]
+    Malformed { key: String, message: String },
+}
+
+/// How many partitions one poller may hold: `ceil(total / pollers)`, counting at least one
+/// poller (the caller itself, before its first heartbeat is visible).
+pub fn fair_share(total_partitions: usize, live_pollers: usize) -> usize {
+    total_partitions.div_ceil(live_pollers.max(1))
+}
+
+/// Whether `owner` may still act on `lease` (invoke, commit) at `now_ms`: it holds the lease and
+/// the lease outlives now by more than `margin`. Checked before every invoke and every commit.
+pub fn is_valid_for(lease: &Lease, owner: &str, now_ms: i64, margin: Duration) -> bool {
+    lease.owner.as_deref() == Some(owner) && now_ms.saturating_add(millis(margin)) < lease.expires_at_ms
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock, the time base of `ExpiresAtMs`.
+pub fn now_epoch_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Where leases and poller heartbeats live.
+///
+/// Writes take the [`Lease`] the caller last read or got back from a write, and are conditional
+/// on its `counter`: nothing here reads before it writes.
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Every lease of one mapping, ordered by topic and partition (consistent reads).
+    ///
+    /// # Errors
+    /// `Malformed` if any of the mapping's lease items cannot be parsed: a hidden partition must
+    /// not go unconsumed silently.
+    fn leases(&self, mapping: &str) -> impl Future<Output = Result<Vec<Lease>, LeaseError>> + Send;
+
+    /// Creates the lease item for a partition, free with counter 0, unless it exists.
+    fn ensure(&self, mapping: &str, topic: &str, partition: i32)
+    -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// Takes `lease` for `owner` (non-empty) until `now_ms + duration`, if it is free or expired
+    /// (`now_ms > expires_at_ms`) and its counter is still `lease.counter`. Returns the lease as
+    /// now stored.
+    ///
+    /// # Errors
+    /// `Lost` if it is held and unexpired, changed since read, or does not exist.
+    fn acquire(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        now_ms: i64,
+        duration: Duration,
+    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+
+    /// Extends a lease `owner` holds to `now_ms + duration`. `lease` must be the one returned by
+    /// the last acquire or renew. As in KCL, a lease that expired but that nobody took can still
+    /// be renewed; [`is_valid_for`] is what stops its use in between.
+    ///
+    /// # Errors
+    /// `Lost` if `owner` no longer holds it or its counter moved.
+    fn renew(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        now_ms: i64,
+        duration: Duration,
+    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+
+    /// Gives a held lease up (no owner, expiry 0) so another poller can take it at once.
+    ///
+    /// # Errors
+    /// `Lost`, as for [`LeaseStore::renew`].
+    fn release(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// Deletes every lease of a mapping. Call it once no poller runs the mapping any more: a
+    /// poller still running would recreate its leases with `ensure`.
+    fn delete_mapping(&self, mapping: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// Registers or refreshes `poller`'s heartbeat, live until `now_ms + ttl`.
+    fn heartbeat(
+        &self,
+        poller: &str,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// The pollers whose heartbeat is live at `now_ms` (`expires_at_ms >= now_ms`), sorted.
+    fn live_pollers(&self, now_ms: i64) -> impl Future<Output = Result<Vec<String>, LeaseError>> + Send;
+
+    /// Removes `poller`'s heartbeat (a stopping poller); no error if there is none.
+    fn remove_poller(&self, poller: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
+}
+
+impl<S: LeaseStore> LeaseStore for Arc<S> {
+    fn leases(&self, mapping: &str) -> impl Future<Output = Result<Vec<Lease>, LeaseError>> + Send {
+        (**self).leases(mapping)
+    }
+
+    fn ensure(
+        &self,
+        mapping: &str,
+        topic: &str,
+        partition: i32,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).ensure(mapping, topic, partition)
+    }
+
+    fn acquire(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        now_ms: i64,
+        duration: Duration,
+    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send {
+        (**self).acquire(lease, owner, now_ms, duration)
+    }
+
+    fn renew(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        now_ms: i64,
+        duration: Duration,
+    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send {
+        (**self).renew(lease, owner, now_ms, duration)
+    }
+
+    fn release(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).release(lease, owner)
+    }
+
+    fn delete_mapping(&self, mapping: &str) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).delete_mapping(mapping)
+    }
+
+    fn heartbeat(
+        &self,
+        poller: &str,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).heartbeat(poller, now_ms, ttl)
+    }
+
+    fn live_pollers(&self, now_ms: i64) -> impl Future<Output = Result<Vec<String>, LeaseError>> + Send {
+        (**self).live_pollers(now_ms)
+    }
+
+    fn remove_poller(&self, poller: &str) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).remove_poller(poller)
+    }
+}
+
+/// The DynamoDB table.
+///
+/// The SDK retries failed requests; a conditional write whose first attempt succeeded but whose
+/// answer was lost then fails its retry with `Lost`. That errs on the safe side: the caller stops
+/// using a lease it does hold, and the lease expires.
+#[derive(Debug, Clone)]
+pub struct DynamoLeaseStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoLeaseStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(aws_sdk_dynamodb::Client::new(sdk), table)
+    }
+
+    fn err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+        &self,
+        key: &str,
+        e: SdkError<E, R>,
+    ) -> LeaseError {
+        if e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException") {
+            LeaseError::Lost { key: key.to_owned() }
+        } else {
+            self.dynamo(DisplayErrorContext(&e).to_string())
+        }
+    }
+
+    fn dynamo(&self, message: String) -> LeaseError {
+        LeaseError::Dynamo { table: self.table.clone(), message }
+    }
+
+    /// Every item whose key starts with `prefix`, with only the `projection` attributes if given.
+    async fn scan_prefix(
+        &self,
+        prefix: &str,
+        projection: Option<&str>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, LeaseError> {
+        self.client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .filter_expression("begins_with(#k, :p)")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+            .set_projection_expression(projection.map(str::to_owned))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| self.err(&format!("{prefix}*"), e))
+    }
+}
+
+fn key_of(item: &HashMap<String, AttributeValue>) -> String {
+    item.get(LEASE_KEY).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+}
+
+fn parse_lease(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError> {
+    let key = key_of(item);
+    let malformed = |message: String| LeaseError::Malformed { key: key.clone(), message };
+    let string = |name: &str| -> Result<String, LeaseError> {
+        item.get(name)
+            .ok_or_else(|| malformed(format!("{name} is missing")))?
+            .as_s()
+            .cloned()
+            .map_err(|_| malformed(format!("{name} is not a string (S)")))
+    };
+    let number = |name: &str| -> Result<&str, LeaseError> {
+        item.get(name)
+            .ok_or_else(|| malformed(format!("{name} is missing")))?
+            .as_n()
+            .map(String::as_str)
+            .map_err(|_| malformed(format!("{name} is not a number (N)")))
+    };
+    let parse = |name: &str, raw: &str, what: &str| malformed(format!("{name} {raw} is not {what}"));
+    let partition = number(PARTITION)?;
+    let expires = number(EXPIRES_AT_MS)?;
+    let counter = number(COUNTER)?;
+    let owner = match item.get(OWNER) {
+        None => None,
+        Some(v) => Some(v.as_s().map_err(|_| malformed(format!("{OWNER} is not a string (S)")))?.clone()),
+    };
+    Ok(Lease {
+        mapping: string(MAPPING_UUID)?,
+        topic: string(TOPIC)?,
+        partition: partition.parse().map_err(|_| parse(PARTITION, partition, "a 32-bit integer"))?,
+        owner: owner.filter(|o| !o.is_empty()),
+        expires_at_ms: expires.parse().map_err(|_| parse(EXPIRES_AT_MS, expires, "a 64-bit integer"))?,
+        counter: counter.parse().map_err(|_| parse(COUNTER, counter, "a non-negative integer"))?,
+    })
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+impl LeaseStore for DynamoLeaseStore {
+    async fn leases(&self, mapping: &str) -> Result<Vec<Lease>, LeaseError> {
+        let items = self.scan_prefix(&mapping_prefix(mapping), None).await?;
+        let mut leases = items.iter().map(parse_lease).collect::<Result<Vec<_>, _>>()?;
+        leases.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(leases)
+    }
+
+    async fn ensure(&self, mapping: &str, topic: &str, partition: i32) -> Result<(), LeaseError> {
+        let key = lease_key(mapping, topic, partition);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(LEASE_KEY, s(&key))
+            .item(MAPPING_UUID, s(mapping))
+            .item(TOPIC, s(topic))
+            .item(PARTITION, n(partition))
+            .item(EXPIRES_AT_MS, n(0))
+            .item(COUNTER, n(0))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .send()
+            .await;
+        match result.map_err(|e| self.err(&key, e)) {
+            Ok(_) | Err(LeaseError::Lost { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn acquire(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
+        let key = lease.key();
+        let free_or_expired = "attribute_not_exists(#o) OR #o = :empty OR #e < :now";
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .update_expression("SET #o = :o, #e = :e, #c = #c + :one")
+            .condition_expression(format!("({free_or_expired}) AND #c = :c"))
+            .expression_attribute_names("#o", OWNER)
+            .expression_attribute_names("#e", EXPIRES_AT_MS)
+            .expression_attribute_names("#c", COUNTER)
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":e", n(now_ms.saturating_add(millis(duration))))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":empty", s(""))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":c", n(lease.counter))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        parse_lease(&out.attributes.unwrap_or_default())
+    }
+
+    async fn renew(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
+        let key = lease.key();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .update_expression("SET #e = :e, #c = #c + :one")
+            .condition_expression("#o = :o AND #c = :c")
+            .expression_attribute_names("#o", OWNER)
+            .expression_attribute_names("#e", EXPIRES_AT_MS)
+            .expression_attribute_names("#c", COUNTER)
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":e", n(now_ms.saturating_add(millis(duration))))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":c", n(lease.counter))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        parse_lease(&out.attributes.unwrap_or_default())
+    }
+
+    async fn release(&self, lease: &Lease, owner: &str) -> Result<(), LeaseError> {
+        let key = lease.key();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .update_expression("SET #e = :zero, #c = #c + :one REMOVE #o")
+            .condition_expression("#o = :o AND #c = :c")
+            .expression_attribute_names("#o", OWNER)
+            .expression_attribute_names("#e", EXPIRES_AT_MS)
+            .expression_attribute_names("#c", COUNTER)
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":c", n(lease.counter))
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        Ok(())
+    }
+
+    async fn delete_mapping(&self, mapping: &str) -> Result<(), LeaseError> {
+        let items = self.scan_prefix(&mapping_prefix(mapping), Some(LEASE_KEY)).await?;
+        let keys: Vec<String> = items.iter().map(key_of).collect();
+        for chunk in keys.chunks(BATCH_WRITE_MAX) {
+            let mut pending = chunk
+                .iter()
+                .map(|key| {
+                    DeleteRequest::builder()
+                        .key(LEASE_KEY, s(key))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(|e| self.dynamo(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+            loop {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|e| self.err(&format!("{}*", mapping_prefix(mapping)), e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut unprocessed| unprocessed.remove(&self.table))
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                if backoff.attempts() >= UNPROCESSED_RETRIES {
+                    return Err(self.dynamo(format!(
+                        "{} lease deletes of mapping {mapping} still unprocessed (throttled) after \
+                         {UNPROCESSED_RETRIES} retries",
+                        pending.len()
+                    )));
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self, poller: &str, now_ms: i64, ttl: Duration) -> Result<(), LeaseError> {
+        let key = poller_key(poller);
+        // Only the poller itself writes its heartbeat, so it needs no condition; `Counter` still
+        // moves so that a reader can tell a fresh heartbeat from a stale one.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .update_expression("SET #p = :p, #e = :e, #s = if_not_exists(#s, :now) ADD #c :one")
+            .expression_attribute_names("#p", POLLER_ID)
+            .expression_attribute_names("#e", EXPIRES_AT_MS)
+            .expression_attribute_names("#s", STARTED_AT_MS)
+            .expression_attribute_names("#c", COUNTER)
+            .expression_attribute_values(":p", s(poller))
+            .expression_attribute_values(":e", n(now_ms.saturating_add(millis(ttl))))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        Ok(())
+    }
+
+    async fn live_pollers(&self, now_ms: i64) -> Result<Vec<String>, LeaseError> {
+        let out: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .filter_expression("begins_with(#k, :p) AND #e >= :now")
+            .projection_expression("#k")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_names("#e", EXPIRES_AT_MS)
+            .expression_attribute_values(":p", s(POLLER_PREFIX))
+            .expression_attribute_values(":now", n(now_ms))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| self.err(&format!("{POLLER_PREFIX}*"), e))?;
+        // The key names the poller; `PollerId` is there for people reading the table.
+        let mut pollers: Vec<String> =
+            out.iter().filter_map(|item| key_of(item).strip_prefix(POLLER_PREFIX).map(str::to_owned)).collect();
+        pollers.sort();
+        Ok(pollers)
+    }
+
+    async fn remove_poller(&self, poller: &str) -> Result<(), LeaseError> {
+        let key = poller_key(poller);
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        Ok(())
+    }
+}
+
+/// An in-memory store for tests, with the same conditional-write rules; can be told to fail its
+/// next calls.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLeaseStore {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    /// By `LeaseKey`.
+    leases: BTreeMap<String, Lease>,
+    /// Poller id → heartbeat expiry.
+    pollers: BTreeMap<String, i64>,
+    failures_left: usize,
+}
+
+impl MemoryLeaseStore {
+    /// The next `n` calls, whatever they are, fail with `LeaseError::Dynamo` and change nothing.
+    pub fn fail_next(&self, n: usize) {
+        self.lock().failures_left = n;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state, unless a failure is due.
+    fn begin(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, LeaseError> {
+        let mut inner = self.lock();
+        if inner.failures_left > 0 {
+            inner.failures_left -= 1;
+            return Err(LeaseError::Dynamo { table: "memory".into(), message: "injected failure".into() });
+        }
+        Ok(inner)
+    }
+}
+
+impl MemoryInner {
+    /// The stored lease if it is held by `owner` at `counter`, the condition of renew and release.
+    fn held(&mut self, lease: &Lease, owner: &str) -> Result<&mut Lease, LeaseError> {
+        let key = lease.key();
+        match self.leases.get_mut(&key) {
+            Some(stored) if stored.owner.as_deref() == Some(owner) && stored.counter == lease.counter => Ok(stored),
+            _ => Err(LeaseError::Lost { key }),
+        }
+    }
+}
+
+impl LeaseStore for MemoryLeaseStore {
+    async fn leases(&self, mapping: &str) -> Result<Vec<Lease>, LeaseError> {
+        let inner = self.begin()?;
+        let mut leases: Vec<Lease> = inner.leases.values().filter(|l| l.mapping == mapping).cloned().collect();
+        leases.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(leases)
+    }
+
+    async fn ensure(&self, mapping: &str, topic: &str, partition: i32) -> Result<(), LeaseError> {
+        self.begin()?.leases.entry(lease_key(mapping, topic, partition)).or_insert_with(|| Lease {
+            mapping: mapping.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            owner: None,
+            expires_at_ms: 0,
+            counter: 0,
+        });
+        Ok(())
+    }
+
+    async fn acquire(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
+        let mut inner = self.begin()?;
+        let key = lease.key();
+        match inner.leases.get_mut(&key) {
+            Some(stored)
+                if (stored.owner.is_none() || stored.expires_at_ms < now_ms) && stored.counter == lease.counter =>
+            {
+                stored.owner = Some(owner.to_owned()).filter(|o| !o.is_empty());
+                stored.expires_at_ms = now_ms.saturating_add(millis(duration));
+                stored.counter += 1;
+                Ok(stored.clone())
+            }
+            _ => Err(LeaseError::Lost { key }),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
+        let mut inner = self.begin()?;
+        let stored = inner.held(lease, owner)?;
+        stored.expires_at_ms = now_ms.saturating_add(millis(duration));
+        stored.counter += 1;
+        Ok(stored.clone())
+    }
+
+    async fn release(&self, lease: &Lease, owner: &str) -> Result<(), LeaseError> {
+        let mut inner = self.begin()?;
+        let stored = inner.held(lease, owner)?;
+        stored.owner = None;
+        stored.expires_at_ms = 0;
+        stored.counter += 1;
+        Ok(())
+    }
+
+    async fn delete_mapping(&self, mapping: &str) -> Result<(), LeaseError> {
+        self.begin()?.leases.retain(|_, l| l.mapping != mapping);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, poller: &str, now_ms: i64, ttl: Duration) -> Result<(), LeaseError> {
+        self.begin()?.pollers.insert(poller.to_owned(), now_ms.saturating_add(millis(ttl)));
+        Ok(())
+    }
+
+    async fn live_pollers(&self, now_ms: i64) -> Result<Vec<String>, LeaseError> {
+        Ok(self
+            .begin()?
+            .pollers
+            .iter()
+            .filter(|(_, expires)| **expires >= now_ms)
+            .map(|(poller, _)| poller.clone())
+            .collect())
+    }
+
+    async fn remove_poller(&self, poller: &str) -> Result<(), LeaseError> {
+        self.begin()?.pollers.remove(poller);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(owner: Option<&str>, expires_at_ms: i64) -> Lease {
+        Lease {
+            mapping: "m".into(),
+            topic: "t".into(),
+            partition: 0,
+            owner: owner.map(str::to_owned),
+            expires_at_ms,
+            counter: 1,
+        }
+    }
+
+    #[test]
+    fn fair_share_is_the_ceiling_over_at_least_one_poller() {
+        assert_eq!(fair_share(0, 3), 0);
+        assert_eq!(fair_share(10, 0), 10);
+        assert_eq!(fair_share(10, 1), 10);
+        assert_eq!(fair_share(9, 3), 3);
+        assert_eq!(fair_share(10, 3), 4);
+        assert_eq!(fair_share(1, 5), 1);
+        assert_eq!(fair_share(7, 7), 1);
+    }
+
+    #[test]
+    fn a_lease_is_valid_only_for_its_owner_until_the_margin_before_expiry() {
+        let margin = Duration::from_secs(3);
+        let held = lease(Some("a"), 10_000);
+        assert!(is_valid_for(&held, "a", 0, margin));
+        assert!(is_valid_for(&held, "a", 6_999, margin));
+        assert!(!is_valid_for(&held, "a", 7_000, margin), "margin reached");
+        assert!(!is_valid_for(&held, "a", 11_000, margin), "expired");
+        assert!(!is_valid_for(&held, "b", 0, margin), "someone else's");
+        assert!(!is_valid_for(&lease(None, 10_000), "a", 0, margin), "free");
+        assert!(!is_valid_for(&lease(None, 10_000), "", 0, margin), "free");
+        assert!(!is_valid_for(&held, "a", i64::MAX, Duration::MAX), "no overflow");
+    }
+
+    #[test]
+    fn default_settings_follow_kcl_and_are_valid() {
+        let settings = LeaseSettings::default();
+        assert_eq!(settings.duration, Duration::from_secs(10));
+        assert_eq!(settings.renew_every, Duration::from_millis(3333) + Duration::from_nanos(333_333));
+        assert_eq!(settings.safety_margin, Duration::from_secs(3));
+        assert_eq!(settings.validate(), Ok(()));
+    }
+
+    #[test]
+    fn settings_that_lapse_between_renewals_are_rejected() {
+        let settings = LeaseSettings {
+            duration: Duration::from_secs(5),
+            renew_every: Duration::from_secs(2),
+            safety_margin: Duration::from_secs(3),
+        };
+        assert!(matches!(settings.validate(), Err(InvalidLeaseSettings::RenewTooRare { .. })));
+        let zero = LeaseSettings { renew_every: Duration::ZERO, ..LeaseSettings::default() };
+        assert_eq!(zero.validate(), Err(InvalidLeaseSettings::Zero));
+    }
+
+    #[test]
+    fn keys_keep_mappings_apart() {
+        assert_eq!(lease_key("u", "orders", 3), "lease#u#orders#3");
+        assert_eq!(lease(None, 0).key(), "lease#m#t#0");
+        assert!(!lease_key("ab", "t", 0).starts_with(&mapping_prefix("a")));
+    }
+
+    #[test]
+    fn items_parse_and_report_what_is_wrong() {
+        let mut item = HashMap::from([
+            (LEASE_KEY.to_owned(), s("lease#m#t#0")),
+            (MAPPING_UUID.to_owned(), s("m")),
+            (TOPIC.to_owned(), s("t")),
+            (PARTITION.to_owned(), n(0)),
+            (OWNER.to_owned(), s("")),
+            (EXPIRES_AT_MS.to_owned(), n(0)),
+            (COUNTER.to_owned(), n(7)),
+        ]);
+        let parsed = parse_lease(&item).unwrap();
+        assert_eq!(parsed.owner, None, "an empty owner means free");
+        assert_eq!(parsed.counter, 7);
+        item.insert(COUNTER.to_owned(), s("7"));
+        assert_eq!(
+            parse_lease(&item),
+            Err(LeaseError::Malformed { key: "lease#m#t#0".into(), message: "Counter is not a number (N)".into() })
+        );
+        item.insert(COUNTER.to_owned(), n(-1));
+        assert!(matches!(parse_lease(&item), Err(LeaseError::Malformed { .. })));
+        item.remove(COUNTER);
+        assert!(
+            matches!(parse_lease(&item), Err(LeaseError::Malformed { message, .. }) if message == "Counter is missing")
+        );
+    }
+}

@@ -1,0 +1,779 @@
+//! `kafka-esm-bench`: measures the poller's throughput and memory against local services and
+//! prints the numbers with the command that reproduces them (`scripts/bench.sh` builds and runs
+//! it). Nothing here asserts a timing; targets are reported as met or not met.
+//!
+//! `run` starts tansu, dynalite and a counting Invoke stub in this process, pre-fills a topic with
+//! one record per producer batch (tansu 0.6 skips the rest of a multi-record batch when a fetch
+//! starts inside it), then measures:
+//!
+//! - (a) the raw fetch rate of the product's Kafka client setup: an rdkafka `StreamConsumer` with
+//!   the product's configuration, every partition assigned from offset 0 and split into its own
+//!   queue, one tokio task per partition (as `kafka_esm::kafka` does), reading every record;
+//! - (b) the end-to-end rate through a real `esm poll` process into the stub, with commits,
+//!   checked afterwards through `scripts/kafka-offsets.py` (committed == end offset, lag 0);
+//! - (c) the poller's peak RSS (`VmHWM`), read just before it is stopped.
+//!
+//! `stub` serves only the counting Invoke stub, for running `esm poll` by hand.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use futures::{StreamExt, TryStreamExt};
+use kafka_esm_testkit::{Dynalite, InvokeStub, Tansu, kafka, services};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Throughput and memory benchmark of `esm poll` on local services.
+#[derive(Debug, Parser)]
+#[command(name = "kafka-esm-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the services, pre-fill a topic, measure raw fetch and end-to-end rates and peak RSS.
+    Run(RunArgs),
+    /// Serve only the counting Invoke stub and print its counts every second.
+    Stub {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
+    /// Records to pre-fill (spread round-robin over the partitions).
+    #[arg(long, env = "BENCH_RECORDS", default_value_t = 200_000)]
+    records: u64,
+    #[arg(long, env = "BENCH_PARTITIONS", default_value_t = 8)]
+    partitions: u32,
+    /// Size of each record's value.
+    #[arg(long, env = "BENCH_RECORD_BYTES", default_value_t = 1024)]
+    record_bytes: usize,
+    /// The mapping's BatchSize.
+    #[arg(long, env = "BENCH_BATCH_SIZE", default_value_t = 1000)]
+    batch_size: u32,
+    /// The mapping's MaximumBatchingWindowInSeconds.
+    #[arg(long, env = "BENCH_WINDOW_S", default_value_t = 0)]
+    window_s: u32,
+    /// The poller's `fetch.wait.max.ms`, also used by the raw reader (tansu holds every fetch
+    /// this long, so local runs use 10).
+    #[arg(long, env = "ESM_FETCH_WAIT_MS", default_value_t = 10)]
+    fetch_wait_ms: u32,
+    /// The poller's per-partition fetch-ahead buffer, also used by the raw reader.
+    #[arg(long, env = "ESM_QUEUED_MAX_KBYTES", default_value_t = 2048)]
+    queued_max_kbytes: u32,
+    /// Produce requests in flight while pre-filling (each carries one record).
+    #[arg(long, env = "BENCH_PRODUCE_IN_FLIGHT", default_value_t = 64)]
+    produce_in_flight: usize,
+    /// The `esm` binary to run.
+    #[arg(long, env = "BENCH_ESM", default_value = "target/release/esm")]
+    esm: PathBuf,
+    /// Gives up on a phase after this long.
+    #[arg(long, env = "BENCH_TIMEOUT_S", default_value_t = 600)]
+    timeout_s: u64,
+}
+
+impl RunArgs {
+    /// The command line that repeats this run, every setting spelled out.
+    fn reproduce(&self) -> String {
+        format!(
+            "BENCH_RECORDS={} BENCH_PARTITIONS={} BENCH_RECORD_BYTES={} BENCH_BATCH_SIZE={} \
+             BENCH_WINDOW_S={} ESM_FETCH_WAIT_MS={} ESM_QUEUED_MAX_KBYTES={} scripts/bench.sh",
+            self.records,
+            self.partitions,
+            self.record_bytes,
+            self.batch_size,
+            self.window_s,
+            self.fetch_wait_ms,
+            self.queued_max_kbytes
+        )
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::Stub { port } => serve_stub(port).await,
+    }
+}
+
+async fn serve_stub(port: u16) -> Result<()> {
+    let stub = InvokeStub::start_on(port, false).await;
+    println!("Invoke stub at {}", stub.endpoint);
+    let mut last = (u64::MAX, 0);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let counts = stub.counts();
+        if counts != last {
+            println!("invocations={} records={}", counts.0, counts.1);
+            last = counts;
+        }
+    }
+}
+
+/// CPU seconds (user + system) each process used over a phase.
+#[derive(Debug, Default, Clone)]
+struct CpuUse(Vec<(&'static str, f64)>);
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(name, s)| format!("{name} {s:.2}")).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Samples the CPU time of named processes at the start and end of a phase.
+struct CpuMeter {
+    ticks_per_s: f64,
+    start: Vec<(&'static str, u32, f64)>,
+}
+
+impl CpuMeter {
+    fn start(ticks_per_s: f64, pids: &[(&'static str, Option<u32>)]) -> Self {
+        let start = pids
+            .iter()
+            .filter_map(|(name, pid)| {
+                let pid = (*pid)?;
+                Some((*name, pid, cpu_ticks(pid)?))
+            })
+            .collect();
+        Self { ticks_per_s, start }
+    }
+
+    fn stop(&self) -> CpuUse {
+        CpuUse(
+            self.start
+                .iter()
+                .filter_map(|(name, pid, before)| Some((*name, (cpu_ticks(*pid)? - before) / self.ticks_per_s)))
+                .collect(),
+        )
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A `/proc/PID/status` field in kB (`VmHWM`, `VmRSS`).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The process whose command line contains every needle and that is not the testkit's
+/// watchdog shell (whose command line repeats the service's).
+fn find_pid(needles: &[&str]) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let entry = entry.ok()?;
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let line = args.join(" ");
+        let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a));
+        (argv0 != Some("bash") && needles.iter().all(|n| line.contains(n))).then_some(pid)
+    })
+}
+
+fn first_line(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()?.lines().next().map(str::to_owned)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn revision() -> String {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo_root())
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(|| "unknown".to_owned(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+fn per_s(count: f64, elapsed: Duration) -> f64 {
+    count / elapsed.as_secs_f64().max(1e-9)
+}
+
+const MB: f64 = 1_000_000.0;
+
+/// Writes `records` round-robin over the partitions, one record per produce batch, many sends
+/// in flight. Returns the time it took.
+async fn prefill(bootstrap: &str, topic: &str, args: &RunArgs) -> Result<Duration> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .set("enable.idempotence", "false")
+        .set("max.in.flight.requests.per.connection", args.produce_in_flight.to_string())
+        .set("message.max.bytes", "10000000")
+        .create()
+        .context("create the pre-fill producer")?;
+    let started = Instant::now();
+    let template = vec![b'x'; args.record_bytes];
+    let partitions = u64::from(args.partitions);
+    futures::stream::iter(0..args.records)
+        .map(|i| {
+            let (producer, template) = (&producer, &template);
+            async move {
+                let partition = i32::try_from(i % partitions)?;
+                let key = format!("k{i}");
+                let mut value = template.clone();
+                let tag = i.to_string();
+                let n = tag.len().min(value.len());
+                value[..n].copy_from_slice(&tag.as_bytes()[..n]);
+                producer
+                    .send(
+                        FutureRecord::to(topic).partition(partition).key(key.as_bytes()).payload(&value),
+                        Timeout::Never,
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .with_context(|| format!("produce record {i}"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.produce_in_flight.max(1) * 4)
+        .try_collect::<()>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+/// End offsets of every partition, read through a fresh client.
+async fn end_offsets(bootstrap: &str, topic: &str, partitions: u32) -> Result<BTreeMap<i32, i64>> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "kafka-esm-bench-watermarks")
+            .create()?;
+        let mut ends = BTreeMap::new();
+        for p in 0..i32::try_from(partitions)? {
+            let (_, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+            ends.insert(p, high);
+        }
+        anyhow::Ok(ends)
+    })
+    .await?
+}
+
+/// One timed read of everything.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    records: u64,
+    bytes: u64,
+    /// From the start (client creation, or poller process start) to the last record.
+    from_start: Duration,
+    /// From the first record to the last.
+    from_first: Duration,
+}
+
+impl Rate {
+    fn records_per_s(&self) -> f64 {
+        per_s(self.records as f64, self.from_start)
+    }
+
+    fn steady_records_per_s(&self) -> f64 {
+        per_s(self.records as f64, self.from_first)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} records in {:.2} s = {:.0} records/s, {:.1} MB/s; from the first record: {:.0} records/s, {:.1} MB/s",
+            self.records,
+            self.from_start.as_secs_f64(),
+            self.records_per_s(),
+            per_s(self.bytes as f64 / MB, self.from_start),
+            self.steady_records_per_s(),
+            per_s(self.bytes as f64 / MB, self.from_first),
+        )
+    }
+}
+
+/// Reads every partition from offset 0 to its end with the product's client setup.
+async fn raw_fetch(bootstrap: &str, topic: &str, ends: &BTreeMap<i32, i64>, args: &RunArgs) -> Result<Rate> {
+    let started = Instant::now();
+    // The same settings as `kafka_esm::kafka::KafkaClient::new` (plaintext).
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", kafka::random_topic("kafka-esm-bench-raw"))
+            .set("client.id", "kafka-esm-bench-raw")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("allow.auto.create.topics", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", args.fetch_wait_ms.to_string())
+            .set("queued.max.messages.kbytes", args.queued_max_kbytes.to_string())
+            .set("socket.keepalive.enable", "true")
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "10000")
+            .set("security.protocol", "plaintext")
+            .create()
+            .context("create the raw consumer")?,
+    );
+    let mut tpl = TopicPartitionList::new();
+    for &p in ends.keys() {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))?;
+    }
+    consumer.assign(&tpl)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (&p, &end) in ends {
+        let queue = consumer.split_partition_queue(topic, p).with_context(|| format!("split partition {p}"))?;
+        tasks.spawn(async move {
+            let (mut records, mut bytes, mut first) = (0_u64, 0_u64, None);
+            if end > 0 {
+                loop {
+                    let message = queue.recv().await?;
+                    first.get_or_insert_with(Instant::now);
+                    records += 1;
+                    bytes += (message.payload_len() + message.key_len()) as u64;
+                    if message.offset() >= end - 1 {
+                        break;
+                    }
+                }
+            }
+            anyhow::Ok((records, bytes, first, Instant::now()))
+        });
+    }
+    let main_queue = {
+        let consumer = consumer.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(m) = consumer.recv().await {
+                    bail!("record {}-{}@{} arrived on the main queue", m.topic(), m.partition(), m.offset());
+                }
+            }
+        })
+    };
+    let collect = async {
+        let (mut records, mut bytes, mut first, mut last) = (0, 0, None::<Instant>, started);
+        while let Some(joined) = tasks.join_next().await {
+            let (r, b, f, l) = joined??;
+            records += r;
+            bytes += b;
+            first = match (first, f) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            last = last.max(l);
+        }
+        anyhow::Ok((records, bytes, first, last))
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(args.timeout_s), collect).await;
+    main_queue.abort();
+    // Closing a consumer may block on the network.
+    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+    let (records, bytes, first, last) =
+        outcome.map_err(|_| anyhow::anyhow!("raw fetch did not finish within {} s", args.timeout_s))??;
+    Ok(Rate { records, bytes, from_start: last - started, from_first: last - first.unwrap_or(started) })
+}
+
+/// Environment of every `esm` command: the local endpoints and the poller's tunables.
+fn esm_env(dynamodb: &str, lambda: &str, args: &RunArgs) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "local".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()),
+        ("AWS_ENDPOINT_URL_LAMBDA", lambda.to_owned()),
+        ("ESM_FETCH_WAIT_MS", args.fetch_wait_ms.to_string()),
+        ("ESM_QUEUED_MAX_KBYTES", args.queued_max_kbytes.to_string()),
+    ]
+}
+
+async fn esm_command(esm: &Path, env: &[(&str, String)], cli: &[String]) -> Result<String> {
+    let out = tokio::process::Command::new(esm)
+        .args(cli)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .await
+        .with_context(|| format!("run {}", esm.display()))?;
+    if !out.status.success() {
+        bail!("esm {} failed: {}", cli.first().map_or("", String::as_str), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What the end-to-end phase measured.
+#[derive(Debug)]
+struct EndToEnd {
+    rate: Rate,
+    first_delivery: Duration,
+    /// From 10 % to 90 % of the records delivered.
+    middle: Option<Duration>,
+    invocations: u64,
+    peak_rss_kb: Option<u64>,
+    rss_at_end_kb: Option<u64>,
+    cpu: CpuUse,
+    /// Records delivered in each second after the poller started.
+    per_second: Vec<u64>,
+    shutdown: Duration,
+    offsets: OffsetCheck,
+    log: PathBuf,
+}
+
+#[derive(Debug)]
+struct OffsetCheck {
+    ok: bool,
+    summary: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn end_to_end(
+    args: &RunArgs,
+    bootstrap: &str,
+    topic: &str,
+    total: u64,
+    bytes: u64,
+    dynalite: &Dynalite,
+    stub: &InvokeStub,
+    other_pids: &[(&'static str, Option<u32>)],
+    ticks: f64,
+) -> Result<EndToEnd> {
+    let env = esm_env(&dynalite.endpoint, &stub.endpoint, args);
+    esm_command(&args.esm, &env, &["init".to_owned()]).await?;
+    let source = format!(r#"{{"Endpoints":{{"KAFKA_BOOTSTRAP_SERVERS":["{bootstrap}"]}}}}"#);
+    let created = esm_command(
+        &args.esm,
+        &env,
+        &[
+            "create-event-source-mapping",
+            "--function-name",
+            "bench",
+            "--topics",
+            topic,
+            "--starting-position",
+            "TRIM_HORIZON",
+            "--batch-size",
+            &args.batch_size.to_string(),
+            "--maximum-batching-window-in-seconds",
+            &args.window_s.to_string(),
+            "--self-managed-event-source",
+            &source,
+        ]
+        .map(str::to_owned),
+    )
+    .await?;
+    let mapping: serde_json::Value = serde_json::from_str(&created).context("parse the created mapping")?;
+    let uuid = mapping["UUID"].as_str().context("the created mapping has no UUID")?.to_owned();
+
+    let log = std::env::temp_dir().join(format!("kafka-esm-bench-poll-{uuid}.log"));
+    let log_file = std::fs::File::create(&log)?;
+    let started = Instant::now();
+    let mut poller = tokio::process::Command::new(&args.esm)
+        .args(["poll", "--progress-interval", "0"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .context("start esm poll")?;
+    let pid = poller.id().context("esm poll has no pid")?;
+    let mut pids = vec![("esm poll", Some(pid)), ("bench+stub", Some(std::process::id()))];
+    pids.extend_from_slice(other_pids);
+    let cpu = CpuMeter::start(ticks, &pids);
+
+    let deadline = started + Duration::from_secs(args.timeout_s);
+    let (mut first, mut ten, mut ninety) = (None, None, None);
+    let mut per_second = Vec::new();
+    let (invocations, delivered) = loop {
+        let (invocations, records) = stub.counts();
+        let now = Instant::now();
+        let second = (now - started).as_secs() as usize;
+        if per_second.len() <= second {
+            per_second.resize(second + 1, records);
+        }
+        per_second[second] = records;
+        if records > 0 {
+            first.get_or_insert(now);
+        }
+        if records * 10 >= total {
+            ten.get_or_insert(now);
+        }
+        if records * 10 >= total * 9 {
+            ninety.get_or_insert(now);
+        }
+        if records >= total {
+            break (invocations, records);
+        }
+        if let Some(status) = poller.try_wait()? {
+            bail!("esm poll exited ({status}) after delivering {records} of {total} records; log: {}", log.display());
+        }
+        if now > deadline {
+            bail!(
+                "esm poll delivered {records} of {total} records within {} s; log: {}",
+                args.timeout_s,
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let last = Instant::now();
+    let cpu = cpu.stop();
+    let peak_rss_kb = status_kb(pid, "VmHWM");
+    let rss_at_end_kb = status_kb(pid, "VmRSS");
+    let delivered_per_second = per_second
+        .iter()
+        .scan(0, |prev, &cumulative| {
+            let d = cumulative - *prev;
+            *prev = cumulative;
+            Some(d)
+        })
+        .collect();
+
+    let stopping = Instant::now();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    if !killed.success() {
+        bail!("could not send SIGTERM to esm poll ({pid})");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), poller.wait())
+        .await
+        .context("esm poll did not stop within 60 s of SIGTERM")??;
+    let shutdown = stopping.elapsed();
+    if !status.success() {
+        bail!("esm poll exited with {status}; log: {}", log.display());
+    }
+    let offsets = check_offsets(bootstrap, &uuid, topic).await?;
+    Ok(EndToEnd {
+        middle: ten.zip(ninety).map(|(ten, ninety)| ninety - ten),
+        rate: Rate {
+            records: delivered,
+            bytes: bytes * delivered / total.max(1),
+            from_start: last - started,
+            from_first: last - first.unwrap_or(started),
+        },
+        first_delivery: first.unwrap_or(last) - started,
+        invocations,
+        peak_rss_kb,
+        rss_at_end_kb,
+        cpu,
+        per_second: delivered_per_second,
+        shutdown,
+        offsets,
+        log,
+    })
+}
+
+/// Committed offsets and lag of the mapping's group, read by confluent-kafka in another process.
+async fn check_offsets(bootstrap: &str, group: &str, topic: &str) -> Result<OffsetCheck> {
+    let out = tokio::process::Command::new(services::tool("python"))
+        .arg(repo_root().join("scripts/kafka-offsets.py"))
+        .args(["--bootstrap", bootstrap, "--group", group, "--topic", topic, "--json"])
+        .output()
+        .await
+        .context("run scripts/kafka-offsets.py")?;
+    if !out.status.success() {
+        bail!("kafka-offsets.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let lag = value["lag"].as_i64().unwrap_or(-1);
+    let mut behind = Vec::new();
+    let rows = value["partitions"].as_array().cloned().unwrap_or_default();
+    for row in &rows {
+        if row["committed"].as_i64() != row["high"].as_i64() {
+            behind.push(format!("{}: committed {} end {}", row["partition"], row["committed"], row["high"]));
+        }
+    }
+    let ok = lag == 0 && behind.is_empty() && !rows.is_empty();
+    let summary = if ok {
+        format!("committed == end offset on all {} partitions, lag 0", rows.len())
+    } else {
+        format!("MISMATCH: lag {lag}; {}", behind.join("; "))
+    };
+    Ok(OffsetCheck { ok, summary })
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run(args: RunArgs) -> Result<()> {
+    if args.partitions == 0 || args.records == 0 {
+        bail!("BENCH_RECORDS and BENCH_PARTITIONS must be positive");
+    }
+    if !args.esm.exists() {
+        bail!("{} not found: build it with `cargo build --release --bin esm -p kafka-esm`", args.esm.display());
+    }
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let ticks = clock_ticks_per_second();
+    println!(
+        "kafka-esm bench: {} records x {} B over {} partitions, BatchSize {}, window {} s, fetch.wait.max.ms {}, queued.max.messages.kbytes {}",
+        args.records,
+        args.record_bytes,
+        args.partitions,
+        args.batch_size,
+        args.window_s,
+        args.fetch_wait_ms,
+        args.queued_max_kbytes
+    );
+    println!(
+        "machine: nproc {cores} ({}), load average at start {}, revision {}",
+        cpu_model(),
+        first_line("/proc/loadavg").unwrap_or_default(),
+        revision()
+    );
+
+    let tansu = tokio::task::spawn_blocking(Tansu::start).await??;
+    let dynalite = tokio::task::spawn_blocking(Dynalite::start).await??;
+    let stub = InvokeStub::start_on(0, false).await;
+    let tansu_pid = find_pid(&["tansu", &format!("tcp://127.0.0.1:{}", tansu.port)]);
+    let dynalite_port = dynalite.endpoint.rsplit(':').next().unwrap_or_default();
+    let dynalite_pid = find_pid(&["dynalite", "--port", dynalite_port]);
+    let topic = kafka::random_topic("bench");
+    kafka::create_topic(&tansu.bootstrap, &topic, i32::try_from(args.partitions)?).await?;
+
+    let fill = prefill(&tansu.bootstrap, &topic, &args).await?;
+    let ends = end_offsets(&tansu.bootstrap, &topic, args.partitions).await?;
+    let in_topic: i64 = ends.values().sum();
+    println!(
+        "pre-fill: {} records in {:.1} s ({:.0} records/s), one record per produce batch",
+        args.records,
+        fill.as_secs_f64(),
+        per_s(args.records as f64, fill)
+    );
+    if u64::try_from(in_topic)? != args.records {
+        println!("    note: the end offsets add up to {in_topic}, not {}; measuring against {in_topic}", args.records);
+    }
+    let total = u64::try_from(in_topic)?;
+    let services = [("tansu", tansu_pid), ("dynalite", dynalite_pid)];
+
+    println!(
+        "(a) raw fetch: rdkafka StreamConsumer with the product's settings, all partitions assigned from offset 0, split partition queues, one tokio task per partition"
+    );
+    let mut raws = Vec::new();
+    for run in 1..=2 {
+        let meter = CpuMeter::start(ticks, &[("bench", Some(std::process::id())), ("tansu", tansu_pid)]);
+        let rate = raw_fetch(&tansu.bootstrap, &topic, &ends, &args).await?;
+        if rate.records != total {
+            bail!("raw fetch read {} records, expected {total}", rate.records);
+        }
+        println!("    run {run}: {}", rate.describe());
+        println!("        CPU seconds: {}", meter.stop());
+        raws.push(rate);
+    }
+
+    println!("(b) end to end: {} poll (release) -> counting Invoke stub, offsets committed", args.esm.display());
+    let e2e =
+        end_to_end(&args, &tansu.bootstrap, &topic, total, raws[0].bytes, &dynalite, &stub, &services, ticks).await?;
+    println!("    {}", e2e.rate.describe());
+    println!(
+        "    first record delivered {:.2} s after the poller started; {} invocations, {:.0} records each on average",
+        e2e.first_delivery.as_secs_f64(),
+        e2e.invocations,
+        e2e.rate.records as f64 / e2e.invocations.max(1) as f64
+    );
+    let mut timeline = String::new();
+    for (i, n) in e2e.per_second.iter().enumerate() {
+        let _ = write!(timeline, "{}{n}", if i == 0 { "" } else { " " });
+    }
+    if let Some(middle) = e2e.middle {
+        println!(
+            "    10% -> 90% of the records took {:.2} s = {:.0} records/s",
+            middle.as_secs_f64(),
+            per_s(total as f64 * 0.8, middle)
+        );
+    }
+    println!("    records delivered in each second: {timeline}");
+    println!("    CPU seconds: {}", e2e.cpu);
+    println!("    stopped {:.2} s after SIGTERM; offsets: {}", e2e.shutdown.as_secs_f64(), e2e.offsets.summary);
+    println!("    poller log: {}", e2e.log.display());
+    let kb_to_mib = |kb: u64| kb as f64 / 1024.0;
+    println!(
+        "(c) poller peak RSS (VmHWM before SIGTERM): {}; RSS then: {}",
+        e2e.peak_rss_kb.map_or("unknown".to_owned(), |kb| format!("{:.1} MiB", kb_to_mib(kb))),
+        e2e.rss_at_end_kb.map_or("unknown".to_owned(), |kb| format!("{:.1} MiB", kb_to_mib(kb)))
+    );
+
+    // The better raw run: the stricter comparison on a noisy machine.
+    let raw = raws
+        .iter()
+        .copied()
+        .max_by(|a, b| a.records_per_s().total_cmp(&b.records_per_s()))
+        .context("no raw fetch run")?;
+    let raw_best_steady = raws.iter().map(Rate::steady_records_per_s).fold(0.0, f64::max);
+    let ratio = e2e.rate.records_per_s() / raw.records_per_s();
+    let steady_ratio = e2e.rate.steady_records_per_s() / raw_best_steady;
+    let peak_mib = e2e.peak_rss_kb.map(kb_to_mib);
+    println!("summary:");
+    println!(
+        "    records {total}, record value {} B, partitions {}, BatchSize {}, window {} s, nproc {cores}, load average now {}",
+        args.record_bytes,
+        args.partitions,
+        args.batch_size,
+        args.window_s,
+        first_line("/proc/loadavg").unwrap_or_default()
+    );
+    println!(
+        "    raw fetch {:.0} records/s ({:.1} MB/s), end to end {:.0} records/s ({:.1} MB/s), from start",
+        raw.records_per_s(),
+        per_s(raw.bytes as f64 / MB, raw.from_start),
+        e2e.rate.records_per_s(),
+        per_s(e2e.rate.bytes as f64 / MB, e2e.rate.from_start)
+    );
+    println!(
+        "    e2e / raw = {ratio:.2} from start, {steady_ratio:.2} from the first record (target >= 0.80: {})",
+        verdict(ratio >= 0.8)
+    );
+    println!(
+        "    poller peak RSS {} (target <= 64 MiB: {})",
+        peak_mib.map_or("unknown".to_owned(), |m| format!("{m:.1} MiB")),
+        verdict(peak_mib.is_some_and(|m| m <= 64.0))
+    );
+    println!("    offsets committed: {}", if e2e.offsets.ok { "yes" } else { "NO" });
+    println!("reproduce: {}", args.reproduce());
+    if !e2e.offsets.ok {
+        bail!("the poller did not commit every delivered record");
+    }
+    Ok(())
+}
