@@ -7,10 +7,13 @@
 //! a lease exactly one wins, and a poller that lost its lease learns so on its next write. There
 //! are no transactions and no TTL: conditional writes are the whole protocol.
 //!
-//! Expiry times are written by the holder from its own clock. The holder stops using a lease
-//! [`LeaseSettings::safety_margin`] before it expires ([`is_valid_for`]); a taker only takes a
-//! lease once its own clock is past the expiry. Clocks that disagree by less than the margin can
-//! therefore never let two pollers deliver the same partition at once.
+//! Expiry times are written by the holder from its own clock. The holder checks
+//! [`is_valid_for`] before every invoke and every commit, which fails
+//! [`LeaseSettings::safety_margin`] before expiry; a taker only takes a lease once its own clock
+//! is past the expiry. While clocks disagree by less than the margin, a poller therefore never
+//! commits for a partition another poller has taken. An invoke already in flight when the lease
+//! moves may still finish, so delivery stays at least once: the new holder resumes from the last
+//! commit.
 //!
 //! Pollers also write heartbeats in the same table, so each can count the live pollers and take
 //! no more than its [`fair_share`] of partitions.
@@ -38,10 +41,15 @@ const STARTED_AT_MS: &str = "StartedAtMs";
 const LEASE_PREFIX: &str = "lease#";
 const POLLER_PREFIX: &str = "poller#";
 
+/// Free (never taken, or released) or expired by the taker's clock, and unchanged since read.
+const ACQUIRE_CONDITION: &str = "(attribute_not_exists(#o) OR #o = :empty OR #e < :now) AND #c = :c";
+/// Still ours, and unchanged since our last write.
+const HELD_CONDITION: &str = "#o = :o AND #c = :c";
+
 /// BatchWriteItem's limit on requests per call.
 const BATCH_WRITE_MAX: usize = 25;
 /// How often `delete_mapping` re-sends deletes DynamoDB left unprocessed (throttling) before it
-/// reports an error; with the backoff below that is about 10 s.
+/// reports an error; with the backoff below that is 5 to 9 s.
 const UNPROCESSED_RETRIES: u32 = 8;
 
 /// One partition's lease, as stored.
@@ -97,8 +105,8 @@ pub struct LeaseSettings {
 impl LeaseSettings {
     /// KCL's `failoverTimeMillis` default.
     pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
-    /// Ours: EC2's time sync keeps clocks within milliseconds; 3 s leaves room for a poller
-    /// stalled between its check and its write.
+    /// Ours, not KCL's: the Amazon Time Sync Service keeps Lambda and EC2 clocks within about a
+    /// millisecond, so most of the 3 s is for a poller stalled between its check and its write.
     pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(3);
 
     /// Checks that a lease renewed on time is still valid (by the margin) when renewed again.
@@ -356,7 +364,7 @@ impl DynamoLeaseStore {
             .consistent_read(true)
             .filter_expression("begins_with(#k, :p)")
             .expression_attribute_names("#k", LEASE_KEY)
-            .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+            .expression_attribute_values(":p", s(prefix))
             .set_projection_expression(projection.map(str::to_owned))
             .into_paginator()
             .items()
@@ -446,14 +454,13 @@ impl LeaseStore for DynamoLeaseStore {
 
     async fn acquire(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
         let key = lease.key();
-        let free_or_expired = "attribute_not_exists(#o) OR #o = :empty OR #e < :now";
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(LEASE_KEY, s(&key))
             .update_expression("SET #o = :o, #e = :e, #c = #c + :one")
-            .condition_expression(format!("({free_or_expired}) AND #c = :c"))
+            .condition_expression(ACQUIRE_CONDITION)
             .expression_attribute_names("#o", OWNER)
             .expression_attribute_names("#e", EXPIRES_AT_MS)
             .expression_attribute_names("#c", COUNTER)
@@ -478,7 +485,7 @@ impl LeaseStore for DynamoLeaseStore {
             .table_name(&self.table)
             .key(LEASE_KEY, s(&key))
             .update_expression("SET #e = :e, #c = #c + :one")
-            .condition_expression("#o = :o AND #c = :c")
+            .condition_expression(HELD_CONDITION)
             .expression_attribute_names("#o", OWNER)
             .expression_attribute_names("#e", EXPIRES_AT_MS)
             .expression_attribute_names("#c", COUNTER)
@@ -500,7 +507,7 @@ impl LeaseStore for DynamoLeaseStore {
             .table_name(&self.table)
             .key(LEASE_KEY, s(&key))
             .update_expression("SET #e = :zero, #c = #c + :one REMOVE #o")
-            .condition_expression("#o = :o AND #c = :c")
+            .condition_expression(HELD_CONDITION)
             .expression_attribute_names("#o", OWNER)
             .expression_attribute_names("#e", EXPIRES_AT_MS)
             .expression_attribute_names("#c", COUNTER)
@@ -560,7 +567,7 @@ impl LeaseStore for DynamoLeaseStore {
     async fn heartbeat(&self, poller: &str, now_ms: i64, ttl: Duration) -> Result<(), LeaseError> {
         let key = poller_key(poller);
         // Only the poller itself writes its heartbeat, so it needs no condition; `Counter` still
-        // moves so that a reader can tell a fresh heartbeat from a stale one.
+        // moves, as on every item of the table, so an operator can see the heartbeat is alive.
         self.client
             .update_item()
             .table_name(&self.table)

@@ -2,6 +2,9 @@
 //! DynamoDB (dynalite): the fake must be exactly as strict as the table, or tests of the poll loop
 //! over the fake would prove nothing. Time is passed explicitly (`now_ms`), never slept through.
 
+// The suite's steps live outside `#[test]` fns, where clippy's test allowances do not reach.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use kafka_esm::lease::{DynamoLeaseStore, Lease, LeaseError, LeaseStore, MemoryLeaseStore};
