@@ -67,7 +67,7 @@ start() {
   if ! port_open "$LAMBDA_PORT"; then
     log "starting cargo lambda watch on 127.0.0.1:$LAMBDA_PORT (builds the example consumer on first use)"
     (cd "$repo" && setsid cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$LAMBDA_PORT" \
-      --package kafka-esm-example-consumer --concurrency 8 --ignore-changes --quiet \
+      --package kafka-esm-example-consumer --concurrency 8 --ignore-changes \
       --env-var FAIL_ON_VALUE=kafka-esm-poison --env-var RUST_LOG=info \
       >"$state/lambda.log" 2>&1 < /dev/null &
       echo $! >"$state/lambda.pid")

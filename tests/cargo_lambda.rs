@@ -3,6 +3,8 @@
 //! parses every event with `aws_lambda_events::kafka::KafkaEvent`, so a payload it could not read
 //! would fail the invoke; it fails on purpose for records containing `kafka-esm-poison`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! hold, offsets are committed under the group and visible to another client process, a failing
 //! function blocks only its partition, and a restart resumes from the committed offset.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! exist, a hand-written item that is not a mapping. Each gives a clear, visible state, no
 //! crash, no busy loop, and nothing committed that was not delivered.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

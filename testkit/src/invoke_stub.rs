@@ -200,11 +200,11 @@ async fn invoke(
         tokio::time::sleep(delay).await;
     }
     let behaviour = state.behaviours.lock().expect("lock").get(&name).cloned().unwrap_or(StubBehaviour::Succeed);
-    if let StubBehaviour::Throttle(n) = behaviour {
-        if n > 0 {
-            state.behaviours.lock().expect("lock").insert(name.clone(), StubBehaviour::Throttle(n - 1));
-            return aws_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.");
-        }
+    if let StubBehaviour::Throttle(n) = behaviour
+        && n > 0
+    {
+        state.behaviours.lock().expect("lock").insert(name.clone(), StubBehaviour::Throttle(n - 1));
+        return aws_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.");
     }
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let record_count: u64 =

@@ -5,6 +5,8 @@
 //! Services are started through a watchdog shell that ends them when the test process exits, so
 //! a failed or killed test run leaves nothing behind. Every wait has a timeout.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 pub mod invoke_stub;
 pub mod kafka;
 pub mod services;

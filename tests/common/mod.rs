@@ -2,6 +2,7 @@
 //! on free ports by the test kit), and per test a fresh Invoke stub, fresh tables and fresh
 //! topics, so tests never see each other's data.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -114,6 +115,14 @@ impl Harness {
         ok
     }
 
+    /// Starts a poller that runs until [`RunningPoller::stop`].
+    pub fn start_poller(&self, settings: PollerSettings) -> RunningPoller {
+        let stop = CancellationToken::new();
+        let task =
+            tokio::spawn(kafka_esm::supervisor::run_poller(self.store.clone(), self.env(settings), stop.clone()));
+        RunningPoller { stop, task }
+    }
+
     /// Runs a poller for a fixed time.
     pub async fn poll_for(&self, settings: PollerSettings, duration: Duration) {
         let stop = CancellationToken::new();
@@ -154,4 +163,35 @@ pub fn request(function: &str, topic: &str) -> CreateRequest {
         starting_position: Some(StartingPosition::TrimHorizon),
         ..CreateRequest::default()
     }
+}
+
+pub struct RunningPoller {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningPoller {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("poller stops within 30 s")
+            .expect("poller task");
+    }
+}
+
+/// Waits (async) until `cond` holds, up to `timeout`; returns how long it took.
+pub async fn wait_for<F, Fut>(timeout: Duration, mut cond: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < timeout {
+        if cond().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
