@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
 use crate::backoff::Backoff;
+use crate::lease::LeaseGuard;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("offset checkpoint failed: {message}")]
@@ -142,10 +143,11 @@ impl Default for CommitterSettings {
 pub fn spawn_committer<C: Checkpoint>(
     checkpoint: C,
     mapping: Arc<str>,
+    guard: Arc<LeaseGuard>,
     settings: CommitterSettings,
 ) -> (CommitSender, JoinHandle<CommitReport>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run_committer(checkpoint, rx, mapping, settings));
+    let handle = tokio::spawn(run_committer(checkpoint, rx, mapping, guard, settings));
     (CommitSender { tx }, handle)
 }
 
@@ -153,6 +155,7 @@ async fn run_committer<C: Checkpoint>(
     checkpoint: C,
     mut rx: mpsc::UnboundedReceiver<(i32, i64)>,
     mapping: Arc<str>,
+    guard: Arc<LeaseGuard>,
     settings: CommitterSettings,
 ) -> CommitReport {
     let mut pending = BTreeMap::new();
@@ -175,6 +178,12 @@ async fn run_committer<C: Checkpoint>(
         }
         while let Ok(item) = rx.try_recv() {
             merge(&mut pending, &report.committed, item);
+        }
+        if !guard.is_valid() {
+            // Another poller may own these partitions now: leave the offsets to it.
+            warn!(mapping = %mapping, offsets = ?pending, "Lease no longer held; not committing (these records may be delivered again).");
+            report.uncommitted.append(&mut pending);
+            continue;
         }
         match checkpoint.commit(&pending).await {
             Ok(()) => {
@@ -208,6 +217,10 @@ async fn run_committer<C: Checkpoint>(
         if pending.is_empty() {
             break;
         }
+        if !guard.is_valid() {
+            warn!(mapping = %mapping, offsets = ?pending, "Lease no longer held; not committing (these records may be delivered again).");
+            break;
+        }
         match checkpoint.commit(&pending).await {
             Ok(()) => {
                 debug!(mapping = %mapping, offsets = ?pending, "Committed offsets.");
@@ -222,7 +235,7 @@ async fn run_committer<C: Checkpoint>(
             }
         }
     }
-    report.uncommitted = pending;
+    report.uncommitted.append(&mut pending);
     report
 }
 
@@ -234,7 +247,12 @@ mod tests {
     async fn coalesces_retries_and_flushes_on_close() {
         let checkpoint = MemoryCheckpoint::default();
         checkpoint.fail_next(2);
-        let (sender, handle) = spawn_committer(checkpoint.clone(), Arc::from("m"), CommitterSettings::default());
+        let (sender, handle) = spawn_committer(
+            checkpoint.clone(),
+            Arc::from("m"),
+            Arc::new(LeaseGuard::unconditional()),
+            CommitterSettings::default(),
+        );
         sender.delivered(0, 10);
         sender.delivered(1, 5);
         sender.delivered(0, 20);
@@ -255,7 +273,8 @@ mod tests {
         let checkpoint = MemoryCheckpoint::default();
         checkpoint.fail_next(100);
         let settings = CommitterSettings { final_attempts: 3, ..CommitterSettings::default() };
-        let (sender, handle) = spawn_committer(checkpoint.clone(), Arc::from("m"), settings);
+        let (sender, handle) =
+            spawn_committer(checkpoint.clone(), Arc::from("m"), Arc::new(LeaseGuard::unconditional()), settings);
         sender.delivered(2, 7);
         drop(sender);
         let report = handle.await.unwrap();

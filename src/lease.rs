@@ -847,3 +847,36 @@ mod tests {
         );
     }
 }
+
+/// What a running consumer checks before every invoke and every commit: that this poller still
+/// holds its lease, by the safety margin. The lease keeper extends it on each renewal and revokes
+/// it the moment a renewal is refused.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    valid_until_ms: std::sync::atomic::AtomicI64,
+}
+
+impl LeaseGuard {
+    /// Valid until `valid_until_ms` (the lease's expiry minus the safety margin).
+    pub const fn until(valid_until_ms: i64) -> Self {
+        Self { valid_until_ms: std::sync::atomic::AtomicI64::new(valid_until_ms) }
+    }
+
+    /// A guard that never expires: for a consumer that owns its partitions by construction
+    /// (tests of the poll loop alone).
+    pub const fn unconditional() -> Self {
+        Self::until(i64::MAX)
+    }
+
+    pub fn is_valid(&self) -> bool {
+        now_epoch_ms() < self.valid_until_ms.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn extend(&self, valid_until_ms: i64) {
+        self.valid_until_ms.store(valid_until_ms, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn revoke(&self) {
+        self.valid_until_ms.store(i64::MIN, std::sync::atomic::Ordering::Release);
+    }
+}

@@ -24,6 +24,7 @@ use crate::error::{Disposition, StopReason, invoke_disposition, kafka_dispositio
 use crate::event::Envelope;
 use crate::invoke::{InvokeError, InvokeOutcome, Invoker};
 use crate::kafka::{KafkaClient, KafkaClientError, KafkaSettings};
+use crate::lease::{LeaseGuard, LeaseSettings};
 use crate::mapping::{EventSourceMapping, StartingPosition};
 use crate::source::{RecordSource, SourceError};
 
@@ -49,6 +50,9 @@ pub struct PollerSettings {
     /// `ESM_DRAIN_TIMEOUT_MS` (default 30000): on stop, how long an in-flight invoke may finish
     /// before it is abandoned (its batch is then redelivered later).
     pub drain_timeout: Duration,
+    /// `ESM_LEASE_DURATION_MS` / `ESM_LEASE_RENEW_MS` / `ESM_LEASE_MARGIN_MS` (10000 / 3333 /
+    /// 3000, after the Kinesis Client Library): mapping leases between pollers.
+    pub lease: LeaseSettings,
 }
 
 impl Default for PollerSettings {
@@ -63,6 +67,7 @@ impl Default for PollerSettings {
             reconnect_cap: Duration::from_secs(60),
             refresh_interval: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(30),
+            lease: LeaseSettings::default(),
         }
     }
 }
@@ -99,6 +104,16 @@ impl PollerSettings {
             reconnect_cap: ms("ESM_RECONNECT_CAP_MS", d.reconnect_cap)?,
             refresh_interval: ms("ESM_REFRESH_INTERVAL_MS", d.refresh_interval)?,
             drain_timeout: ms("ESM_DRAIN_TIMEOUT_MS", d.drain_timeout)?,
+            lease: {
+                let duration = ms("ESM_LEASE_DURATION_MS", d.lease.duration)?;
+                let lease = LeaseSettings {
+                    duration,
+                    renew_every: ms("ESM_LEASE_RENEW_MS", duration / 3)?,
+                    safety_margin: ms("ESM_LEASE_MARGIN_MS", d.lease.safety_margin)?,
+                };
+                lease.validate().map_err(|e| e.to_string())?;
+                lease
+            },
         })
     }
 }
@@ -131,6 +146,8 @@ pub struct ConsumerSpec {
     pub topic: Arc<str>,
     pub envelope: Arc<Envelope>,
     pub limits: BatchLimits,
+    /// Checked before every invoke and every commit.
+    pub guard: Arc<LeaseGuard>,
 }
 
 /// Why a partition worker gave up.
@@ -168,7 +185,8 @@ where
         retry_cap: settings.retry_cap,
         ..CommitterSettings::default()
     };
-    let (commits, committer) = spawn_committer(checkpoint, spec.mapping.clone(), committer_settings);
+    let (commits, committer) =
+        spawn_committer(checkpoint, spec.mapping.clone(), spec.guard.clone(), committer_settings);
     let workers_stop = stop.child_token();
     let mut workers = JoinSet::new();
     for source in sources {
@@ -236,6 +254,10 @@ async fn run_partition<S: RecordSource, I: Invoker>(
         let body = batch.payload.finish();
         let mut backoff = Backoff::new(retry_base, retry_cap);
         loop {
+            if !spec.guard.is_valid() {
+                warn!(mapping = %spec.mapping, partition = batch.partition, "Lease no longer held; stopping this partition without invoking.");
+                return Ok(());
+            }
             let result = tokio::select! {
                 biased;
                 () = abandon.cancelled() => return Ok(()),
@@ -326,6 +348,7 @@ impl RunError {
 pub async fn run_mapping<I: Invoker>(
     env: Arc<PollerEnv<I>>,
     mapping: EventSourceMapping,
+    guard: Arc<LeaseGuard>,
     stop: CancellationToken,
     abandon: CancellationToken,
 ) -> MappingExit {
@@ -336,7 +359,7 @@ pub async fn run_mapping<I: Invoker>(
             return MappingExit::Stopped;
         }
         let started = Instant::now();
-        let error = match run_once(&env, &mapping, &stop, &abandon).await {
+        let error = match run_once(&env, &mapping, &guard, &stop, &abandon).await {
             Ok(()) => return MappingExit::Stopped,
             Err(e) => e,
         };
@@ -359,6 +382,7 @@ pub async fn run_mapping<I: Invoker>(
 async fn run_once<I: Invoker>(
     env: &PollerEnv<I>,
     mapping: &EventSourceMapping,
+    guard: &Arc<LeaseGuard>,
     stop: &CancellationToken,
     abandon: &CancellationToken,
 ) -> Result<(), RunError> {
@@ -384,7 +408,7 @@ async fn run_once<I: Invoker>(
             error
         })
     };
-    let result = consume_with(env, mapping, &client, &connection.bootstrap_servers, &local_stop, abandon).await;
+    let result = consume_with(env, mapping, guard, &client, &connection.bootstrap_servers, &local_stop, abandon).await;
     let misrouted = if main_queue.is_finished() {
         main_queue.await.ok()
     } else {
@@ -402,6 +426,7 @@ async fn run_once<I: Invoker>(
 async fn consume_with<I: Invoker>(
     env: &PollerEnv<I>,
     mapping: &EventSourceMapping,
+    guard: &Arc<LeaseGuard>,
     client: &KafkaClient,
     bootstrap_servers: &str,
     stop: &CancellationToken,
@@ -412,7 +437,7 @@ async fn consume_with<I: Invoker>(
     let committed = checkpoint.committed(&partitions).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
     let position = mapping.starting_position.unwrap_or(StartingPosition::Latest);
     let (start, resolved) = client.start_offsets(&committed, position, mapping.starting_timestamp_ms()).await?;
-    if !resolved.is_empty() {
+    if !resolved.is_empty() && guard.is_valid() {
         // Pin the starting position at once: a restart must not re-resolve LATEST past records
         // that arrived in between.
         checkpoint.commit(&resolved).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
@@ -429,6 +454,7 @@ async fn consume_with<I: Invoker>(
         topic: client.topic().clone(),
         envelope: Arc::new(Envelope::new(&mapping.event_source(), bootstrap_servers)),
         limits: mapping.batch_limits(),
+        guard: guard.clone(),
     };
     let report =
         consume(&spec, sources, checkpoint, env.invoker.clone(), &env.settings, env.metrics.clone(), stop, abandon)
@@ -495,6 +521,7 @@ mod tests {
             topic: Arc::from("t"),
             envelope: Arc::new(Envelope::new(&EventSource::SelfManaged, "k:9092")),
             limits: BatchLimits { max_records, window: Duration::from_millis(100), ..BatchLimits::default() },
+            guard: Arc::new(LeaseGuard::unconditional()),
         }
     }
 

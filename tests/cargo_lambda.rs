@@ -61,7 +61,8 @@ async fn records_reach_the_example_consumer_and_offsets_are_committed() {
         metrics: metrics.clone(),
     });
     let stop = CancellationToken::new();
-    let poller = tokio::spawn(kafka_esm::supervisor::run_poller(store.clone(), env, stop.clone()));
+    let leases = Arc::new(kafka_esm::lease::DynamoLeaseStore::from_sdk(&ddb, &tables.leases));
+    let poller = tokio::spawn(kafka_esm::supervisor::run_poller(store.clone(), leases, env, stop.clone()));
     let expected = BTreeMap::from([(0, 105), (1, 105), (2, 100)]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     let mut committed = BTreeMap::new();

@@ -197,13 +197,61 @@ fn print_json(value: &Value) {
     }
 }
 
-/// The AWS shape of a mapping: the stored item without kafka-esm's `Version`.
+/// `EventSourceMappingConfiguration`'s members in the order of the Lambda service model
+/// (botocore's `lambda/2015-03-31/service-2.json`). The AWS CLI prints a response's keys in this
+/// order whatever order the service sent them in: its JSON parser walks the shape's members.
+const AWS_KEY_ORDER: [&str; 33] = [
+    "UUID",
+    "StartingPosition",
+    "StartingPositionTimestamp",
+    "BatchSize",
+    "MaximumBatchingWindowInSeconds",
+    "ParallelizationFactor",
+    "EventSourceArn",
+    "FilterCriteria",
+    "FilterCriteriaError",
+    "KMSKeyArn",
+    "MetricsConfig",
+    "LoggingConfig",
+    "ScalingConfig",
+    "FunctionArn",
+    "LastModified",
+    "LastProcessingResult",
+    "State",
+    "StateTransitionReason",
+    "DestinationConfig",
+    "Topics",
+    "Queues",
+    "SourceAccessConfigurations",
+    "SelfManagedEventSource",
+    "MaximumRecordAgeInSeconds",
+    "BisectBatchOnFunctionError",
+    "MaximumRetryAttempts",
+    "TumblingWindowInSeconds",
+    "FunctionResponseTypes",
+    "AmazonManagedKafkaEventSourceConfig",
+    "SelfManagedKafkaEventSourceConfig",
+    "DocumentDBEventSourceConfig",
+    "EventSourceMappingArn",
+    "ProvisionedPollerConfig",
+];
+
+/// The AWS shape of a mapping: the stored item without kafka-esm's `Version`, keys in the order
+/// the AWS CLI prints them.
 pub fn aws_json(mapping: &EventSourceMapping) -> Value {
-    let mut value = serde_json::to_value(mapping).unwrap_or_default();
-    if let Some(obj) = value.as_object_mut() {
-        obj.remove("Version");
+    let Value::Object(mut fields) = serde_json::to_value(mapping).unwrap_or_default() else {
+        return Value::Null;
+    };
+    fields.remove("Version");
+    let mut ordered = serde_json::Map::new();
+    for key in AWS_KEY_ORDER {
+        if let Some(value) = fields.remove(key) {
+            ordered.insert(key.to_owned(), value);
+        }
     }
-    value
+    // Anything the list does not know yet keeps its place at the end.
+    ordered.extend(fields);
+    Value::Object(ordered)
 }
 
 async fn run(command: Command) -> Result<Option<Value>, Failure> {
@@ -308,7 +356,8 @@ async fn poll(sdk: &aws_config::SdkConfig, store: DynamoMappingStore, args: Poll
             }
         });
     }
-    crate::supervisor::run_poller(Arc::new(store), env, stop).await;
+    let leases = crate::lease::DynamoLeaseStore::from_sdk(sdk, Tables::from_env().leases);
+    crate::supervisor::run_poller(Arc::new(store), Arc::new(leases), env, stop).await;
     let (records, batches, failed, oversized) = metrics.snapshot();
     info!(records, batches, failed_invokes = failed, oversized, "Done.");
     Ok(())
@@ -486,6 +535,18 @@ fn opt_json<T: DeserializeOwned>(flag: &str, raw: Option<&String>) -> Result<Opt
     raw.map(|r| json_arg(flag, r)).transpose()
 }
 
+/// `--metrics-config`: the AWS CLI reads the shorthand `Metrics=EventCount` as a one-item list
+/// (it knows from the model that `Metrics` is a list); so do we.
+fn metrics_config(raw: Option<&String>) -> Result<Option<Value>, ApiError> {
+    let mut config: Option<Value> = opt_json("metrics-config", raw)?;
+    if let Some(metrics) = config.as_mut().and_then(|c| c.get_mut("Metrics"))
+        && metrics.is_string()
+    {
+        *metrics = Value::Array(vec![metrics.take()]);
+    }
+    Ok(config)
+}
+
 fn create_request(args: CreateArgs) -> Result<CreateRequest, ApiError> {
     let c = &args.common;
     let starting_position = args
@@ -524,7 +585,7 @@ fn create_request(args: CreateArgs) -> Result<CreateRequest, ApiError> {
         bisect_batch_on_function_error: bisect_flag(c),
         function_response_types: (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone()),
         provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?,
-        metrics_config: opt_json("metrics-config", c.metrics_config.as_ref())?,
+        metrics_config: metrics_config(c.metrics_config.as_ref())?,
     })
 }
 
@@ -544,7 +605,7 @@ fn update_request(args: UpdateArgs) -> Result<UpdateRequest, ApiError> {
         bisect_batch_on_function_error: bisect_flag(c),
         function_response_types: (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone()),
         provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?,
-        metrics_config: opt_json("metrics-config", c.metrics_config.as_ref())?,
+        metrics_config: metrics_config(c.metrics_config.as_ref())?,
         amazon_managed_kafka_event_source_config: opt_json(
             "amazon-managed-kafka-event-source-config",
             c.amazon_managed_kafka_event_source_config.as_ref(),

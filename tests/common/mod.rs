@@ -10,6 +10,7 @@ use std::time::Duration;
 use kafka_esm::api::{self, CreateRequest, LambdaFunctionResolver};
 use kafka_esm::cluster::ClusterResolver;
 use kafka_esm::invoke::LambdaInvoker;
+use kafka_esm::lease::DynamoLeaseStore;
 use kafka_esm::mapping::{Endpoints, EventSourceMapping, SelfManagedEventSource, StartingPosition};
 use kafka_esm::poller::{Metrics, PollerEnv, PollerSettings};
 use kafka_esm::store::{DynamoMappingStore, Loaded, MappingStore, Tables, ensure_tables};
@@ -50,6 +51,7 @@ pub fn settings() -> PollerSettings {
 pub struct Harness {
     pub stub: InvokeStub,
     pub store: Arc<DynamoMappingStore>,
+    pub leases: Arc<DynamoLeaseStore>,
     pub tables: Tables,
     pub metrics: Arc<Metrics>,
     lambda_sdk: aws_config::SdkConfig,
@@ -69,8 +71,9 @@ impl Harness {
         let ddb_sdk = sdk_config(&dynalite.endpoint).await;
         ensure_tables(&aws_sdk_dynamodb::Client::new(&ddb_sdk), &tables).await.expect("create tables");
         let store = Arc::new(DynamoMappingStore::from_sdk(&ddb_sdk, &tables.mappings));
+        let leases = Arc::new(DynamoLeaseStore::from_sdk(&ddb_sdk, &tables.leases));
         let lambda_sdk = sdk_config(&stub.endpoint).await;
-        Self { stub, store, tables, metrics: Arc::default(), lambda_sdk }
+        Self { stub, store, leases, tables, metrics: Arc::default(), lambda_sdk }
     }
 
     pub fn env(&self, settings: PollerSettings) -> Arc<PollerEnv<LambdaInvoker>> {
@@ -96,8 +99,12 @@ impl Harness {
     /// then stops it gracefully. Returns whether `done` held.
     pub async fn poll_until(&self, settings: PollerSettings, done: impl Fn(&Self) -> bool) -> bool {
         let stop = CancellationToken::new();
-        let task =
-            tokio::spawn(kafka_esm::supervisor::run_poller(self.store.clone(), self.env(settings), stop.clone()));
+        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
+            self.store.clone(),
+            self.leases.clone(),
+            self.env(settings),
+            stop.clone(),
+        ));
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut ok = false;
         while tokio::time::Instant::now() < deadline {
@@ -118,16 +125,24 @@ impl Harness {
     /// Starts a poller that runs until [`RunningPoller::stop`].
     pub fn start_poller(&self, settings: PollerSettings) -> RunningPoller {
         let stop = CancellationToken::new();
-        let task =
-            tokio::spawn(kafka_esm::supervisor::run_poller(self.store.clone(), self.env(settings), stop.clone()));
+        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
+            self.store.clone(),
+            self.leases.clone(),
+            self.env(settings),
+            stop.clone(),
+        ));
         RunningPoller { stop, task }
     }
 
     /// Runs a poller for a fixed time.
     pub async fn poll_for(&self, settings: PollerSettings, duration: Duration) {
         let stop = CancellationToken::new();
-        let task =
-            tokio::spawn(kafka_esm::supervisor::run_poller(self.store.clone(), self.env(settings), stop.clone()));
+        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
+            self.store.clone(),
+            self.leases.clone(),
+            self.env(settings),
+            stop.clone(),
+        ));
         tokio::time::sleep(duration).await;
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), task)

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_esm::cluster::ClusterResolver;
 use kafka_esm::invoke::LambdaInvoker;
+use kafka_esm::lease::DynamoLeaseStore;
 use kafka_esm::poller::{Metrics, PollerEnv, PollerSettings};
 use kafka_esm::store::{DynamoMappingStore, Tables};
 use kafka_esm::supervisor::run_poller;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Poller {
     store: Arc<DynamoMappingStore>,
+    leases: Arc<DynamoLeaseStore>,
     env: Arc<PollerEnv<LambdaInvoker>>,
     stop_margin: Duration,
 }
@@ -38,7 +40,7 @@ async fn handle(poller: &Poller, event: LambdaEvent<Value>) -> Result<Value, Err
         })
     };
     let before = poller.env.metrics.snapshot();
-    run_poller(poller.store.clone(), poller.env.clone(), stop).await;
+    run_poller(poller.store.clone(), poller.leases.clone(), poller.env.clone(), stop).await;
     timer.abort();
     let after = poller.env.metrics.snapshot();
     Ok(json!({
@@ -65,6 +67,7 @@ async fn main() -> Result<(), Error> {
         .map_or(Duration::from_secs(10), Duration::from_millis);
     let poller = Poller {
         store: Arc::new(DynamoMappingStore::from_sdk(&sdk, &tables.mappings)),
+        leases: Arc::new(DynamoLeaseStore::from_sdk(&sdk, &tables.leases)),
         env: Arc::new(PollerEnv {
             settings,
             invoker: Arc::new(LambdaInvoker::new(&sdk)),
