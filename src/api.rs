@@ -225,9 +225,160 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         config.consumer_group_id.get_or_insert_with(|| uuid.clone());
     }
     mapping.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
+    validate_stored_settings(&mapping)?;
     ensure_group_unused(store, &mapping).await?;
     store.create(&mapping).await.map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
+}
+
+/// The settings kafka-esm stores and echoes before it enforces them, held to AWS's ranges and
+/// formats now, so no mapping holds a value AWS would have refused (and that would start meaning
+/// something different once enforced). `EventSourceMapping::validate` covers the rest.
+fn validate_stored_settings(mapping: &EventSourceMapping) -> Result<(), ApiError> {
+    let invalid = |field: &str, message: String| Err(ApiError::invalid(format!("{field}: {message}")));
+    if let Some(n) = mapping.maximum_retry_attempts
+        && n != -1
+        && !(0..=10_000).contains(&n)
+    {
+        return invalid("MaximumRetryAttempts", format!("{n} is out of range: -1 (infinite) or 0 to 10000"));
+    }
+    if let Some(n) = mapping.maximum_record_age_in_seconds
+        && n != -1
+        && !(60..=604_800).contains(&n)
+    {
+        return invalid("MaximumRecordAgeInSeconds", format!("{n} is out of range: -1 (infinite) or 60 to 604800"));
+    }
+    if let Some(config) = &mapping.provisioned_poller_config {
+        // Unset bounds take AWS's Kafka defaults (1 and 200).
+        let min = config.minimum_pollers.unwrap_or(1);
+        let max = config.maximum_pollers.unwrap_or(200);
+        if !(1..=200).contains(&min) {
+            return invalid("ProvisionedPollerConfig.MinimumPollers", format!("{min} is out of range: 1 to 200"));
+        }
+        if !(1..=2_000).contains(&max) {
+            return invalid("ProvisionedPollerConfig.MaximumPollers", format!("{max} is out of range: 1 to 2000"));
+        }
+        if min > max {
+            return invalid(
+                "ProvisionedPollerConfig",
+                format!("MinimumPollers ({min}) must not be greater than MaximumPollers ({max})"),
+            );
+        }
+    }
+    if let Some(types) = &mapping.function_response_types {
+        if let Some(bad) = types.iter().find(|t| *t != "ReportBatchItemFailures") {
+            return invalid("FunctionResponseTypes", format!("'{bad}' is not one of: ReportBatchItemFailures"));
+        }
+        if types.len() > 1 {
+            return invalid("FunctionResponseTypes", "give ReportBatchItemFailures at most once".to_owned());
+        }
+    }
+    if let Some(config) = &mapping.metrics_config {
+        validate_metrics_config(config).or_else(|m| invalid("MetricsConfig", m))?;
+    }
+    if let Some(config) = &mapping.destination_config {
+        validate_destination_config(config).or_else(|m| invalid("DestinationConfig", m))?;
+    }
+    if let Some(criteria) = &mapping.filter_criteria {
+        validate_filter_criteria(criteria).or_else(|m| invalid("FilterCriteria", m))?;
+    }
+    Ok(())
+}
+
+/// `{"Metrics": [...]}`, each of `EventCount`, `ErrorCount`, `KafkaMetrics` at most once.
+fn validate_metrics_config(config: &serde_json::Value) -> Result<(), String> {
+    const METRICS: [&str; 3] = ["EventCount", "ErrorCount", "KafkaMetrics"];
+    let obj = config.as_object().ok_or("must be an object {\"Metrics\": [...]}")?;
+    if let Some(key) = obj.keys().find(|k| *k != "Metrics") {
+        return Err(format!("unknown field '{key}'; the only field is Metrics"));
+    }
+    let Some(metrics) = obj.get("Metrics") else { return Ok(()) };
+    let metrics = metrics.as_array().ok_or("Metrics must be a list")?;
+    let mut seen = Vec::new();
+    for metric in metrics {
+        match metric.as_str() {
+            Some(m) if METRICS.contains(&m) && !seen.contains(&m) => seen.push(m),
+            Some(m) if seen.contains(&m) => return Err(format!("Metrics lists '{m}' twice")),
+            _ => return Err(format!("Metrics value {metric} is not one of: EventCount, ErrorCount, KafkaMetrics")),
+        }
+    }
+    Ok(())
+}
+
+/// `{"OnFailure": {"Destination": ...}}` where the destination is an SQS queue, SNS topic or S3
+/// bucket ARN, or `kafka://TOPIC`. AWS refuses `OnSuccess` on event source mappings.
+fn validate_destination_config(config: &serde_json::Value) -> Result<(), String> {
+    let obj = config.as_object().ok_or("must be an object {\"OnFailure\": {\"Destination\": ...}}")?;
+    for key in obj.keys() {
+        match key.as_str() {
+            "OnFailure" => {}
+            "OnSuccess" => return Err("OnSuccess is not supported for event source mappings; use OnFailure".into()),
+            other => return Err(format!("unknown field '{other}'; use OnFailure")),
+        }
+    }
+    let Some(on_failure) = obj.get("OnFailure") else { return Ok(()) };
+    let on_failure = on_failure.as_object().ok_or("OnFailure must be an object {\"Destination\": ...}")?;
+    if let Some(key) = on_failure.keys().find(|k| *k != "Destination") {
+        return Err(format!("unknown field 'OnFailure.{key}'; the only field is Destination"));
+    }
+    let Some(destination) = on_failure.get("Destination") else { return Ok(()) };
+    let destination = destination.as_str().ok_or("OnFailure.Destination must be a string")?;
+    if destination_is_valid(destination) {
+        Ok(())
+    } else {
+        Err(format!(
+            "OnFailure.Destination '{destination}' is not an SQS queue, SNS topic or S3 bucket ARN, or kafka://TOPIC"
+        ))
+    }
+}
+
+fn destination_is_valid(destination: &str) -> bool {
+    if let Some(topic) = destination.strip_prefix("kafka://") {
+        return !topic.is_empty()
+            && topic.len() <= 249
+            && !topic.starts_with('.')
+            && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    }
+    let parts: Vec<&str> = destination.splitn(6, ':').collect();
+    let ["arn", partition, service, region, account, resource] = parts.as_slice() else {
+        return false;
+    };
+    let regional = !region.is_empty() && account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    partition.starts_with("aws")
+        && !resource.is_empty()
+        && !resource.contains(['/', ':'])
+        && match *service {
+            "sqs" | "sns" => regional,
+            // arn:aws:s3:::bucket
+            "s3" => region.is_empty() && account.is_empty(),
+            _ => false,
+        }
+}
+
+/// `{"Filters": [{"Pattern": "<JSON object>"}, ...]}`, at most 5 filters (AWS's default quota).
+fn validate_filter_criteria(criteria: &serde_json::Value) -> Result<(), String> {
+    const MAX_FILTERS: usize = 5;
+    let obj = criteria.as_object().ok_or("must be an object {\"Filters\": [{\"Pattern\": \"...\"}]}")?;
+    if let Some(key) = obj.keys().find(|k| *k != "Filters") {
+        return Err(format!("unknown field '{key}'; the only field is Filters"));
+    }
+    let Some(filters) = obj.get("Filters") else { return Ok(()) };
+    let filters = filters.as_array().ok_or("Filters must be a list")?;
+    if filters.len() > MAX_FILTERS {
+        return Err(format!("{} filters; at most {MAX_FILTERS} are allowed", filters.len()));
+    }
+    for filter in filters {
+        let pattern = filter
+            .as_object()
+            .filter(|f| f.keys().all(|k| k == "Pattern"))
+            .and_then(|f| f.get("Pattern"))
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| format!("each filter must be {{\"Pattern\": \"...\"}}, not {filter}"))?;
+        if pattern.len() > 4096 || !serde_json::from_str::<serde_json::Value>(pattern).is_ok_and(|p| p.is_object()) {
+            return Err(format!("Pattern {pattern:?} is not a JSON object of at most 4096 characters"));
+        }
+    }
+    Ok(())
 }
 
 /// Two mappings sharing a consumer group on one cluster would steal each other's offsets.
@@ -421,6 +572,7 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
     mapping.last_modified = now_epoch_seconds();
     mapping.version += 1;
     mapping.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
+    validate_stored_settings(&mapping)?;
     store.replace(&mapping).await.map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
 }
