@@ -104,7 +104,9 @@ pub enum SourceAccessType {
     BasicAuth,
     VpcSubnet,
     VpcSecurityGroup,
+    #[serde(rename = "SASL_SCRAM_512_AUTH")]
     SaslScram512Auth,
+    #[serde(rename = "SASL_SCRAM_256_AUTH")]
     SaslScram256Auth,
     VirtualHost,
     ClientCertificateTlsAuth,
@@ -141,6 +143,8 @@ pub struct EventSourceMapping {
     pub event_source_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter_criteria: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_config: Option<serde_json::Value>,
     pub function_arn: String,
     /// Seconds since the epoch, fractional.
     pub last_modified: f64,
@@ -171,8 +175,6 @@ pub struct EventSourceMapping {
     pub self_managed_kafka_event_source_config: Option<KafkaEventSourceConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_source_mapping_arn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_config: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
     /// kafka-esm's optimistic-concurrency counter: every write is conditional on it.

@@ -338,6 +338,7 @@ async fn take_lease<L: LeaseStore>(leasing: &Leasing<L>, mapping: &EventSourceMa
 
 /// Renews the lease while the consumer runs; releases it when the consumer is done; stops the
 /// consumer at once if the lease is lost or cannot be confirmed in time.
+#[allow(clippy::too_many_arguments)]
 async fn keep_lease<L: LeaseStore>(
     store: Arc<L>,
     owner: Arc<str>,

@@ -478,9 +478,6 @@ async fn self_managed_mapping_with_every_flag_is_stored_and_echoed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src/mapping.rs spells SourceAccessType::SaslScram512Auth as SASL_SCRAM512_AUTH (serde's \
-            SCREAMING_SNAKE_CASE keeps digits with the word); AWS spells it SASL_SCRAM_512_AUTH. Needs \
-            #[serde(rename)] on both SCRAM variants; then remove this ignore."]
 async fn scram_source_access_types_use_the_aws_spelling() {
     let esm = Esm::new().await;
     for kind in ["SASL_SCRAM_512_AUTH", "SASL_SCRAM_256_AUTH"] {
