@@ -24,9 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use crate::backoff::Backoff;
 use crate::store::LEASE_KEY;
 
 const MAPPING_UUID: &str = "MappingUuid";
@@ -45,12 +44,6 @@ const POLLER_PREFIX: &str = "poller#";
 const ACQUIRE_CONDITION: &str = "(attribute_not_exists(#o) OR #o = :empty OR #e < :now) AND #c = :c";
 /// Still ours, and unchanged since our last write.
 const HELD_CONDITION: &str = "#o = :o AND #c = :c";
-
-/// BatchWriteItem's limit on requests per call.
-const BATCH_WRITE_MAX: usize = 25;
-/// How often `delete_mapping` re-sends deletes DynamoDB left unprocessed (throttling) before it
-/// reports an error; with the backoff below that is 5 to 9 s.
-const UNPROCESSED_RETRIES: u32 = 8;
 
 /// One partition's lease, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -522,44 +515,17 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn delete_mapping(&self, mapping: &str) -> Result<(), LeaseError> {
+        // One DeleteItem per lease: a mapping has few, and the poller's role then needs no
+        // BatchWriteItem permission.
         let items = self.scan_prefix(&mapping_prefix(mapping), Some(LEASE_KEY)).await?;
-        let keys: Vec<String> = items.iter().map(key_of).collect();
-        for chunk in keys.chunks(BATCH_WRITE_MAX) {
-            let mut pending = chunk
-                .iter()
-                .map(|key| {
-                    DeleteRequest::builder()
-                        .key(LEASE_KEY, s(key))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(|e| self.dynamo(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-            loop {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| self.err(&format!("{}*", mapping_prefix(mapping)), e))?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut unprocessed| unprocessed.remove(&self.table))
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                if backoff.attempts() >= UNPROCESSED_RETRIES {
-                    return Err(self.dynamo(format!(
-                        "{} lease deletes of mapping {mapping} still unprocessed (throttled) after \
-                         {UNPROCESSED_RETRIES} retries",
-                        pending.len()
-                    )));
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
+        for key in items.iter().map(key_of) {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key(LEASE_KEY, s(&key))
+                .send()
+                .await
+                .map_err(|e| self.err(&key, e))?;
         }
         Ok(())
     }
