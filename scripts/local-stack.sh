@@ -84,8 +84,11 @@ stop() {
   for name in lambda dynalite tansu; do
     if [ -f "$state/$name.pid" ]; then
       pid=$(cat "$state/$name.pid")
-      # setsid made each service a process-group leader: stop the whole group.
+      # setsid made each service a process-group leader: stop the whole group, firmly if it
+      # does not go within 5 s (cargo lambda watch may linger on SIGTERM).
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL -- "-$pid" 2>/dev/null || true
       rm -f "$state/$name.pid"
     fi
   done
