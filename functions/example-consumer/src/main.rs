@@ -47,6 +47,7 @@ async fn handle(event: LambdaEvent<KafkaEvent>) -> Result<Value, Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).without_time().init();
+    // Plain text: CloudWatch Logs shows colour codes as noise, and Lambda adds the time.
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).without_time().init();
     lambda_runtime::run(service_fn(handle)).await
 }
