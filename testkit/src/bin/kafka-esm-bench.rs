@@ -2,16 +2,21 @@
 //! prints the numbers with the command that reproduces them (`scripts/bench.sh` builds and runs
 //! it). Nothing here asserts a timing; targets are reported as met or not met.
 //!
-//! `run` starts tansu, dynalite and a counting Invoke stub in this process, pre-fills a topic with
-//! one record per producer batch (tansu 0.6 skips the rest of a multi-record batch when a fetch
-//! starts inside it), then measures:
+//! `run` pre-fills a topic on a fresh tansu with one record per producer batch (tansu 0.6 skips
+//! the rest of a multi-record batch when a fetch starts inside it) and measures:
 //!
-//! - (a) the raw fetch rate of the product's Kafka client setup: an rdkafka `StreamConsumer` with
-//!   the product's configuration, every partition assigned from offset 0 and split into its own
-//!   queue, one tokio task per partition (as `kafka_esm::kafka` does), reading every record;
-//! - (b) the end-to-end rate through a real `esm poll` process into the stub, with commits,
-//!   checked afterwards through `scripts/kafka-offsets.py` (committed == end offset, lag 0);
+//! - (a) on broker A, the raw fetch rate of the product's Kafka client setup: an rdkafka
+//!   `StreamConsumer` with the product's settings, every partition assigned from offset 0 and
+//!   split into its own queue, one tokio task per partition (as `kafka_esm::kafka` does), reading
+//!   every record;
+//! - (b) on broker B (fresh, same records), the end-to-end rate through a real `esm poll` process
+//!   into a counting Invoke stub served by this process, with commits, checked afterwards through
+//!   `scripts/kafka-offsets.py` (committed == end offset, lag 0);
 //! - (c) the poller's peak RSS (`VmHWM`), read just before it is stopped.
+//!
+//! Each rate is the first read of a fresh broker because tansu 0.6 gets slower with every full
+//! read of a topic; a last raw read of broker B shows by how much. CPU seconds of every process
+//! are printed per phase, so a run on a busy 2-core machine can be told apart from a slow poller.
 //!
 //! `stub` serves only the counting Invoke stub, for running `esm poll` by hand.
 
@@ -116,9 +121,16 @@ impl rdkafka::consumer::ConsumerContext for PrintLogs {}
 impl RunArgs {
     /// The command line that repeats this run, every setting spelled out.
     fn reproduce(&self) -> String {
+        // scripts/bench.sh always measures the `esm` it has just built.
+        let command = if self.esm.ends_with("target/release/esm") {
+            "scripts/bench.sh".to_owned()
+        } else {
+            format!("BENCH_ESM={} target/release/kafka-esm-bench run", self.esm.display())
+        };
         let mut extra = String::new();
-        if !self.raw_config.is_empty() {
-            extra = format!("BENCH_RAW_CONFIG={} ", self.raw_config.join(","));
+        let raw_config: Vec<&str> = self.raw_config.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+        if !raw_config.is_empty() {
+            extra = format!("BENCH_RAW_CONFIG={} ", raw_config.join(","));
         }
         if self.stub_delay_ms > 0 {
             let _ = write!(extra, "BENCH_STUB_DELAY_MS={} ", self.stub_delay_ms);
@@ -128,7 +140,7 @@ impl RunArgs {
         }
         format!(
             "BENCH_RECORDS={} BENCH_PARTITIONS={} BENCH_RECORD_BYTES={} BENCH_BATCH_SIZE={} \
-             BENCH_WINDOW_S={} ESM_FETCH_WAIT_MS={} ESM_QUEUED_MAX_KBYTES={} {extra}scripts/bench.sh",
+             BENCH_WINDOW_S={} ESM_FETCH_WAIT_MS={} ESM_QUEUED_MAX_KBYTES={} {extra}{command}",
             self.records,
             self.partitions,
             self.record_bytes,
@@ -415,7 +427,7 @@ impl Rate {
 /// Reads every partition from offset 0 to its end with the product's client setup.
 async fn raw_fetch(bootstrap: &str, topic: &str, ends: &BTreeMap<i32, i64>, args: &RunArgs) -> Result<Rate> {
     let started = Instant::now();
-    // The same settings as `kafka_esm::kafka::KafkaClient::new` (plaintext).
+    // The same settings as `kafka_esm::kafka::KafkaClient::new` (plaintext): keep them in step.
     let mut config = ClientConfig::new();
     if let Some(debug) = &args.rdkafka_debug {
         config.set("debug", debug).set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
