@@ -19,7 +19,8 @@
 # Settings (environment, or the same names as flags: `scripts/bench.sh --records 20000`):
 #   BENCH_RECORDS (200000), BENCH_PARTITIONS (8), BENCH_RECORD_BYTES (1024),
 #   BENCH_BATCH_SIZE (1000), BENCH_WINDOW_S (0), BENCH_TIMEOUT_S (600),
-#   ESM_FETCH_WAIT_MS (10: tansu holds every fetch that long), ESM_QUEUED_MAX_KBYTES (2048).
+#   ESM_FETCH_WAIT_MS (10: tansu holds every fetch that long), ESM_QUEUED_MAX_KBYTES (2048),
+#   ESM_FETCH_QUEUE_BACKOFF_MS (10).
 #   Other ESM_* variables (and RUST_LOG) reach the poller unchanged.
 # Experiments:
 #   BENCH_STUB_DELAY_MS=1000   a slow function: fetch-ahead buffers stay full (worst-case RSS)

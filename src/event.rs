@@ -256,8 +256,8 @@ impl Payload {
         self.groups.iter().map(|((t, p), g)| (&**t, *p, g.records.as_slice()))
     }
 
-    /// The request body.
-    pub fn finish(&self) -> Vec<u8> {
+    /// The request body, shared so a retried invoke re-sends it without a copy.
+    pub fn finish(&self) -> bytes::Bytes {
         let mut body = Vec::with_capacity(self.size);
         body.extend_from_slice(&self.envelope.prefix);
         for (i, group) in self.groups.values().enumerate() {
@@ -275,7 +275,7 @@ impl Payload {
         }
         body.extend_from_slice(b"}}");
         debug_assert_eq!(body.len(), self.size, "payload size accounting drifted");
-        body
+        bytes::Bytes::from(body)
     }
 }
 

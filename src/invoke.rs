@@ -61,7 +61,7 @@ pub trait Invoker: Send + Sync + 'static {
     fn invoke(
         &self,
         function: &str,
-        payload: Vec<u8>,
+        payload: Bytes,
     ) -> impl Future<Output = Result<InvokeOutcome, InvokeError>> + Send;
 }
 
@@ -92,13 +92,13 @@ impl LambdaInvoker {
 }
 
 impl Invoker for LambdaInvoker {
-    async fn invoke(&self, function: &str, payload: Vec<u8>) -> Result<InvokeOutcome, InvokeError> {
+    async fn invoke(&self, function: &str, payload: Bytes) -> Result<InvokeOutcome, InvokeError> {
         let result = self
             .client
             .invoke()
             .function_name(function)
             .invocation_type(InvocationType::RequestResponse)
-            .payload(Blob::new(payload))
+            .payload(Blob::from_maybe_shared(payload))
             .send()
             .await;
         match result {

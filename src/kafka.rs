@@ -1,11 +1,12 @@
 //! The Kafka client: librdkafka (through `rdkafka`) with manual partition assignment and
 //! consumer-group offset commits, no group rebalancing.
 //!
-//! One [`KafkaClient`] serves one mapping's topic. It resolves where each partition starts (the
-//! group's committed offset, else the mapping's `StartingPosition`), assigns every partition and
-//! splits each into its own queue, so partitions are read and invoked in parallel while
-//! librdkafka keeps fetching ahead into a bounded buffer (`queued.max.messages.kbytes` per
-//! partition). It implements the [`RecordSource`] and [`Checkpoint`] seams.
+//! One [`KafkaClient`] serves one mapping's topic in one poller. It resolves where each partition
+//! starts (the group's committed offset, else the mapping's `StartingPosition`) and adds or removes
+//! partitions one at a time as the poller's leases come and go (incremental assignment), each with
+//! its own queue, so partitions are read and invoked in parallel while librdkafka keeps fetching
+//! ahead into a bounded buffer (`queued.max.messages.kbytes` per partition). It implements the
+//! [`RecordSource`] and [`Checkpoint`] seams.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,10 @@ pub struct KafkaSettings {
     pub fetch_wait_max_ms: u32,
     /// `queued.max.messages.kbytes`, per partition here: the fetch-ahead buffer.
     pub queued_max_kbytes: u32,
+    /// `fetch.queue.backoff.ms`: how long librdkafka waits before fetching again for a partition
+    /// whose buffer is full. Its default (1000) idles a partition for a second each time the
+    /// invoker falls behind and caps throughput near 16k records/s here; 10 keeps it busy.
+    pub fetch_queue_backoff_ms: u32,
     /// Timeout of metadata, offset and commit requests.
     pub request_timeout: Duration,
 }
@@ -91,8 +96,11 @@ pub enum KafkaClientError {
 #[derive(Debug)]
 pub struct EsmContext {
     mapping: Arc<str>,
+    topic: Arc<str>,
     last_error: Mutex<Option<String>>,
     tls_verify_failure: Mutex<Option<String>>,
+    /// Partition → high watermark, from the statistics callback.
+    high_watermarks: Mutex<std::collections::HashMap<i32, i64>>,
 }
 
 impl EsmContext {
@@ -132,6 +140,16 @@ impl ClientContext for EsmContext {
         debug!(mapping = %self.mapping, error = %error, reason, "Kafka client error.");
         self.record(reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&*self.topic) else { return };
+        let mut marks = self.high_watermarks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (&partition, p) in &topic.partitions {
+            if partition >= 0 && p.hi_offset >= 0 {
+                marks.insert(partition, p.hi_offset);
+            }
+        }
+    }
 }
 
 impl ConsumerContext for EsmContext {}
@@ -158,39 +176,15 @@ impl KafkaClient {
     /// # Errors
     /// librdkafka rejected the configuration.
     pub fn new(settings: KafkaSettings, topic: &str, mapping: &str) -> Result<Self, KafkaClientError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.bootstrap_servers)
-            .set("group.id", &settings.group_id)
-            .set("client.id", format!("kafka-esm-{mapping}"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("allow.auto.create.topics", "false")
-            // Out-of-range committed offsets fall back to the start of the log; the initial
-            // position is resolved explicitly (see `start_offsets`), never through this.
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-            .set("queued.max.messages.kbytes", settings.queued_max_kbytes.to_string())
-            .set("socket.keepalive.enable", "true")
-            .set("reconnect.backoff.ms", "100")
-            .set("reconnect.backoff.max.ms", "10000");
-        match &settings.security {
-            Security::Plaintext => {
-                config.set("security.protocol", "plaintext");
-            }
-            Security::Tls { ca } => {
-                config.set("security.protocol", "ssl").set("ssl.endpoint.identification.algorithm", "https");
-                match ca {
-                    CaSource::System => config.set("ssl.ca.location", "probe"),
-                    CaSource::Pem(pem) => config.set("ssl.ca.pem", pem),
-                };
-            }
-        }
+        let mut config = consumer_config(&settings, &format!("kafka-esm-{mapping}"));
+        // High watermarks for lag (scaling decisions), every few seconds.
+        config.set("statistics.interval.ms", "5000");
         let context = EsmContext {
             mapping: Arc::from(mapping),
+            topic: Arc::from(topic),
             last_error: Mutex::new(None),
             tls_verify_failure: Mutex::new(None),
+            high_watermarks: Mutex::new(std::collections::HashMap::new()),
         };
         let consumer: EsmConsumer =
             config.create_with_context(context).map_err(|e| KafkaClientError::Config { detail: e.to_string() })?;
@@ -360,27 +354,48 @@ impl KafkaClient {
             .collect())
     }
 
-    /// Assigns the partitions at the given offsets and returns one record source per partition.
+    /// Starts reading `partition` at `offset` and returns its record source. The partition's queue
+    /// is split off before the partition is assigned, so none of its records can reach the main
+    /// queue (the split marks the queue as forwarded by the application, which assignment leaves
+    /// alone); other partitions keep running.
     ///
     /// # Errors
     /// librdkafka refused the assignment.
-    pub fn assign(&self, start: &BTreeMap<i32, i64>) -> Result<Vec<KafkaPartitionSource>, KafkaClientError> {
+    pub fn open_partition(&self, partition: i32, offset: i64) -> Result<KafkaPartitionSource, KafkaClientError> {
+        let queue = self
+            .consumer
+            .split_partition_queue(&self.topic, partition)
+            .ok_or_else(|| KafkaClientError::Other { detail: format!("cannot split partition {partition}") })?;
         let mut tpl = TopicPartitionList::new();
-        for (&partition, &offset) in start {
-            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
-                .map_err(|e| KafkaClientError::Other { detail: e.to_string() })?;
-        }
-        self.consumer.assign(&tpl).map_err(|e| self.describe(&e, "assign"))?;
-        // Split right after assigning, before anything serves the main queue.
-        start
-            .keys()
-            .map(|&partition| {
-                self.consumer
-                    .split_partition_queue(&self.topic, partition)
-                    .map(|queue| KafkaPartitionSource { queue, topic: self.topic.clone(), partition })
-                    .ok_or_else(|| KafkaClientError::Other { detail: format!("cannot split partition {partition}") })
-            })
-            .collect()
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+            .map_err(|e| KafkaClientError::Other { detail: e.to_string() })?;
+        self.consumer.incremental_assign(&tpl).map_err(|e| self.describe(&e, "assign"))?;
+        Ok(KafkaPartitionSource { queue, topic: self.topic.clone(), partition })
+    }
+
+    /// Starts reading every partition in `start` at its offset.
+    ///
+    /// # Errors
+    /// librdkafka refused an assignment.
+    pub fn assign(&self, start: &BTreeMap<i32, i64>) -> Result<Vec<KafkaPartitionSource>, KafkaClientError> {
+        start.iter().map(|(&partition, &offset)| self.open_partition(partition, offset)).collect()
+    }
+
+    /// Stops reading `partition`; what librdkafka had fetched ahead for it is dropped.
+    ///
+    /// # Errors
+    /// librdkafka refused the change.
+    pub fn close_partition(&self, partition: i32) -> Result<(), KafkaClientError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        self.consumer.incremental_unassign(&tpl).map_err(|e| self.describe(&e, "unassign"))
+    }
+
+    /// Records waiting in `partition` after `next_offset`, from the high watermark of the last
+    /// fetch responses as librdkafka's statistics report it (no request is made).
+    pub fn lag(&self, partition: i32, next_offset: i64) -> Option<u64> {
+        let high = *self.consumer.context().high_watermarks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&partition)?;
+        (high >= 0 && next_offset >= 0).then(|| u64::try_from(high.saturating_sub(next_offset)).unwrap_or(0))
     }
 
     /// Serves the client's main queue (callbacks, errors) until it is dropped. Every record is
@@ -410,6 +425,45 @@ impl KafkaClient {
     pub fn checkpoint(&self) -> KafkaCheckpoint {
         KafkaCheckpoint { client: self.clone() }
     }
+}
+
+/// The librdkafka settings of every consumer kafka-esm creates (the benchmark's raw reader uses
+/// them too, so the two measure the same client).
+pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("group.id", &settings.group_id)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        // Out-of-range committed offsets fall back to the start of the log; the initial
+        // position is resolved explicitly (see `start_offsets`), never through this.
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+        .set("queued.max.messages.kbytes", settings.queued_max_kbytes.to_string())
+        .set("fetch.queue.backoff.ms", settings.fetch_queue_backoff_ms.to_string())
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "10000")
+        // Never subscribed, so no assignor runs; this only lets the incremental assignment calls
+        // through whatever librdkafka infers.
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    match &settings.security {
+        Security::Plaintext => {
+            config.set("security.protocol", "plaintext");
+        }
+        Security::Tls { ca } => {
+            config.set("security.protocol", "ssl").set("ssl.endpoint.identification.algorithm", "https");
+            match ca {
+                CaSource::System => config.set("ssl.ca.location", "probe"),
+                CaSource::Pem(pem) => config.set("ssl.ca.pem", pem),
+            };
+        }
+    }
+    config
 }
 
 fn is_connection_error(e: &KafkaError) -> bool {

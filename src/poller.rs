@@ -36,6 +36,9 @@ pub struct PollerSettings {
     pub fetch_wait_max_ms: u32,
     /// `ESM_QUEUED_MAX_KBYTES` (default 2048): per-partition fetch-ahead buffer.
     pub queued_max_kbytes: u32,
+    /// `ESM_FETCH_QUEUE_BACKOFF_MS` (default 10, librdkafka's is 1000): how soon a partition
+    /// whose buffer was full is fetched again.
+    pub fetch_queue_backoff_ms: u32,
     /// `ESM_KAFKA_REQUEST_TIMEOUT_MS` (default 10000): metadata/offset/commit requests.
     pub request_timeout: Duration,
     /// `ESM_RETRY_BASE_MS` / `ESM_RETRY_CAP_MS` (default 250 / 30000): failed-batch retries.
@@ -60,6 +63,7 @@ impl Default for PollerSettings {
         Self {
             fetch_wait_max_ms: 500,
             queued_max_kbytes: 2048,
+            fetch_queue_backoff_ms: 10,
             request_timeout: Duration::from_secs(10),
             retry_base: Duration::from_millis(250),
             retry_cap: Duration::from_secs(30),
@@ -96,6 +100,9 @@ impl PollerSettings {
             })?,
             queued_max_kbytes: var("ESM_QUEUED_MAX_KBYTES")?.map_or(Ok(d.queued_max_kbytes), |v| {
                 u32::try_from(v).map_err(|_| "ESM_QUEUED_MAX_KBYTES is too large".to_owned())
+            })?,
+            fetch_queue_backoff_ms: var("ESM_FETCH_QUEUE_BACKOFF_MS")?.map_or(Ok(d.fetch_queue_backoff_ms), |v| {
+                u32::try_from(v).map_err(|_| "ESM_FETCH_QUEUE_BACKOFF_MS is too large".to_owned())
             })?,
             request_timeout: ms("ESM_KAFKA_REQUEST_TIMEOUT_MS", d.request_timeout)?,
             retry_base: ms("ESM_RETRY_BASE_MS", d.retry_base)?,
@@ -252,10 +259,14 @@ async fn run_partition<S: RecordSource, I: Invoker>(
             NextBatch::Batch(batch) => batch,
         };
         let body = batch.payload.finish();
+        let (partition, first_offset, last_offset, records) =
+            (batch.partition, batch.first_offset, batch.last_offset, batch.payload.len());
+        // The encoded records live on in `body`; free the parts now.
+        drop(batch);
         let mut backoff = Backoff::new(retry_base, retry_cap);
         loop {
             if !spec.guard.is_valid() {
-                warn!(mapping = %spec.mapping, partition = batch.partition, "Lease no longer held; stopping this partition without invoking.");
+                warn!(mapping = %spec.mapping, partition, "Lease no longer held; stopping this partition without invoking.");
                 return Ok(());
             }
             let result = tokio::select! {
@@ -270,7 +281,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
                 }
                 Err(error) => match invoke_disposition(&error) {
                     Disposition::Stop(reason) => {
-                        error!(mapping = %spec.mapping, function = %spec.function, partition = batch.partition, error = %error, "Cannot invoke the function; stopping this mapping.");
+                        error!(mapping = %spec.mapping, function = %spec.function, partition, error = %error, "Cannot invoke the function; stopping this mapping.");
                         return Err(WorkerError::Invoke { reason, error });
                     }
                     Disposition::Retry => error.to_string(),
@@ -279,8 +290,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
             metrics.failed_invokes.fetch_add(1, Ordering::Relaxed);
             let delay = backoff.next_delay();
             warn!(
-                mapping = %spec.mapping, partition = batch.partition, first_offset = batch.first_offset,
-                last_offset = batch.last_offset, attempt = backoff.attempts(), retry_in_ms = delay.as_millis(),
+                mapping = %spec.mapping, partition, first_offset, last_offset, attempt = backoff.attempts(), retry_in_ms = delay.as_millis(),
                 error = %failure, "Batch failed; retrying it."
             );
             tokio::select! {
@@ -289,9 +299,9 @@ async fn run_partition<S: RecordSource, I: Invoker>(
                 () = tokio::time::sleep(delay) => {}
             }
         }
-        metrics.records.fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
+        metrics.records.fetch_add(records as u64, Ordering::Relaxed);
         metrics.batches.fetch_add(1, Ordering::Relaxed);
-        commits.delivered(batch.partition, batch.next_offset());
+        commits.delivered(partition, last_offset + 1);
     }
 }
 
@@ -393,6 +403,7 @@ async fn run_once<I: Invoker>(
         security: connection.security.clone(),
         fetch_wait_max_ms: env.settings.fetch_wait_max_ms,
         queued_max_kbytes: env.settings.queued_max_kbytes,
+        fetch_queue_backoff_ms: env.settings.fetch_queue_backoff_ms,
         request_timeout: env.settings.request_timeout,
     };
     let client = KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?;
@@ -482,7 +493,7 @@ mod tests {
     }
 
     impl Invoker for ScriptedInvoker {
-        async fn invoke(&self, _function: &str, payload: Vec<u8>) -> Result<InvokeOutcome, InvokeError> {
+        async fn invoke(&self, _function: &str, payload: bytes::Bytes) -> Result<InvokeOutcome, InvokeError> {
             let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
             let key = event["records"].as_object().unwrap().keys().next().unwrap().clone();
             self.calls.lock().unwrap().push(event);

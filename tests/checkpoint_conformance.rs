@@ -45,6 +45,7 @@ async fn kafka_group_offsets_conform_and_are_visible_to_other_clients() {
         security: Security::Plaintext,
         fetch_wait_max_ms: 10,
         queued_max_kbytes: 1024,
+        fetch_queue_backoff_ms: 10,
         request_timeout: Duration::from_secs(10),
     };
     let client = KafkaClient::new(settings, &topic, "conformance").unwrap();

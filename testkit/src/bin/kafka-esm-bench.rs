@@ -79,6 +79,9 @@ struct RunArgs {
     /// The poller's per-partition fetch-ahead buffer, also used by the raw reader.
     #[arg(long, env = "ESM_QUEUED_MAX_KBYTES", default_value_t = 2048)]
     queued_max_kbytes: u32,
+    /// The poller's `fetch.queue.backoff.ms`, also used by the raw reader.
+    #[arg(long, env = "ESM_FETCH_QUEUE_BACKOFF_MS", default_value_t = 10)]
+    fetch_queue_backoff_ms: u32,
     /// Produce requests in flight while pre-filling (each carries one record).
     #[arg(long, env = "BENCH_PRODUCE_IN_FLIGHT", default_value_t = 64)]
     produce_in_flight: usize,
@@ -140,14 +143,15 @@ impl RunArgs {
         }
         format!(
             "BENCH_RECORDS={} BENCH_PARTITIONS={} BENCH_RECORD_BYTES={} BENCH_BATCH_SIZE={} \
-             BENCH_WINDOW_S={} ESM_FETCH_WAIT_MS={} ESM_QUEUED_MAX_KBYTES={} {extra}{command}",
+             BENCH_WINDOW_S={} ESM_FETCH_WAIT_MS={} ESM_QUEUED_MAX_KBYTES={} ESM_FETCH_QUEUE_BACKOFF_MS={} {extra}{command}",
             self.records,
             self.partitions,
             self.record_bytes,
             self.batch_size,
             self.window_s,
             self.fetch_wait_ms,
-            self.queued_max_kbytes
+            self.queued_max_kbytes,
+            self.fetch_queue_backoff_ms
         )
     }
 }
@@ -427,26 +431,20 @@ impl Rate {
 /// Reads every partition from offset 0 to its end with the product's client setup.
 async fn raw_fetch(bootstrap: &str, topic: &str, ends: &BTreeMap<i32, i64>, args: &RunArgs) -> Result<Rate> {
     let started = Instant::now();
-    // The same settings as `kafka_esm::kafka::KafkaClient::new` (plaintext): keep them in step.
-    let mut config = ClientConfig::new();
+    // Exactly the product's client settings (plaintext).
+    let settings = kafka_esm::kafka::KafkaSettings {
+        bootstrap_servers: bootstrap.to_owned(),
+        group_id: kafka::random_topic("kafka-esm-bench-raw"),
+        security: kafka_esm::kafka::Security::Plaintext,
+        fetch_wait_max_ms: args.fetch_wait_ms,
+        queued_max_kbytes: args.queued_max_kbytes,
+        fetch_queue_backoff_ms: args.fetch_queue_backoff_ms,
+        request_timeout: Duration::from_secs(10),
+    };
+    let mut config = kafka_esm::kafka::consumer_config(&settings, "kafka-esm-bench-raw");
     if let Some(debug) = &args.rdkafka_debug {
         config.set("debug", debug).set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
     }
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", kafka::random_topic("kafka-esm-bench-raw"))
-        .set("client.id", "kafka-esm-bench-raw")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("allow.auto.create.topics", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", args.fetch_wait_ms.to_string())
-        .set("queued.max.messages.kbytes", args.queued_max_kbytes.to_string())
-        .set("socket.keepalive.enable", "true")
-        .set("reconnect.backoff.ms", "100")
-        .set("reconnect.backoff.max.ms", "10000")
-        .set("security.protocol", "plaintext");
     for setting in args.raw_config.iter().filter(|s| !s.trim().is_empty()) {
         let (key, value) =
             setting.split_once('=').with_context(|| format!("BENCH_RAW_CONFIG: {setting} is not key=value"))?;
@@ -522,6 +520,7 @@ fn esm_env(dynamodb: &str, lambda: &str, args: &RunArgs) -> Vec<(&'static str, S
         ("AWS_ENDPOINT_URL_LAMBDA", lambda.to_owned()),
         ("ESM_FETCH_WAIT_MS", args.fetch_wait_ms.to_string()),
         ("ESM_QUEUED_MAX_KBYTES", args.queued_max_kbytes.to_string()),
+        ("ESM_FETCH_QUEUE_BACKOFF_MS", args.fetch_queue_backoff_ms.to_string()),
     ]
 }
 
@@ -796,14 +795,15 @@ async fn run(args: RunArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let ticks = clock_ticks_per_second();
     println!(
-        "kafka-esm bench: {} records x {} B over {} partitions, BatchSize {}, window {} s, fetch.wait.max.ms {}, queued.max.messages.kbytes {}",
+        "kafka-esm bench: {} records x {} B over {} partitions, BatchSize {}, window {} s, fetch.wait.max.ms {}, queued.max.messages.kbytes {}, fetch.queue.backoff.ms {}",
         args.records,
         args.record_bytes,
         args.partitions,
         args.batch_size,
         args.window_s,
         args.fetch_wait_ms,
-        args.queued_max_kbytes
+        args.queued_max_kbytes,
+        args.fetch_queue_backoff_ms
     );
     println!(
         "machine: nproc {cores} ({}), load average at start {}, revision {}",
