@@ -58,11 +58,8 @@ pub enum InvokeError {
 /// Sends one payload to one function.
 pub trait Invoker: Send + Sync + 'static {
     /// Invokes `function` (name or ARN, possibly qualified) synchronously with `payload`.
-    fn invoke(
-        &self,
-        function: &str,
-        payload: Bytes,
-    ) -> impl Future<Output = Result<InvokeOutcome, InvokeError>> + Send;
+    fn invoke(&self, function: &str, payload: Bytes)
+    -> impl Future<Output = Result<InvokeOutcome, InvokeError>> + Send;
 }
 
 /// The real Invoke API.

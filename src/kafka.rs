@@ -394,7 +394,13 @@ impl KafkaClient {
     /// Records waiting in `partition` after `next_offset`, from the high watermark of the last
     /// fetch responses as librdkafka's statistics report it (no request is made).
     pub fn lag(&self, partition: i32, next_offset: i64) -> Option<u64> {
-        let high = *self.consumer.context().high_watermarks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&partition)?;
+        let high = *self
+            .consumer
+            .context()
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&partition)?;
         (high >= 0 && next_offset >= 0).then(|| u64::try_from(high.saturating_sub(next_offset)).unwrap_or(0))
     }
 

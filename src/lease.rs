@@ -1,22 +1,27 @@
 //! Partition leases: which poller consumes which partition of a mapping, as items in the leases
 //! table (`ESM_LEASES_TABLE`, key `LeaseKey`), after the Kinesis Client Library's lease table.
 //!
-//! Each (mapping, topic, partition) has one lease item. A poller takes a free or expired lease,
-//! renews it well before it expires, and gives it up when it stops. Every write bumps the item's
-//! `Counter` and is conditional on the counter the writer last saw, so of two pollers racing for
-//! a lease exactly one wins, and a poller that lost its lease learns so on its next write. There
-//! are no transactions and no TTL: conditional writes are the whole protocol.
+//! Each (mapping, topic, partition) has one lease item naming its `Owner`. Every write bumps the
+//! item's `Counter` and is conditional on the counter the writer last saw, so of two pollers
+//! racing for a lease exactly one wins. There are no transactions and no TTL: conditional writes
+//! are the whole protocol.
 //!
-//! Expiry times are written by the holder from its own clock. The holder checks
-//! [`is_valid_for`] before every invoke and every commit, which fails
-//! [`LeaseSettings::safety_margin`] before expiry; a taker only takes a lease once its own clock
-//! is past the expiry. While clocks disagree by less than the margin, a poller therefore never
-//! commits for a partition another poller has taken. An invoke already in flight when the lease
-//! moves may still finish, so delivery stays at least once: the new holder resumes from the last
-//! commit.
+//! Unlike KCL, a lease carries no expiry of its own: it lives as long as its owner's heartbeat
+//! (`poller#ID` items, `ExpiresAtMs` on the owner's clock). One heartbeat write every
+//! [`LeaseSettings::renew_every`] renews every lease the poller holds, so the table sees a few
+//! writes per poller-minute instead of KCL's 18 per partition-minute. A lease is free when it has
+//! no owner or its owner's heartbeat has expired (or is gone) by the taker's clock.
 //!
-//! Pollers also write heartbeats in the same table, so each can count the live pollers and take
-//! no more than its [`fair_share`] of partitions.
+//! The owner confirms each heartbeat before its previous one ran out by the
+//! [`LeaseSettings::safety_margin`]; the [`LeaseGuard`] it checks before every invoke and every
+//! commit fails that margin before the heartbeat's expiry. A heartbeat confirmed too late never
+//! revives a guard: the poller gives up all its leases and starts over under a new identity. While
+//! clocks disagree by less than the margin, a poller therefore never invokes or commits for a
+//! partition another poller has taken. An invoke already in flight when the lease moves may still
+//! finish, so delivery stays at least once: the new holder resumes from the last commit.
+//!
+//! Heartbeats also let each poller count the live pollers and take no more than its
+//! [`fair_share`] of partitions, and carry each poller's load for scaling decisions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -36,12 +41,15 @@ const EXPIRES_AT_MS: &str = "ExpiresAtMs";
 const COUNTER: &str = "Counter";
 const POLLER_ID: &str = "PollerId";
 const STARTED_AT_MS: &str = "StartedAtMs";
+const HELD: &str = "Held";
+const LAG: &str = "Lag";
+const STOPPING: &str = "Stopping";
 
 const LEASE_PREFIX: &str = "lease#";
 const POLLER_PREFIX: &str = "poller#";
 
-/// Free (never taken, or released) or expired by the taker's clock, and unchanged since read.
-const ACQUIRE_CONDITION: &str = "(attribute_not_exists(#o) OR #o = :empty OR #e < :now) AND #c = :c";
+/// Unchanged since the taker read it (and found it free, or its owner's heartbeat expired).
+const ACQUIRE_CONDITION: &str = "#c = :c";
 /// Still ours, and unchanged since our last write.
 const HELD_CONDITION: &str = "#o = :o AND #c = :c";
 
@@ -52,15 +60,19 @@ pub struct Lease {
     pub mapping: String,
     pub topic: String,
     pub partition: i32,
-    /// The poller holding it; `None` when free (released, or never taken).
+    /// The poller holding it; `None` when free (released, or never taken). The lease is also
+    /// free once this poller's heartbeat has expired.
     pub owner: Option<String>,
-    /// Epoch milliseconds on the owner's clock; 0 when free.
-    pub expires_at_ms: i64,
     /// Bumped by every write; every write is conditional on it.
     pub counter: u64,
 }
 
 impl Lease {
+    /// Whether a poller may take it: nobody owns it, or its owner is not among `live` pollers.
+    pub fn is_free(&self, live: &[PollerInfo]) -> bool {
+        self.owner.as_deref().is_none_or(|owner| !live.iter().any(|p| p.id == owner))
+    }
+
     /// The item's `LeaseKey`: `lease#{mapping}#{topic}#{partition}`.
     pub fn key(&self) -> String {
         lease_key(&self.mapping, &self.topic, self.partition)
@@ -84,14 +96,16 @@ fn poller_key(poller: &str) -> String {
 /// Lease timing for a poller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseSettings {
-    /// How long a taken or renewed lease lasts: KCL's `failoverTimeMillis` (default 10 s), the
-    /// time after which a silent holder is considered gone and its partitions move.
+    /// How long a heartbeat (and so every lease of its poller) lasts: KCL's `failoverTimeMillis`
+    /// (default 10 s), the time after which a silent holder is considered gone and its
+    /// partitions move.
     pub duration: Duration,
-    /// How often a holder renews: KCL's renewer interval, `failoverTimeMillis / 3` (KCL also
-    /// subtracts a 25 ms epsilon), so one lost renewal still leaves time for the next.
+    /// How often a poller writes its heartbeat: KCL's renewer interval, `failoverTimeMillis / 3`,
+    /// so one lost write still leaves time for the next.
     pub renew_every: Duration,
-    /// A holder treats its lease as lost this long before it expires (default 3 s), covering
-    /// clock skew between holder and taker plus the time an invoke or commit takes to start.
+    /// A holder treats its leases as lost this long before its heartbeat expires (default 3 s),
+    /// covering clock skew between holder and taker plus the time an invoke or commit takes to
+    /// start.
     pub safety_margin: Duration,
 }
 
@@ -165,10 +179,25 @@ pub fn fair_share(total_partitions: usize, live_pollers: usize) -> usize {
     total_partitions.div_ceil(live_pollers.max(1))
 }
 
-/// Whether `owner` may still act on `lease` (invoke, commit) at `now_ms`: it holds the lease and
-/// the lease outlives now by more than `margin`. Checked before every invoke and every commit.
-pub fn is_valid_for(lease: &Lease, owner: &str, now_ms: i64, margin: Duration) -> bool {
-    lease.owner.as_deref() == Some(owner) && now_ms.saturating_add(millis(margin)) < lease.expires_at_ms
+/// A live poller, as its heartbeat shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerInfo {
+    pub id: String,
+    /// Epoch milliseconds on the poller's clock.
+    pub expires_at_ms: i64,
+    /// What it reported with its last heartbeat.
+    pub load: Load,
+}
+
+/// What a poller reports about itself with each heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Leases it holds.
+    pub held: u32,
+    /// Records waiting in its partitions (high watermark minus position), summed.
+    pub lag: u64,
+    /// It is handing its partitions over and about to stop.
+    pub stopping: bool,
 }
 
 /// Milliseconds since the Unix epoch on this machine's clock, the time base of `ExpiresAtMs`.
@@ -196,56 +225,39 @@ pub trait LeaseStore: Send + Sync + 'static {
     fn ensure(&self, mapping: &str, topic: &str, partition: i32)
     -> impl Future<Output = Result<(), LeaseError>> + Send;
 
-    /// Takes `lease` for `owner` (non-empty) until `now_ms + duration`, if it is free or expired
-    /// (`now_ms > expires_at_ms`) and its counter is still `lease.counter`. Returns the lease as
-    /// now stored.
+    /// Takes `lease` for `owner` (non-empty) if its counter is still `lease.counter`. The caller
+    /// has checked [`Lease::is_free`] on what it read; the counter proves nothing changed since.
+    /// Returns the lease as now stored.
     ///
     /// # Errors
-    /// `Lost` if it is held and unexpired, changed since read, or does not exist.
-    fn acquire(
-        &self,
-        lease: &Lease,
-        owner: &str,
-        now_ms: i64,
-        duration: Duration,
-    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+    /// `Lost` if it changed since read, or does not exist.
+    fn acquire(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
 
-    /// Extends a lease `owner` holds to `now_ms + duration`. `lease` must be the one returned by
-    /// the last acquire or renew. As in KCL, a lease that expired but that nobody took can still
-    /// be renewed; [`is_valid_for`] is what stops its use in between.
+    /// Gives a held lease up (no owner) so another poller can take it at once.
     ///
     /// # Errors
     /// `Lost` if `owner` no longer holds it or its counter moved.
-    fn renew(
-        &self,
-        lease: &Lease,
-        owner: &str,
-        now_ms: i64,
-        duration: Duration,
-    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
-
-    /// Gives a held lease up (no owner, expiry 0) so another poller can take it at once.
-    ///
-    /// # Errors
-    /// `Lost`, as for [`LeaseStore::renew`].
     fn release(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
 
     /// Deletes every lease of a mapping. Call it once no poller runs the mapping any more: a
     /// poller still running would recreate its leases with `ensure`.
     fn delete_mapping(&self, mapping: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
 
-    /// Registers or refreshes `poller`'s heartbeat, live until `now_ms + ttl`.
+    /// Registers or refreshes `poller`'s heartbeat, live until `now_ms + ttl`: this renews every
+    /// lease `poller` holds.
     fn heartbeat(
         &self,
         poller: &str,
         now_ms: i64,
         ttl: Duration,
+        load: Load,
     ) -> impl Future<Output = Result<(), LeaseError>> + Send;
 
-    /// The pollers whose heartbeat is live at `now_ms` (`expires_at_ms >= now_ms`), sorted.
-    fn live_pollers(&self, now_ms: i64) -> impl Future<Output = Result<Vec<String>, LeaseError>> + Send;
+    /// The pollers whose heartbeat is live at `now_ms` (`expires_at_ms >= now_ms`), by id.
+    fn live_pollers(&self, now_ms: i64) -> impl Future<Output = Result<Vec<PollerInfo>, LeaseError>> + Send;
 
-    /// Removes `poller`'s heartbeat (a stopping poller); no error if there is none.
+    /// Removes `poller`'s heartbeat (a stopping poller, after releasing its leases): whatever it
+    /// still holds becomes free at once. No error if there is none.
     fn remove_poller(&self, poller: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
 }
 
@@ -263,24 +275,8 @@ impl<S: LeaseStore> LeaseStore for Arc<S> {
         (**self).ensure(mapping, topic, partition)
     }
 
-    fn acquire(
-        &self,
-        lease: &Lease,
-        owner: &str,
-        now_ms: i64,
-        duration: Duration,
-    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send {
-        (**self).acquire(lease, owner, now_ms, duration)
-    }
-
-    fn renew(
-        &self,
-        lease: &Lease,
-        owner: &str,
-        now_ms: i64,
-        duration: Duration,
-    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send {
-        (**self).renew(lease, owner, now_ms, duration)
+    fn acquire(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<Lease, LeaseError>> + Send {
+        (**self).acquire(lease, owner)
     }
 
     fn release(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<(), LeaseError>> + Send {
@@ -296,11 +292,12 @@ impl<S: LeaseStore> LeaseStore for Arc<S> {
         poller: &str,
         now_ms: i64,
         ttl: Duration,
+        load: Load,
     ) -> impl Future<Output = Result<(), LeaseError>> + Send {
-        (**self).heartbeat(poller, now_ms, ttl)
+        (**self).heartbeat(poller, now_ms, ttl, load)
     }
 
-    fn live_pollers(&self, now_ms: i64) -> impl Future<Output = Result<Vec<String>, LeaseError>> + Send {
+    fn live_pollers(&self, now_ms: i64) -> impl Future<Output = Result<Vec<PollerInfo>, LeaseError>> + Send {
         (**self).live_pollers(now_ms)
     }
 
@@ -391,7 +388,6 @@ fn parse_lease(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseErr
     };
     let parse = |name: &str, raw: &str, what: &str| malformed(format!("{name} {raw} is not {what}"));
     let partition = number(PARTITION)?;
-    let expires = number(EXPIRES_AT_MS)?;
     let counter = number(COUNTER)?;
     let owner = match item.get(OWNER) {
         None => None,
@@ -402,7 +398,6 @@ fn parse_lease(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseErr
         topic: string(TOPIC)?,
         partition: partition.parse().map_err(|_| parse(PARTITION, partition, "a 32-bit integer"))?,
         owner: owner.filter(|o| !o.is_empty()),
-        expires_at_ms: expires.parse().map_err(|_| parse(EXPIRES_AT_MS, expires, "a 64-bit integer"))?,
         counter: counter.parse().map_err(|_| parse(COUNTER, counter, "a non-negative integer"))?,
     })
 }
@@ -433,7 +428,6 @@ impl LeaseStore for DynamoLeaseStore {
             .item(MAPPING_UUID, s(mapping))
             .item(TOPIC, s(topic))
             .item(PARTITION, n(partition))
-            .item(EXPIRES_AT_MS, n(0))
             .item(COUNTER, n(0))
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", LEASE_KEY)
@@ -445,45 +439,18 @@ impl LeaseStore for DynamoLeaseStore {
         }
     }
 
-    async fn acquire(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
+    async fn acquire(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
         let key = lease.key();
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(LEASE_KEY, s(&key))
-            .update_expression("SET #o = :o, #e = :e, #c = #c + :one")
+            .update_expression("SET #o = :o, #c = #c + :one")
             .condition_expression(ACQUIRE_CONDITION)
             .expression_attribute_names("#o", OWNER)
-            .expression_attribute_names("#e", EXPIRES_AT_MS)
             .expression_attribute_names("#c", COUNTER)
             .expression_attribute_values(":o", s(owner))
-            .expression_attribute_values(":e", n(now_ms.saturating_add(millis(duration))))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":empty", s(""))
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":c", n(lease.counter))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(|e| self.err(&key, e))?;
-        parse_lease(&out.attributes.unwrap_or_default())
-    }
-
-    async fn renew(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
-        let key = lease.key();
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(LEASE_KEY, s(&key))
-            .update_expression("SET #e = :e, #c = #c + :one")
-            .condition_expression(HELD_CONDITION)
-            .expression_attribute_names("#o", OWNER)
-            .expression_attribute_names("#e", EXPIRES_AT_MS)
-            .expression_attribute_names("#c", COUNTER)
-            .expression_attribute_values(":o", s(owner))
-            .expression_attribute_values(":e", n(now_ms.saturating_add(millis(duration))))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":c", n(lease.counter))
             .return_values(ReturnValue::AllNew)
@@ -499,13 +466,11 @@ impl LeaseStore for DynamoLeaseStore {
             .update_item()
             .table_name(&self.table)
             .key(LEASE_KEY, s(&key))
-            .update_expression("SET #e = :zero, #c = #c + :one REMOVE #o")
+            .update_expression("SET #c = #c + :one REMOVE #o")
             .condition_expression(HELD_CONDITION)
             .expression_attribute_names("#o", OWNER)
-            .expression_attribute_names("#e", EXPIRES_AT_MS)
             .expression_attribute_names("#c", COUNTER)
             .expression_attribute_values(":o", s(owner))
-            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":c", n(lease.counter))
             .send()
@@ -530,7 +495,7 @@ impl LeaseStore for DynamoLeaseStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, poller: &str, now_ms: i64, ttl: Duration) -> Result<(), LeaseError> {
+    async fn heartbeat(&self, poller: &str, now_ms: i64, ttl: Duration, load: Load) -> Result<(), LeaseError> {
         let key = poller_key(poller);
         // Only the poller itself writes its heartbeat, so it needs no condition; `Counter` still
         // moves, as on every item of the table, so an operator can see the heartbeat is alive.
@@ -538,14 +503,22 @@ impl LeaseStore for DynamoLeaseStore {
             .update_item()
             .table_name(&self.table)
             .key(LEASE_KEY, s(&key))
-            .update_expression("SET #p = :p, #e = :e, #s = if_not_exists(#s, :now) ADD #c :one")
+            .update_expression(
+                "SET #p = :p, #e = :e, #s = if_not_exists(#s, :now), #h = :h, #l = :l, #x = :x ADD #c :one",
+            )
             .expression_attribute_names("#p", POLLER_ID)
             .expression_attribute_names("#e", EXPIRES_AT_MS)
             .expression_attribute_names("#s", STARTED_AT_MS)
+            .expression_attribute_names("#h", HELD)
+            .expression_attribute_names("#l", LAG)
+            .expression_attribute_names("#x", STOPPING)
             .expression_attribute_names("#c", COUNTER)
             .expression_attribute_values(":p", s(poller))
             .expression_attribute_values(":e", n(now_ms.saturating_add(millis(ttl))))
             .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":h", n(load.held))
+            .expression_attribute_values(":l", n(load.lag))
+            .expression_attribute_values(":x", AttributeValue::Bool(load.stopping))
             .expression_attribute_values(":one", n(1))
             .send()
             .await
@@ -553,14 +526,13 @@ impl LeaseStore for DynamoLeaseStore {
         Ok(())
     }
 
-    async fn live_pollers(&self, now_ms: i64) -> Result<Vec<String>, LeaseError> {
+    async fn live_pollers(&self, now_ms: i64) -> Result<Vec<PollerInfo>, LeaseError> {
         let out: Vec<HashMap<String, AttributeValue>> = self
             .client
             .scan()
             .table_name(&self.table)
             .consistent_read(true)
             .filter_expression("begins_with(#k, :p) AND #e >= :now")
-            .projection_expression("#k")
             .expression_attribute_names("#k", LEASE_KEY)
             .expression_attribute_names("#e", EXPIRES_AT_MS)
             .expression_attribute_values(":p", s(POLLER_PREFIX))
@@ -571,10 +543,24 @@ impl LeaseStore for DynamoLeaseStore {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| self.err(&format!("{POLLER_PREFIX}*"), e))?;
+        let number = |item: &HashMap<String, AttributeValue>, name: &str| -> u64 {
+            item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
         // The key names the poller; `PollerId` is there for people reading the table.
-        let mut pollers: Vec<String> =
-            out.iter().filter_map(|item| key_of(item).strip_prefix(POLLER_PREFIX).map(str::to_owned)).collect();
-        pollers.sort();
+        let mut pollers: Vec<PollerInfo> = out
+            .iter()
+            .filter_map(|item| {
+                let id = key_of(item).strip_prefix(POLLER_PREFIX)?.to_owned();
+                let expires_at_ms = item.get(EXPIRES_AT_MS).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())?;
+                let load = Load {
+                    held: u32::try_from(number(item, HELD)).unwrap_or(u32::MAX),
+                    lag: number(item, LAG),
+                    stopping: item.get(STOPPING).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+                };
+                Some(PollerInfo { id, expires_at_ms, load })
+            })
+            .collect();
+        pollers.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(pollers)
     }
 
@@ -602,8 +588,8 @@ pub struct MemoryLeaseStore {
 struct MemoryInner {
     /// By `LeaseKey`.
     leases: BTreeMap<String, Lease>,
-    /// Poller id → heartbeat expiry.
-    pollers: BTreeMap<String, i64>,
+    /// Poller id → heartbeat expiry and load.
+    pollers: BTreeMap<String, (i64, Load)>,
     failures_left: usize,
 }
 
@@ -629,7 +615,7 @@ impl MemoryLeaseStore {
 }
 
 impl MemoryInner {
-    /// The stored lease if it is held by `owner` at `counter`, the condition of renew and release.
+    /// The stored lease if it is held by `owner` at `counter`, the condition of release.
     fn held(&mut self, lease: &Lease, owner: &str) -> Result<&mut Lease, LeaseError> {
         let key = lease.key();
         match self.leases.get_mut(&key) {
@@ -653,21 +639,17 @@ impl LeaseStore for MemoryLeaseStore {
             topic: topic.to_owned(),
             partition,
             owner: None,
-            expires_at_ms: 0,
             counter: 0,
         });
         Ok(())
     }
 
-    async fn acquire(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
+    async fn acquire(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
         let mut inner = self.begin()?;
         let key = lease.key();
         match inner.leases.get_mut(&key) {
-            Some(stored)
-                if (stored.owner.is_none() || stored.expires_at_ms < now_ms) && stored.counter == lease.counter =>
-            {
+            Some(stored) if stored.counter == lease.counter => {
                 stored.owner = Some(owner.to_owned()).filter(|o| !o.is_empty());
-                stored.expires_at_ms = now_ms.saturating_add(millis(duration));
                 stored.counter += 1;
                 Ok(stored.clone())
             }
@@ -675,19 +657,10 @@ impl LeaseStore for MemoryLeaseStore {
         }
     }
 
-    async fn renew(&self, lease: &Lease, owner: &str, now_ms: i64, duration: Duration) -> Result<Lease, LeaseError> {
-        let mut inner = self.begin()?;
-        let stored = inner.held(lease, owner)?;
-        stored.expires_at_ms = now_ms.saturating_add(millis(duration));
-        stored.counter += 1;
-        Ok(stored.clone())
-    }
-
     async fn release(&self, lease: &Lease, owner: &str) -> Result<(), LeaseError> {
         let mut inner = self.begin()?;
         let stored = inner.held(lease, owner)?;
         stored.owner = None;
-        stored.expires_at_ms = 0;
         stored.counter += 1;
         Ok(())
     }
@@ -697,18 +670,22 @@ impl LeaseStore for MemoryLeaseStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, poller: &str, now_ms: i64, ttl: Duration) -> Result<(), LeaseError> {
-        self.begin()?.pollers.insert(poller.to_owned(), now_ms.saturating_add(millis(ttl)));
+    async fn heartbeat(&self, poller: &str, now_ms: i64, ttl: Duration, load: Load) -> Result<(), LeaseError> {
+        self.begin()?.pollers.insert(poller.to_owned(), (now_ms.saturating_add(millis(ttl)), load));
         Ok(())
     }
 
-    async fn live_pollers(&self, now_ms: i64) -> Result<Vec<String>, LeaseError> {
+    async fn live_pollers(&self, now_ms: i64) -> Result<Vec<PollerInfo>, LeaseError> {
         Ok(self
             .begin()?
             .pollers
             .iter()
-            .filter(|(_, expires)| **expires >= now_ms)
-            .map(|(poller, _)| poller.clone())
+            .filter(|(_, (expires, _))| *expires >= now_ms)
+            .map(|(id, (expires_at_ms, load))| PollerInfo {
+                id: id.clone(),
+                expires_at_ms: *expires_at_ms,
+                load: *load,
+            })
             .collect())
     }
 
@@ -722,15 +699,8 @@ impl LeaseStore for MemoryLeaseStore {
 mod tests {
     use super::*;
 
-    fn lease(owner: Option<&str>, expires_at_ms: i64) -> Lease {
-        Lease {
-            mapping: "m".into(),
-            topic: "t".into(),
-            partition: 0,
-            owner: owner.map(str::to_owned),
-            expires_at_ms,
-            counter: 1,
-        }
+    fn lease(owner: Option<&str>) -> Lease {
+        Lease { mapping: "m".into(), topic: "t".into(), partition: 0, owner: owner.map(str::to_owned), counter: 1 }
     }
 
     #[test]
@@ -745,17 +715,30 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_valid_only_for_its_owner_until_the_margin_before_expiry() {
-        let margin = Duration::from_secs(3);
-        let held = lease(Some("a"), 10_000);
-        assert!(is_valid_for(&held, "a", 0, margin));
-        assert!(is_valid_for(&held, "a", 6_999, margin));
-        assert!(!is_valid_for(&held, "a", 7_000, margin), "margin reached");
-        assert!(!is_valid_for(&held, "a", 11_000, margin), "expired");
-        assert!(!is_valid_for(&held, "b", 0, margin), "someone else's");
-        assert!(!is_valid_for(&lease(None, 10_000), "a", 0, margin), "free");
-        assert!(!is_valid_for(&lease(None, 10_000), "", 0, margin), "free");
-        assert!(!is_valid_for(&held, "a", i64::MAX, Duration::MAX), "no overflow");
+    fn a_lease_is_free_without_an_owner_or_when_its_owner_is_not_live() {
+        let live = |ids: &[&str]| -> Vec<PollerInfo> {
+            ids.iter().map(|id| PollerInfo { id: (*id).to_owned(), expires_at_ms: 0, load: Load::default() }).collect()
+        };
+        assert!(lease(None).is_free(&live(&["a"])));
+        assert!(!lease(Some("a")).is_free(&live(&["a", "b"])));
+        assert!(lease(Some("a")).is_free(&live(&["b"])), "owner's heartbeat expired or removed");
+        assert!(lease(Some("a")).is_free(&[]));
+    }
+
+    #[test]
+    fn a_child_guard_is_valid_only_while_its_parent_is_and_until_revoked() {
+        let poller = Arc::new(LeaseGuard::until(now_epoch_ms() + 60_000));
+        let partition = LeaseGuard::child(poller.clone());
+        assert!(partition.is_valid());
+        partition.revoke();
+        assert!(!partition.is_valid());
+        let other = LeaseGuard::child(poller.clone());
+        assert!(other.is_valid());
+        poller.revoke();
+        assert!(!other.is_valid(), "the poller's heartbeat lapsed");
+        let lapsed = LeaseGuard::until(now_epoch_ms() - 1);
+        assert!(!lapsed.extend_if_valid(now_epoch_ms() + 60_000), "a lapsed guard is never revived");
+        assert!(!lapsed.is_valid());
     }
 
     #[test]
@@ -782,7 +765,7 @@ mod tests {
     #[test]
     fn keys_keep_mappings_apart() {
         assert_eq!(lease_key("u", "orders", 3), "lease#u#orders#3");
-        assert_eq!(lease(None, 0).key(), "lease#m#t#0");
+        assert_eq!(lease(None).key(), "lease#m#t#0");
         assert!(!lease_key("ab", "t", 0).starts_with(&mapping_prefix("a")));
     }
 
@@ -794,7 +777,6 @@ mod tests {
             (TOPIC.to_owned(), s("t")),
             (PARTITION.to_owned(), n(0)),
             (OWNER.to_owned(), s("")),
-            (EXPIRES_AT_MS.to_owned(), n(0)),
             (COUNTER.to_owned(), n(7)),
         ]);
         let parsed = parse_lease(&item).unwrap();
@@ -815,17 +797,23 @@ mod tests {
 }
 
 /// What a running consumer checks before every invoke and every commit: that this poller still
-/// holds its lease, by the safety margin. The lease keeper extends it on each renewal and revokes
-/// it the moment a renewal is refused.
+/// holds the lease, by the safety margin. A poller's root guard follows its confirmed heartbeats;
+/// each partition has a child guard, revoked when the partition is handed over.
 #[derive(Debug)]
 pub struct LeaseGuard {
     valid_until_ms: std::sync::atomic::AtomicI64,
+    parent: Option<Arc<LeaseGuard>>,
 }
 
 impl LeaseGuard {
-    /// Valid until `valid_until_ms` (the lease's expiry minus the safety margin).
+    /// Valid until `valid_until_ms` (the heartbeat's expiry minus the safety margin).
     pub const fn until(valid_until_ms: i64) -> Self {
-        Self { valid_until_ms: std::sync::atomic::AtomicI64::new(valid_until_ms) }
+        Self { valid_until_ms: std::sync::atomic::AtomicI64::new(valid_until_ms), parent: None }
+    }
+
+    /// Valid while `parent` is, until revoked.
+    pub const fn child(parent: Arc<Self>) -> Self {
+        Self { valid_until_ms: std::sync::atomic::AtomicI64::new(i64::MAX), parent: Some(parent) }
     }
 
     /// A guard that never expires: for a consumer that owns its partitions by construction
@@ -836,10 +824,19 @@ impl LeaseGuard {
 
     pub fn is_valid(&self) -> bool {
         now_epoch_ms() < self.valid_until_ms.load(std::sync::atomic::Ordering::Acquire)
+            && self.parent.as_ref().is_none_or(|p| p.is_valid())
     }
 
-    pub fn extend(&self, valid_until_ms: i64) {
-        self.valid_until_ms.store(valid_until_ms, std::sync::atomic::Ordering::Release);
+    /// Moves the deadline to `valid_until_ms` unless it has already passed: a lapsed guard stays
+    /// lapsed, since someone else may have taken the leases in between. Returns whether it is
+    /// still valid.
+    pub fn extend_if_valid(&self, valid_until_ms: i64) -> bool {
+        let now = now_epoch_ms();
+        self.valid_until_ms
+            .fetch_update(std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Acquire, |current| {
+                (now < current).then_some(valid_until_ms.max(current))
+            })
+            .is_ok()
     }
 
     pub fn revoke(&self) {

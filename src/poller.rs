@@ -4,13 +4,17 @@
 //! so it runs the same over Kafka and over the in-memory fakes. Each partition has its own worker
 //! with at most one batch in flight; partitions run in parallel; a batch is retried (capped
 //! exponential backoff with jitter) until it succeeds, and only then is its last offset + 1 handed
-//! to the committer. [`run_mapping`] wires one mapping to Kafka and keeps it running through
-//! broker outages; unrecoverable errors end it with the `StateTransitionReason` to record.
+//! to the committer. [`run_mapping`] wires one mapping to Kafka for the partitions this poller
+//! holds leases on ([`PartitionTicket`]s from the supervisor), adding and removing partitions
+//! one at a time, and keeps it running through broker outages; unrecoverable errors end it with
+//! the `StateTransitionReason` to record.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -155,6 +159,8 @@ pub struct ConsumerSpec {
     pub limits: BatchLimits,
     /// Checked before every invoke and every commit.
     pub guard: Arc<LeaseGuard>,
+    /// The next offset to deliver, updated after every delivered batch (for lag).
+    pub position: Arc<AtomicI64>,
 }
 
 /// Why a partition worker gave up.
@@ -253,6 +259,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
                     "Record too large for a synchronous invoke even alone (MaximumPayloadSizeExceeded); skipped."
                 );
                 metrics.oversized_records.fetch_add(1, Ordering::Relaxed);
+                spec.position.store(record.offset + 1, Ordering::Relaxed);
                 commits.delivered(record.partition, record.offset + 1);
                 continue;
             }
@@ -301,6 +308,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
         }
         metrics.records.fetch_add(records as u64, Ordering::Relaxed);
         metrics.batches.fetch_add(1, Ordering::Relaxed);
+        spec.position.store(last_offset + 1, Ordering::Relaxed);
         commits.delivered(partition, last_offset + 1);
     }
 }
@@ -354,27 +362,74 @@ impl RunError {
     }
 }
 
-/// Runs one mapping until `stop`, reconnecting with backoff through transient failures.
+/// One partition lease this poller holds, handed by the supervisor to the mapping's consumer.
+#[derive(Debug, Clone)]
+pub struct PartitionTicket {
+    pub partition: i32,
+    /// Tells tenures of one partition apart (the lease's counter when taken).
+    pub tenure: u64,
+    /// Checked before every invoke and every commit.
+    pub guard: Arc<LeaseGuard>,
+    /// Cancelled by the supervisor to hand the partition over: no new batch, commit, stop.
+    pub stop: CancellationToken,
+    /// Cancelled by the supervisor when an in-flight invoke takes too long to finish.
+    pub abandon: CancellationToken,
+    /// Cancelled by the consumer once the partition has stopped and its last commit is done:
+    /// only then may the lease be released.
+    pub done: CancellationToken,
+    /// Next offset to deliver; -1 until known.
+    pub position: Arc<AtomicI64>,
+    /// Records waiting after `position`, as last measured.
+    pub lag: Arc<AtomicU64>,
+}
+
+impl PartitionTicket {
+    pub fn new(partition: i32, tenure: u64, guard: Arc<LeaseGuard>) -> Self {
+        Self {
+            partition,
+            tenure,
+            guard,
+            stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            done: CancellationToken::new(),
+            position: Arc::new(AtomicI64::new(-1)),
+            lag: Arc::default(),
+        }
+    }
+
+    /// Whether the partition must not run (handed over, or the lease is gone).
+    fn ended(&self) -> bool {
+        self.stop.is_cancelled() || !self.guard.is_valid()
+    }
+}
+
+/// How often a consumer re-reads its topic's partitions (new ones get leases) and measures lag.
+const METADATA_EVERY: Duration = Duration::from_secs(30);
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs one mapping's partitions in this poller: those whose tickets arrive on `tickets`, each
+/// until its ticket is stopped. Publishes the topic's partitions on `partitions` so the
+/// supervisor can keep one lease per partition. Reconnects with backoff through transient
+/// failures; ends on `stop` (after its partitions ended) or on an unrecoverable error.
 pub async fn run_mapping<I: Invoker>(
     env: Arc<PollerEnv<I>>,
     mapping: EventSourceMapping,
-    guard: Arc<LeaseGuard>,
+    mut tickets: mpsc::UnboundedReceiver<PartitionTicket>,
+    partitions: watch::Sender<Option<Vec<i32>>>,
     stop: CancellationToken,
-    abandon: CancellationToken,
 ) -> MappingExit {
     let uuid = mapping.uuid.clone();
+    let mut held: BTreeMap<i32, PartitionTicket> = BTreeMap::new();
     let mut backoff = Backoff::new(env.settings.reconnect_base, env.settings.reconnect_cap);
     loop {
-        if stop.is_cancelled() {
-            return MappingExit::Stopped;
-        }
         let started = Instant::now();
-        let error = match run_once(&env, &mapping, &guard, &stop, &abandon).await {
-            Ok(()) => return MappingExit::Stopped,
+        let error = match connected(&env, &mapping, &mut tickets, &partitions, &mut held, &stop).await {
+            Ok(()) => break,
             Err(e) => e,
         };
         if let Err((reason, message)) = error.disposition() {
             error!(mapping = %uuid, reason = reason.as_str(), error = %error, "Mapping stopped: fix the cause, then enable it again.");
+            finish(&mut held);
             return MappingExit::Unrecoverable { reason, message };
         }
         if started.elapsed() > Duration::from_secs(60) {
@@ -382,19 +437,47 @@ pub async fn run_mapping<I: Invoker>(
         }
         let delay = backoff.next_delay();
         error!(mapping = %uuid, topic = mapping.topic(), error = %error, retry_in_s = delay.as_secs_f32(), "Mapping cannot consume; retrying.");
-        tokio::select! {
-            () = stop.cancelled() => return MappingExit::Stopped,
-            () = tokio::time::sleep(delay) => {}
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            // Keep taking tickets and letting stopped ones go while nothing runs.
+            held.retain(|_, t| {
+                let ended = t.ended();
+                if ended {
+                    t.done.cancel();
+                }
+                !ended
+            });
+            tokio::select! {
+                () = stop.cancelled() => {
+                    finish(&mut held);
+                    return MappingExit::Stopped;
+                }
+                () = &mut wait => break,
+                Some(ticket) = tickets.recv() => { held.insert(ticket.partition, ticket); }
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
         }
+    }
+    finish(&mut held);
+    MappingExit::Stopped
+}
+
+/// Marks every ticket done: nothing runs for them any more.
+fn finish(held: &mut BTreeMap<i32, PartitionTicket>) {
+    for (_, ticket) in std::mem::take(held) {
+        ticket.done.cancel();
     }
 }
 
-async fn run_once<I: Invoker>(
-    env: &PollerEnv<I>,
+/// One connection's life: returns `Ok` on `stop`, `Err` when the mapping must reconnect or stop.
+async fn connected<I: Invoker>(
+    env: &Arc<PollerEnv<I>>,
     mapping: &EventSourceMapping,
-    guard: &Arc<LeaseGuard>,
+    tickets: &mut mpsc::UnboundedReceiver<PartitionTicket>,
+    partitions_tx: &watch::Sender<Option<Vec<i32>>>,
+    held: &mut BTreeMap<i32, PartitionTicket>,
     stop: &CancellationToken,
-    abandon: &CancellationToken,
 ) -> Result<(), RunError> {
     let connection = env.resolver.connection(mapping).await?;
     let settings = KafkaSettings {
@@ -409,69 +492,237 @@ async fn run_once<I: Invoker>(
     let client = KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?;
     // Serve the client's main queue from the start: librdkafka reports connection and TLS
     // failures there, and they are what makes a failed request explain itself.
-    let local_stop = stop.child_token();
+    let connection_stop = CancellationToken::new();
     let main_queue = {
         let client = client.clone();
-        let local_stop = local_stop.clone();
-        tokio::spawn(async move {
-            let error = client.serve_main_queue().await;
-            local_stop.cancel();
-            error
-        })
+        tokio::spawn(async move { client.serve_main_queue().await })
     };
-    let result = consume_with(env, mapping, guard, &client, &connection.bootstrap_servers, &local_stop, abandon).await;
-    let misrouted = if main_queue.is_finished() {
-        main_queue.await.ok()
-    } else {
-        main_queue.abort();
-        None
-    };
+    let result = serve(
+        env,
+        mapping,
+        &client,
+        &connection.bootstrap_servers,
+        tickets,
+        partitions_tx,
+        held,
+        stop,
+        &connection_stop,
+        main_queue,
+    )
+    .await;
+    connection_stop.cancel();
     // Closing a consumer may wait on the network: keep it off the async threads.
     let _ = tokio::task::spawn_blocking(move || drop(client)).await;
-    match (result, misrouted) {
-        (Ok(()), Some(e)) if !stop.is_cancelled() => Err(e.into()),
-        (result, _) => result,
-    }
+    result
 }
 
-async fn consume_with<I: Invoker>(
-    env: &PollerEnv<I>,
+#[allow(clippy::too_many_arguments)]
+async fn serve<I: Invoker>(
+    env: &Arc<PollerEnv<I>>,
     mapping: &EventSourceMapping,
-    guard: &Arc<LeaseGuard>,
     client: &KafkaClient,
     bootstrap_servers: &str,
+    tickets: &mut mpsc::UnboundedReceiver<PartitionTicket>,
+    partitions_tx: &watch::Sender<Option<Vec<i32>>>,
+    held: &mut BTreeMap<i32, PartitionTicket>,
     stop: &CancellationToken,
-    abandon: &CancellationToken,
+    connection_stop: &CancellationToken,
+    mut main_queue: tokio::task::JoinHandle<KafkaClientError>,
 ) -> Result<(), RunError> {
-    let partitions = client.partitions().await?;
-    let checkpoint = client.checkpoint();
-    let committed = checkpoint.committed(&partitions).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
-    let position = mapping.starting_position.unwrap_or(StartingPosition::Latest);
-    let (start, resolved) = client.start_offsets(&committed, position, mapping.starting_timestamp_ms()).await?;
-    if !resolved.is_empty() && guard.is_valid() {
-        // Pin the starting position at once: a restart must not re-resolve LATEST past records
-        // that arrived in between.
-        checkpoint.commit(&resolved).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
-        info!(mapping = %mapping.uuid, group = mapping.consumer_group_id(), ?position, offsets = ?resolved, "Starting position resolved and committed.");
-    }
-    let sources = client.assign(&start)?;
-    info!(
-        mapping = %mapping.uuid, topic = mapping.topic(), group = mapping.consumer_group_id(),
-        partitions = partitions.len(), function = %mapping.function_arn, "Consuming."
-    );
-    let spec = ConsumerSpec {
-        mapping: Arc::from(mapping.uuid.as_str()),
-        function: Arc::from(mapping.function_arn.as_str()),
-        topic: client.topic().clone(),
-        envelope: Arc::new(Envelope::new(&mapping.event_source(), bootstrap_servers)),
-        limits: mapping.batch_limits(),
-        guard: guard.clone(),
+    let known = client.partitions().await?;
+    partitions_tx.send_replace(Some(known.clone()));
+    info!(mapping = %mapping.uuid, topic = mapping.topic(), group = mapping.consumer_group_id(), partitions = known.len(), function = %mapping.function_arn, "Connected.");
+    let shared = Arc::new(PartitionShared {
+        spec: ConsumerSpec {
+            mapping: Arc::from(mapping.uuid.as_str()),
+            function: Arc::from(mapping.function_arn.as_str()),
+            topic: client.topic().clone(),
+            envelope: Arc::new(Envelope::new(&mapping.event_source(), bootstrap_servers)),
+            limits: mapping.batch_limits(),
+            guard: Arc::new(LeaseGuard::unconditional()),
+            position: Arc::default(),
+        },
+        position: mapping.starting_position.unwrap_or(StartingPosition::Latest),
+        timestamp_ms: mapping.starting_timestamp_ms(),
+    });
+    let mut running: JoinSet<(i32, u64, Result<(), RunError>)> = JoinSet::new();
+    // Earlier tenures still ending, by tenure: the next one starts once they committed.
+    let mut retired: BTreeMap<u64, PartitionTicket> = BTreeMap::new();
+    let start = |running: &mut JoinSet<_>, ticket: &PartitionTicket, delay: Duration| {
+        running.spawn(run_leased_partition(
+            env.clone(),
+            client.clone(),
+            shared.clone(),
+            ticket.clone(),
+            connection_stop.child_token(),
+            delay,
+        ));
     };
-    let report =
-        consume(&spec, sources, checkpoint, env.invoker.clone(), &env.settings, env.metrics.clone(), stop, abandon)
-            .await?;
-    info!(mapping = %mapping.uuid, committed = ?report.committed, "Consumer stopped.");
-    Ok(())
+    for ticket in held.values() {
+        start(&mut running, ticket, Duration::ZERO);
+    }
+    let mut metadata = tokio::time::interval_at(Instant::now() + METADATA_EVERY, METADATA_EVERY);
+    let mut lag = tokio::time::interval(LAG_EVERY);
+    let mut retry = Backoff::new(env.settings.reconnect_base, env.settings.reconnect_cap);
+    let outcome = loop {
+        tokio::select! {
+            () = stop.cancelled() => break Ok(()),
+            misrouted = &mut main_queue => {
+                break Err(RunError::Kafka(misrouted.unwrap_or_else(|e| KafkaClientError::Other { detail: e.to_string() })));
+            }
+            Some(ticket) = tickets.recv() => {
+                if let Some(old) = held.insert(ticket.partition, ticket.clone()) {
+                    // A new tenure of a partition whose old one is still ending: let the old run
+                    // finish first (it commits), then the new one starts from that commit.
+                    old.stop.cancel();
+                    retired.insert(old.tenure, old);
+                    continue;
+                }
+                start(&mut running, &ticket, Duration::ZERO);
+            }
+            Some(joined) = running.join_next() => {
+                let (partition, tenure, result) = match joined {
+                    Ok(done) => done,
+                    Err(e) => {
+                        error!(mapping = %mapping.uuid, error = %e, "Partition task failed.");
+                        continue;
+                    }
+                };
+                if let Some(old) = retired.remove(&tenure) {
+                    old.done.cancel();
+                    if let Some(next) = held.get(&partition) {
+                        start(&mut running, next, Duration::ZERO);
+                    }
+                    continue;
+                }
+                let Some(ticket) = held.get(&partition).cloned() else { continue };
+                if ticket.ended() {
+                    held.remove(&partition);
+                    ticket.done.cancel();
+                    continue;
+                }
+                match result {
+                    Err(e) => {
+                        if e.disposition().is_err() {
+                            break Err(e);
+                        }
+                        let delay = retry.next_delay();
+                        warn!(mapping = %mapping.uuid, partition, error = %e, retry_in_s = delay.as_secs_f32(), "Partition stopped; restarting it from its committed offset.");
+                        start(&mut running, &ticket, delay);
+                    }
+                    // The source ran dry (never with Kafka): start again.
+                    Ok(()) => start(&mut running, &ticket, Duration::ZERO),
+                }
+            }
+            _ = metadata.tick() => {
+                match client.partitions().await {
+                    Ok(now) if now != *partitions_tx.borrow().as_deref().unwrap_or_default() => {
+                        info!(mapping = %mapping.uuid, topic = mapping.topic(), partitions = now.len(), "The topic's partitions changed.");
+                        partitions_tx.send_replace(Some(now));
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(mapping = %mapping.uuid, error = %e, "Cannot refresh the topic's partitions."),
+                }
+            }
+            _ = lag.tick() => {
+                for ticket in held.values() {
+                    let position = ticket.position.load(Ordering::Relaxed);
+                    if let Some(waiting) = client.lag(ticket.partition, position) {
+                        ticket.lag.store(waiting, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    };
+    // Stop what still runs (partitions whose tickets were not stopped end only on `stop` or an
+    // error); each commits what it delivered.
+    connection_stop.cancel();
+    while running.join_next().await.is_some() {}
+    for (_, old) in retired {
+        old.done.cancel();
+    }
+    held.retain(|_, t| {
+        let ended = t.ended();
+        if ended {
+            t.done.cancel();
+        }
+        !ended
+    });
+    if stop.is_cancelled() {
+        finish(held);
+    }
+    outcome
+}
+
+/// What every partition of one mapping's connection shares.
+#[derive(Debug)]
+struct PartitionShared {
+    /// `guard` and `position` are per partition and replaced from the ticket.
+    spec: ConsumerSpec,
+    position: StartingPosition,
+    timestamp_ms: Option<i64>,
+}
+
+/// One tenure of one partition: from the committed offset (or the starting position, resolved
+/// and committed at once) until its ticket is stopped, its lease is lost, or `connection_stop`.
+async fn run_leased_partition<I: Invoker>(
+    env: Arc<PollerEnv<I>>,
+    client: KafkaClient,
+    shared: Arc<PartitionShared>,
+    ticket: PartitionTicket,
+    connection_stop: CancellationToken,
+    delay: Duration,
+) -> (i32, u64, Result<(), RunError>) {
+    let partition = ticket.partition;
+    // Stops on the ticket or on the connection, whichever comes first.
+    let stop = connection_stop.child_token();
+    let forward = {
+        let (stop, ticket_stop) = (stop.clone(), ticket.stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = ticket_stop.cancelled() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        })
+    };
+    let result = async {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+        if ticket.ended() {
+            return Ok(());
+        }
+        let checkpoint = client.checkpoint();
+        let committed = checkpoint.committed(&[partition]).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
+        let (start, resolved) = client.start_offsets(&committed, shared.position, shared.timestamp_ms).await?;
+        if !resolved.is_empty() {
+            if !ticket.guard.is_valid() {
+                return Ok(());
+            }
+            // Pin the starting position at once: a restart must not re-resolve LATEST past
+            // records that arrived in between.
+            checkpoint.commit(&resolved).await.map_err(|e| RunError::Checkpoint(e.to_string()))?;
+            info!(mapping = %shared.spec.mapping, partition, position = ?shared.position, offsets = ?resolved, "Starting position resolved and committed.");
+        }
+        let Some(&offset) = start.get(&partition) else { return Ok(()) };
+        ticket.position.store(offset, Ordering::Relaxed);
+        let source = client.open_partition(partition, offset)?;
+        info!(mapping = %shared.spec.mapping, partition, offset, "Partition started.");
+        let spec = ConsumerSpec { guard: ticket.guard.clone(), position: ticket.position.clone(), ..shared.spec.clone() };
+        let result =
+            consume(&spec, vec![source], checkpoint, env.invoker.clone(), &env.settings, env.metrics.clone(), &stop, &ticket.abandon)
+                .await;
+        if let Err(e) = client.close_partition(partition) {
+            warn!(mapping = %shared.spec.mapping, partition, error = %e, "Cannot unassign the partition.");
+        }
+        let report = result?;
+        info!(mapping = %shared.spec.mapping, partition, committed = ?report.committed, "Partition stopped.");
+        Ok(())
+    }
+    .await;
+    forward.abort();
+    (partition, ticket.tenure, result)
 }
 
 #[cfg(test)]
@@ -533,6 +784,7 @@ mod tests {
             envelope: Arc::new(Envelope::new(&EventSource::SelfManaged, "k:9092")),
             limits: BatchLimits { max_records, window: Duration::from_millis(100), ..BatchLimits::default() },
             guard: Arc::new(LeaseGuard::unconditional()),
+            position: Arc::default(),
         }
     }
 

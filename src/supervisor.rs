@@ -1,52 +1,131 @@
-//! The supervisor: reads the mapping items, runs one consumer per mapping that should run, and
-//! moves mappings through their states.
+//! The supervisor: reads the mapping items, keeps one lease per partition of every enabled
+//! mapping, consumes its fair share of them, and moves mappings through their states.
 //!
-//! Every refresh it re-reads the table: new or re-enabled mappings start, disabled or deleted ones
-//! stop (committing what they delivered), changed ones restart with the new configuration.
-//! Transitional states are moved to their end state (`Creating`/`Enabling`/`Updating` →
-//! `Enabled`, `Disabling` → `Disabled`, `Deleting` → item removed). A mapping whose item is
-//! malformed or invalid, or whose consumer hit an unrecoverable error, is set to `Disabled` with
-//! the reason; the others keep running.
+//! Every refresh it re-reads the mappings table: new or re-enabled mappings get a consumer, disabled
+//! or deleted ones stop (committing what they delivered), changed ones restart with the new
+//! configuration. Transitional states are moved to their end state (`Creating`/`Enabling`/
+//! `Updating` → `Enabled`, `Disabling` → `Disabled`, `Deleting` → item removed). A mapping whose
+//! item is malformed or invalid, or whose consumer hit an unrecoverable error, is set to
+//! `Disabled` with the reason; the others keep running.
 //!
-//! Many pollers may run at once (scheduled Lambdas overlap, `esm poll` on several machines). A
-//! mapping is consumed only under a lease in the leases table (one lease per mapping in this
-//! version, `LeaseKey = lease#UUID#TOPIC#-1`): a poller takes a mapping only while the lease is free or
-//! expired and it holds fewer than its fair share (⌈enabled mappings ÷ live pollers⌉), renews the
-//! lease every `renew_every`, and stops the consumer the moment a renewal is refused. Consumers
-//! check the lease (with its safety margin) before every invoke and every commit.
+//! Many pollers run at once (scheduled Lambdas overlap, `esm poll` on several machines). Each
+//! partition is consumed only under its lease (see [`crate::lease`]): every lease scan a poller
+//! counts the live pollers, takes free leases up to its fair share (⌈partitions ÷ live pollers⌉,
+//! at most `MaximumPollers` distinct pollers per mapping) and hands surplus partitions over
+//! (stop intake, finish the in-flight batch, commit, then release) so a newcomer gets work within
+//! a scan. On stop it hands everything over the same way; as a Lambda it first starts its
+//! successor (relay), so the partitions move within about a second. The poller with the lowest id
+//! starts more pollers when lag keeps growing or fewer than `MinimumPollers` run, never more than
+//! the partitions or the configured maximum; an idle poller beyond the minimum stops.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::error::StopReason;
 use crate::invoke::Invoker;
-use crate::lease::{Lease, LeaseError, LeaseGuard, LeaseSettings, LeaseStore, fair_share, now_epoch_ms};
+use crate::lease::{
+    Lease, LeaseError, LeaseGuard, LeaseSettings, LeaseStore, Load, PollerInfo, fair_share, now_epoch_ms,
+};
 use crate::mapping::{EventSourceMapping, State};
-use crate::poller::{MappingExit, PollerEnv, run_mapping};
+use crate::poller::{MappingExit, PartitionTicket, PollerEnv, run_mapping};
 use crate::store::{Loaded, MappingStore, Status, StoreError};
 
-struct Running {
-    fingerprint: String,
-    version: u64,
-    stop: CancellationToken,
-    abandon: CancellationToken,
-    handle: JoinHandle<MappingExit>,
+/// Starts another poller: the Lambda invokes its own function asynchronously.
+pub trait Spawner: Send + Sync + 'static {
+    /// `reason` ends up in the new poller's event (`relay`, `scale-out`).
+    fn spawn(&self, reason: &'static str, from: &str) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-/// The poller's identity and lease store, shared by its lease keepers.
-struct Leasing<L> {
-    store: Arc<L>,
-    owner: Arc<str>,
-    settings: LeaseSettings,
+/// Starts nothing: `esm poll`, where the user runs the processes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSpawner;
+
+impl Spawner for NoSpawner {
+    async fn spawn(&self, _reason: &'static str, _from: &str) -> Result<(), String> {
+        Err("this poller cannot start others".into())
+    }
 }
 
-/// The lease key's partition for a whole-mapping lease.
-const WHOLE_MAPPING: i32 = -1;
+/// How one poller joins, scales and leaves.
+#[derive(Debug, Clone)]
+pub struct PollerOptions<P> {
+    /// Starts more pollers (scale-out, relay); `None` for `esm poll`.
+    pub spawner: Option<Arc<P>>,
+    /// Started by the schedule: stay only if some work has no live poller (free leases, a mapping
+    /// without leases yet, fewer pollers than `MinimumPollers`); otherwise exit at once.
+    pub join_if_needed: bool,
+    /// Started by a stopping poller: look for free leases often at first.
+    pub successor: bool,
+    /// On stop, start a successor first when holding leases.
+    pub relay: bool,
+    /// Stop when idle beyond the minimum (Lambda pollers).
+    pub scale_in: bool,
+    /// Most pollers at once across all mappings (`ESM_MAX_POLLERS`).
+    pub max_pollers: usize,
+    /// How long lag must keep growing before another poller starts, and stay at zero before an
+    /// idle poller stops (`ESM_SCALE_WINDOW_MS`, default 60 s).
+    pub scale_window: Duration,
+    /// How often leases are scanned (`ESM_LEASE_SCAN_MS`, default 1000); 250 ms while free leases
+    /// are in sight.
+    pub scan_every: Duration,
+}
+
+impl Default for PollerOptions<NoSpawner> {
+    fn default() -> Self {
+        Self {
+            spawner: None,
+            join_if_needed: false,
+            successor: false,
+            relay: false,
+            scale_in: false,
+            max_pollers: usize::MAX,
+            scale_window: Duration::from_secs(60),
+            scan_every: Duration::from_secs(1),
+        }
+    }
+}
+
+impl<P> PollerOptions<P> {
+    /// `ESM_MAX_POLLERS`, `ESM_SCALE_WINDOW_MS` and `ESM_LEASE_SCAN_MS` over the defaults.
+    ///
+    /// # Errors
+    /// A variable is set but is not a positive whole number.
+    pub fn with_env(mut self) -> Result<Self, String> {
+        let var = |name: &str| -> Result<Option<u64>, String> {
+            match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(format!("{name}={v} is not a positive whole number")),
+                },
+                _ => Ok(None),
+            }
+        };
+        if let Some(n) = var("ESM_MAX_POLLERS")? {
+            self.max_pollers = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(ms) = var("ESM_SCALE_WINDOW_MS")? {
+            self.scale_window = Duration::from_millis(ms);
+        }
+        if let Some(ms) = var("ESM_LEASE_SCAN_MS")? {
+            self.scan_every = Duration::from_millis(ms);
+        }
+        Ok(self)
+    }
+}
+
+const FAST_SCAN: Duration = Duration::from_millis(250);
+/// How long a successor scans fast for its predecessor's partitions.
+const SUCCESSOR_WARMUP: Duration = Duration::from_secs(15);
 
 /// The configuration that matters to a running consumer: everything but status fields.
 fn fingerprint(mapping: &EventSourceMapping) -> String {
@@ -59,8 +138,8 @@ fn fingerprint(mapping: &EventSourceMapping) -> String {
     value.to_string()
 }
 
-/// Runs the poller over every mapping in `store` until `stop` fires, then stops every consumer:
-/// intake stops at once, in-flight invokes get `drain_timeout` to finish, what succeeded is
+/// Runs the poller over every mapping in `store` until `stop` fires, then hands every partition
+/// over: intake stops at once, in-flight invokes get `drain_timeout` to finish, what succeeded is
 /// committed and the leases are released.
 pub async fn run_poller<S: MappingStore, L: LeaseStore, I: Invoker>(
     store: Arc<S>,
@@ -68,75 +147,716 @@ pub async fn run_poller<S: MappingStore, L: LeaseStore, I: Invoker>(
     env: Arc<PollerEnv<I>>,
     stop: CancellationToken,
 ) {
-    let owner: Arc<str> = Arc::from(format!("poller-{}", uuid::Uuid::new_v4()));
-    let leasing = Leasing { store: leases, owner: owner.clone(), settings: env.settings.lease };
-    info!(poller = %owner, "Poller started.");
-    let mut running: HashMap<String, Running> = HashMap::new();
-    let mut backoff = Backoff::new(env.settings.reconnect_base, env.settings.reconnect_cap);
-    let tick = env.settings.refresh_interval.min(env.settings.lease.renew_every);
-    loop {
-        reap(&*store, &mut running).await;
-        let delay = match store.list().await {
-            Ok(items) => {
-                backoff.reset();
-                reconcile(&*store, &leasing, &env, &mut running, items).await;
-                tick
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                error!(error = %e, retry_in_s = delay.as_secs_f32(), "Cannot read the mappings table; running consumers continue.");
-                delay
-            }
-        };
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
-    let uuids: Vec<String> = running.keys().cloned().collect();
-    for uuid in &uuids {
-        if let Some(r) = running.get(uuid) {
-            r.stop.cancel();
-        }
-    }
-    let drain = tokio::time::sleep(env.settings.drain_timeout);
-    tokio::pin!(drain);
-    for (uuid, mut r) in running {
-        tokio::select! {
-            _ = &mut r.handle => {}
-            () = &mut drain => {
-                warn!(mapping = %uuid, "In-flight invoke did not finish in time; abandoning it (its batch will be redelivered).");
-                r.abandon.cancel();
-                let _ = r.handle.await;
-            }
-        }
-    }
-    // Consumers have ended; give their lease keepers a moment to release.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    if let Err(e) = leasing.store.remove_poller(&owner).await {
-        warn!(poller = %owner, error = %e, "Could not remove the poller's heartbeat; it expires by itself.");
-    }
-    info!(poller = %owner, "Poller stopped.");
+    run_poller_with(store, leases, env, stop, PollerOptions::default()).await;
 }
 
-/// Collects consumers that ended by themselves and records unrecoverable errors on the item.
-async fn reap<S: MappingStore>(store: &S, running: &mut HashMap<String, Running>) {
-    let finished: Vec<String> =
-        running.iter().filter(|(_, r)| r.handle.is_finished()).map(|(u, _)| u.clone()).collect();
-    for uuid in finished {
-        let Some(r) = running.remove(&uuid) else {
-            continue;
-        };
-        match r.handle.await {
-            Ok(MappingExit::Unrecoverable { reason, message }) => {
-                disable(store, &uuid, None, reason, &message).await;
+/// Why a poller ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollerExit {
+    /// `stop` fired.
+    Stopped,
+    /// Started by the schedule and found nothing no live poller covers.
+    NotNeeded,
+    /// Idle beyond the minimum: scaled in.
+    Idle,
+}
+
+/// [`run_poller`] with scaling and relay.
+pub async fn run_poller_with<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner>(
+    store: Arc<S>,
+    leases: Arc<L>,
+    env: Arc<PollerEnv<I>>,
+    stop: CancellationToken,
+    options: PollerOptions<P>,
+) -> PollerExit {
+    let mut poller = Poller::new(store, leases, env, options);
+    if poller.options.join_if_needed && !poller.needed().await {
+        info!("Every partition has a live poller; this scheduled poller is not needed.");
+        return PollerExit::NotNeeded;
+    }
+    let exit = poller.run(&stop).await;
+    poller.shutdown().await;
+    exit
+}
+
+/// A mapping's consumer in this poller.
+struct Runner {
+    fingerprint: String,
+    tickets: mpsc::UnboundedSender<PartitionTicket>,
+    partitions: watch::Receiver<Option<Vec<i32>>>,
+    stop: CancellationToken,
+    handle: JoinHandle<MappingExit>,
+}
+
+/// A lease this poller holds and the ticket its consumer runs under.
+struct Held {
+    lease: Lease,
+    owner: Arc<str>,
+    ticket: PartitionTicket,
+}
+
+/// This poller's identity: its heartbeat item and the root of all its lease guards.
+struct Identity {
+    id: Arc<str>,
+    root: Arc<LeaseGuard>,
+    heartbeat: JoinHandle<()>,
+}
+
+struct Poller<S, L, I, P> {
+    store: Arc<S>,
+    leases: Arc<L>,
+    env: Arc<PollerEnv<I>>,
+    options: PollerOptions<P>,
+    settings: LeaseSettings,
+    identity: Option<Identity>,
+    load: Arc<Mutex<Load>>,
+    runners: HashMap<String, Runner>,
+    /// By lease key.
+    held: BTreeMap<String, Held>,
+    /// Lease keys being handed over (stopping, committing, releasing).
+    handing_over: Arc<Mutex<HashSet<String>>>,
+    handovers: Vec<JoinHandle<()>>,
+    /// The valid, wanted mappings as of the last refresh.
+    wanted: Vec<EventSourceMapping>,
+    last_refresh: Option<Instant>,
+    refresh_backoff: Backoff,
+    started: Instant,
+    /// (when, total lag of all live pollers), newest last.
+    lag_history: VecDeque<(Instant, u64)>,
+    last_spawn: Option<Instant>,
+    fast_scan: bool,
+}
+
+impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> {
+    fn new(store: Arc<S>, leases: Arc<L>, env: Arc<PollerEnv<I>>, options: PollerOptions<P>) -> Self {
+        let settings = env.settings.lease;
+        let refresh_backoff = Backoff::new(env.settings.reconnect_base, env.settings.reconnect_cap);
+        Self {
+            store,
+            leases,
+            env,
+            options,
+            settings,
+            identity: None,
+            load: Arc::default(),
+            runners: HashMap::new(),
+            held: BTreeMap::new(),
+            handing_over: Arc::default(),
+            handovers: Vec::new(),
+            wanted: Vec::new(),
+            last_refresh: None,
+            refresh_backoff,
+            started: Instant::now(),
+            lag_history: VecDeque::new(),
+            last_spawn: None,
+            fast_scan: false,
+        }
+    }
+
+    fn id(&self) -> Option<Arc<str>> {
+        self.identity.as_ref().map(|i| i.id.clone())
+    }
+
+    /// For a scheduled poller: is there work no live poller covers?
+    async fn needed(&mut self) -> bool {
+        let Ok(items) = self.store.list().await else { return true };
+        let wanted: Vec<EventSourceMapping> = items
+            .into_iter()
+            .filter_map(|i| match i {
+                Loaded::Valid(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        // Transitions and clean-ups of mappings also need a poller.
+        if wanted.iter().any(|m| m.state != State::Enabled && m.state != State::Disabled) {
+            return true;
+        }
+        let Ok(live) = self.leases.live_pollers(now_epoch_ms()).await else { return true };
+        let active = live.iter().filter(|p| !p.load.stopping).count();
+        let minimum = wanted.iter().filter(|m| m.state.wants_consumer()).map(minimum_pollers).max().unwrap_or(0);
+        if active == 0 || active < minimum {
+            return wanted.iter().any(|m| m.state.wants_consumer());
+        }
+        for mapping in wanted.iter().filter(|m| m.state.wants_consumer()) {
+            match self.leases.leases(&mapping.uuid).await {
+                Ok(leases) if !leases.is_empty() && leases.iter().all(|l| !l.is_free(&live)) => {}
+                _ => return true,
             }
-            Ok(MappingExit::Stopped) => {}
-            Err(e) => {
-                error!(mapping = %uuid, error = %e, "Mapping consumer crashed; it will be restarted.")
+        }
+        false
+    }
+
+    async fn run(&mut self, stop: &CancellationToken) -> PollerExit {
+        loop {
+            if stop.is_cancelled() {
+                return PollerExit::Stopped;
+            }
+            self.keep_identity().await;
+            self.reap().await;
+            let refresh_due = self.last_refresh.is_none_or(|at| at.elapsed() >= self.env.settings.refresh_interval);
+            if refresh_due {
+                self.refresh().await;
+            }
+            if self.identity.is_some() && self.balance().await == Some(PollerExit::Idle) {
+                return PollerExit::Idle;
+            }
+            let delay = if self.fast_scan
+                || (self.options.successor && self.started.elapsed() < SUCCESSOR_WARMUP && self.held.is_empty())
+            {
+                FAST_SCAN
+            } else {
+                self.options.scan_every
+            };
+            tokio::select! {
+                () = stop.cancelled() => return PollerExit::Stopped,
+                () = tokio::time::sleep(delay) => {}
             }
         }
     }
+
+    /// Registers this poller (first heartbeat), or starts over under a new identity when its
+    /// heartbeat could not be confirmed in time: whatever it held may have been taken already.
+    async fn keep_identity(&mut self) {
+        if let Some(identity) = &self.identity {
+            if identity.root.is_valid() {
+                return;
+            }
+            warn!(poller = %identity.id, "Heartbeat not confirmed in time: giving up every lease and starting over under a new identity.");
+            for (_, held) in std::mem::take(&mut self.held) {
+                held.ticket.guard.revoke();
+                held.ticket.stop.cancel();
+                held.ticket.abandon.cancel();
+            }
+            identity.heartbeat.abort();
+            let old = identity.id.clone();
+            self.identity = None;
+            // Frees the old identity's leases at once; its guards are already invalid.
+            let _ = self.leases.remove_poller(&old).await;
+        }
+        let id: Arc<str> = Arc::from(format!("poller-{}", uuid::Uuid::new_v4()));
+        let sent = now_epoch_ms();
+        let load = *self.load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.leases.heartbeat(&id, sent, self.settings.duration, load).await {
+            Ok(()) => {
+                let root = Arc::new(LeaseGuard::until(valid_until(sent, self.settings)));
+                let heartbeat = tokio::spawn(heartbeat_loop(
+                    self.leases.clone(),
+                    id.clone(),
+                    root.clone(),
+                    self.settings,
+                    self.load.clone(),
+                ));
+                info!(poller = %id, "Poller registered.");
+                self.identity = Some(Identity { id, root, heartbeat });
+            }
+            Err(e) => warn!(error = %e, "Cannot register the poller's heartbeat; retrying."),
+        }
+    }
+
+    /// Collects consumers that ended by themselves and records unrecoverable errors on the item.
+    async fn reap(&mut self) {
+        let finished: Vec<String> =
+            self.runners.iter().filter(|(_, r)| r.handle.is_finished()).map(|(u, _)| u.clone()).collect();
+        for uuid in finished {
+            let Some(runner) = self.runners.remove(&uuid) else { continue };
+            self.hand_over_mapping(&uuid);
+            match runner.handle.await {
+                Ok(MappingExit::Unrecoverable { reason, message }) => {
+                    disable(&*self.store, &uuid, None, reason, &message).await;
+                    self.last_refresh = None;
+                }
+                Ok(MappingExit::Stopped) => {}
+                Err(e) => error!(mapping = %uuid, error = %e, "Mapping consumer crashed; it will be restarted."),
+            }
+        }
+    }
+
+    /// Re-reads the mappings table and applies states.
+    async fn refresh(&mut self) {
+        let items = match self.store.list().await {
+            Ok(items) => {
+                self.refresh_backoff.reset();
+                self.last_refresh = Some(Instant::now());
+                items
+            }
+            Err(e) => {
+                let delay = self.refresh_backoff.next_delay();
+                // Try again after the backoff, not on every scan.
+                self.last_refresh = Some(Instant::now() + delay.saturating_sub(self.env.settings.refresh_interval));
+                error!(error = %e, retry_in_s = delay.as_secs_f32(), "Cannot read the mappings table; running consumers continue.");
+                return;
+            }
+        };
+        let mut wanted = Vec::new();
+        let mut seen = HashSet::new();
+        for item in items {
+            let Some(uuid) = item.uuid().map(str::to_owned) else {
+                error!("A mappings-table item has no UUID string; it is ignored. Remove it or give it a UUID.");
+                continue;
+            };
+            seen.insert(uuid.clone());
+            match item {
+                Loaded::Malformed { state, reason, .. } => {
+                    self.stop_runner(&uuid);
+                    if state.as_deref() == Some("Deleting") || state.as_deref() == Some("Disabled") {
+                        continue;
+                    }
+                    error!(mapping = %uuid, error = %reason, "Mapping item is malformed; disabling it.");
+                    let message = format!("PROBLEM: malformed mapping item: {reason}");
+                    disable(&*self.store, &uuid, None, StopReason::EsmConfigNotValid, &message).await;
+                }
+                Loaded::Invalid { mapping, error } => {
+                    self.stop_runner(&uuid);
+                    if mapping.state == State::Deleting {
+                        let _ = self.store.delete(&uuid, mapping.version).await;
+                    } else if mapping.state != State::Disabled {
+                        error!(mapping = %uuid, error = %error, "Mapping is not valid; disabling it.");
+                        let message = format!("PROBLEM: {error}");
+                        disable(&*self.store, &uuid, Some(mapping.version), StopReason::EsmConfigNotValid, &message)
+                            .await;
+                    }
+                }
+                Loaded::Valid(mapping) => match mapping.state {
+                    State::Creating | State::Enabling | State::Enabled | State::Updating => {
+                        let fp = fingerprint(&mapping);
+                        if self.runners.get(&uuid).is_some_and(|r| r.fingerprint != fp) {
+                            info!(mapping = %uuid, "Mapping configuration changed; restarting its consumer.");
+                            self.stop_runner(&uuid);
+                        }
+                        if mapping.state != State::Enabled {
+                            set_state(&*self.store, &mapping, State::Enabled).await;
+                        }
+                        wanted.push(mapping);
+                    }
+                    State::Disabling | State::Disabled => {
+                        self.stop_runner(&uuid);
+                        if mapping.state == State::Disabling {
+                            set_state(&*self.store, &mapping, State::Disabled).await;
+                        }
+                    }
+                    State::Deleting => {
+                        self.stop_runner(&uuid);
+                        match self.store.delete(&uuid, mapping.version).await {
+                            Ok(()) => {
+                                info!(mapping = %uuid, "Mapping deleted.");
+                                let leases = self.leases.clone();
+                                let handing_over = self.handing_over.clone();
+                                let prefix = format!("lease#{uuid}#");
+                                // After the hand-over released them.
+                                tokio::spawn(async move {
+                                    for _ in 0..600 {
+                                        let busy = handing_over
+                                            .lock()
+                                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                            .iter()
+                                            .any(|k| k.starts_with(&prefix));
+                                        if !busy {
+                                            break;
+                                        }
+                                        tokio::time::sleep(Duration::from_millis(100)).await;
+                                    }
+                                    if let Err(e) = leases.delete_mapping(&uuid).await {
+                                        warn!(mapping = %uuid, error = %e, "Could not remove the deleted mapping's leases.");
+                                    }
+                                });
+                            }
+                            Err(StoreError::Conflict { .. }) => {}
+                            Err(e) => warn!(mapping = %uuid, error = %e, "Could not delete the mapping item."),
+                        }
+                    }
+                },
+            }
+        }
+        let gone: Vec<String> = self.runners.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+        for uuid in gone {
+            info!(mapping = %uuid, "Mapping item removed.");
+            self.stop_runner(&uuid);
+        }
+        self.wanted = wanted;
+    }
+
+    /// Starts the mapping's consumer if it has none.
+    fn ensure_runner(&mut self, mapping: &EventSourceMapping) -> &Runner {
+        let uuid = mapping.uuid.clone();
+        self.runners.entry(uuid).or_insert_with(|| {
+            let (tickets_tx, tickets_rx) = mpsc::unbounded_channel();
+            let (partitions_tx, partitions_rx) = watch::channel(None);
+            let stop = CancellationToken::new();
+            info!(mapping = %mapping.uuid, topic = mapping.topic(), function = %mapping.function_arn, "Starting consumer.");
+            let handle =
+                tokio::spawn(run_mapping(self.env.clone(), mapping.clone(), tickets_rx, partitions_tx, stop.clone()));
+            Runner {
+                fingerprint: fingerprint(mapping),
+                tickets: tickets_tx,
+                partitions: partitions_rx,
+                stop,
+                handle,
+            }
+        })
+    }
+
+    /// Hands the mapping's partitions over and stops its consumer once they are done.
+    fn stop_runner(&mut self, uuid: &str) {
+        self.hand_over_mapping(uuid);
+        if let Some(runner) = self.runners.remove(uuid) {
+            info!(mapping = %uuid, "Stopping consumer.");
+            let stop = runner.stop.clone();
+            let handing_over = self.handing_over.clone();
+            let prefix = format!("lease#{uuid}#");
+            // The consumer ends after its partitions have committed; a new consumer for the same
+            // mapping may start meanwhile: offsets are only committed after delivery.
+            tokio::spawn(async move {
+                for _ in 0..1200 {
+                    let busy = handing_over
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .iter()
+                        .any(|k| k.starts_with(&prefix));
+                    if !busy {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                stop.cancel();
+                let _ = runner.handle.await;
+            });
+        }
+    }
+
+    fn hand_over_mapping(&mut self, uuid: &str) {
+        let keys: Vec<String> =
+            self.held.iter().filter(|(_, h)| h.lease.mapping == uuid).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            self.hand_over(&key);
+        }
+    }
+
+    /// Stops the partition (no new batch, in-flight one finishes within the drain timeout), then
+    /// releases the lease once its last commit is done.
+    fn hand_over(&mut self, key: &str) {
+        let Some(held) = self.held.remove(key) else { return };
+        held.ticket.stop.cancel();
+        self.handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_owned());
+        let leases = self.leases.clone();
+        let handing_over = self.handing_over.clone();
+        let drain = self.env.settings.drain_timeout;
+        let key = key.to_owned();
+        self.handovers.retain(|h| !h.is_finished());
+        self.handovers.push(tokio::spawn(async move {
+            let ticket = &held.ticket;
+            tokio::select! {
+                () = ticket.done.cancelled() => {}
+                () = tokio::time::sleep(drain) => {
+                    warn!(mapping = %held.lease.mapping, partition = ticket.partition, "In-flight invoke did not finish in time; abandoning it (its batch will be redelivered).");
+                    ticket.abandon.cancel();
+                    // The consumer notices at once; don't wait on a wedged one forever.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), ticket.done.cancelled()).await;
+                }
+            }
+            ticket.guard.revoke();
+            match leases.release(&held.lease, &held.owner).await {
+                Ok(()) => info!(mapping = %held.lease.mapping, partition = ticket.partition, "Partition handed over."),
+                Err(LeaseError::Lost { .. }) => {}
+                Err(e) => warn!(mapping = %held.lease.mapping, error = %e, "Could not release the lease; it is freed when this poller's heartbeat expires."),
+            }
+            handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        }));
+    }
+
+    /// One lease scan: keep lease items for every partition, take free leases up to the fair
+    /// share, hand surplus over, notice lost leases, and scale.
+    async fn balance(&mut self) -> Option<PollerExit> {
+        let id = self.id()?;
+        let now = now_epoch_ms();
+        let live = match self.leases.live_pollers(now).await {
+            Ok(live) => live,
+            Err(e) => {
+                warn!(error = %e, "Cannot read the pollers' heartbeats; keeping the current leases.");
+                return None;
+            }
+        };
+        let active: Vec<&PollerInfo> = live.iter().filter(|p| !p.load.stopping || *p.id == *id).collect();
+        let active_count = active.len().max(1);
+        let mut by_mapping: Vec<(EventSourceMapping, Vec<Lease>)> = Vec::new();
+        for mapping in self.wanted.clone() {
+            let mut leases = match self.leases.leases(&mapping.uuid).await {
+                Ok(leases) => leases,
+                Err(e) => {
+                    warn!(mapping = %mapping.uuid, error = %e, "Cannot read the mapping's leases.");
+                    continue;
+                }
+            };
+            // Lease items for partitions the consumer has seen but the table lacks (a new
+            // mapping, or the topic grew). A mapping without any needs its consumer to find out.
+            let discovered = if leases.is_empty() || self.runners.contains_key(&mapping.uuid) {
+                self.ensure_runner(&mapping).partitions.borrow().clone()
+            } else {
+                None
+            };
+            if let Some(partitions) = discovered {
+                let missing: Vec<i32> = partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| !leases.iter().any(|l| l.partition == *p && l.topic == mapping.topic()))
+                    .collect();
+                if !missing.is_empty() {
+                    for p in &missing {
+                        if let Err(e) = self.leases.ensure(&mapping.uuid, mapping.topic(), *p).await {
+                            warn!(mapping = %mapping.uuid, partition = p, error = %e, "Cannot create the partition's lease.");
+                        }
+                    }
+                    info!(mapping = %mapping.uuid, topic = mapping.topic(), partitions = ?missing, "Leases created for new partitions.");
+                    leases = self.leases.leases(&mapping.uuid).await.unwrap_or(leases);
+                }
+            }
+            leases.retain(|l| l.topic == mapping.topic());
+            by_mapping.push((mapping, leases));
+        }
+        // Leases we hold that the table says someone else has: stop at once, release nothing.
+        for (_, leases) in &by_mapping {
+            for lease in leases {
+                let key = lease.key();
+                if let Some(held) = self.held.get(&key)
+                    && (lease.owner.as_deref() != Some(&*held.owner) || lease.counter != held.lease.counter)
+                {
+                    warn!(mapping = %lease.mapping, partition = lease.partition, "Lease taken by another poller; stopping the partition at once.");
+                    if let Some(held) = self.held.remove(&key) {
+                        held.ticket.guard.revoke();
+                        held.ticket.stop.cancel();
+                        held.ticket.abandon.cancel();
+                    }
+                }
+            }
+        }
+        let total: usize = by_mapping.iter().map(|(_, l)| l.len()).sum();
+        let share = fair_share(total, active_count);
+        // Over the share: hand the surplus over (highest keys first, so pollers agree).
+        if self.held.len() > share {
+            let surplus: Vec<String> = self.held.keys().rev().take(self.held.len() - share).cloned().collect();
+            info!(poller = %id, held = self.held.len(), share, live = active_count, "Over fair share; handing partitions over.");
+            for key in surplus {
+                self.hand_over(&key);
+            }
+        }
+        // Under it: take free leases, in random order so racing pollers rarely collide.
+        let mut free_left = 0;
+        let busy: HashSet<String> = self.handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut candidates: Vec<(usize, &Lease)> = Vec::new();
+        for (i, (mapping, leases)) in by_mapping.iter().enumerate() {
+            let owners: HashSet<&str> =
+                leases.iter().filter(|l| !l.is_free(&live)).filter_map(|l| l.owner.as_deref()).collect();
+            let max = maximum_pollers(mapping);
+            let allowed = owners.contains(&*id) || owners.len() < max;
+            for lease in leases.iter().filter(|l| l.is_free(&live) && !busy.contains(&l.key())) {
+                free_left += 1;
+                if allowed {
+                    candidates.push((i, lease));
+                }
+            }
+        }
+        fastrand::shuffle(&mut candidates);
+        let mut taken = Vec::new();
+        for (i, lease) in candidates {
+            if self.held.len() + taken.len() >= share || !self.identity.as_ref().is_some_and(|i| i.root.is_valid()) {
+                break;
+            }
+            match self.leases.acquire(lease, &id).await {
+                Ok(acquired) => {
+                    free_left -= 1;
+                    taken.push((i, acquired));
+                }
+                Err(LeaseError::Lost { .. }) => free_left -= 1,
+                Err(e) => {
+                    warn!(mapping = %lease.mapping, partition = lease.partition, error = %e, "Cannot take the lease.")
+                }
+            }
+        }
+        for (i, lease) in taken {
+            let mapping = by_mapping[i].0.clone();
+            let Some(root) = self.identity.as_ref().map(|i| i.root.clone()) else { break };
+            let ticket = PartitionTicket::new(lease.partition, lease.counter, Arc::new(LeaseGuard::child(root)));
+            info!(mapping = %mapping.uuid, partition = lease.partition, poller = %id, "Lease taken.");
+            let runner = self.ensure_runner(&mapping);
+            if runner.tickets.send(ticket.clone()).is_err() {
+                ticket.guard.revoke();
+            }
+            self.held.insert(lease.key(), Held { lease, owner: id.clone(), ticket });
+        }
+        self.fast_scan = free_left > 0 || live.iter().any(|p| p.load.stopping && *p.id != *id);
+        // Report load with the next heartbeat.
+        {
+            let lag: u64 = self.held.values().map(|h| h.ticket.lag.load(Ordering::Relaxed)).sum();
+            let mut load = self.load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            load.held = u32::try_from(self.held.len()).unwrap_or(u32::MAX);
+            load.lag = lag;
+        }
+        self.scale(&id, &active, &by_mapping)
+    }
+
+    /// The poller with the lowest id starts more pollers when needed; an idle poller beyond the
+    /// minimum stops.
+    fn scale(
+        &mut self,
+        id: &str,
+        active: &[&PollerInfo],
+        by_mapping: &[(EventSourceMapping, Vec<Lease>)],
+    ) -> Option<PollerExit> {
+        let now = Instant::now();
+        let total_lag: u64 = active.iter().map(|p| p.load.lag).sum();
+        self.lag_history.push_back((now, total_lag));
+        while self.lag_history.len() > 2
+            && self.lag_history.get(1).is_some_and(|(at, _)| now.duration_since(*at) >= self.options.scale_window)
+        {
+            self.lag_history.pop_front();
+        }
+        let window_full =
+            self.lag_history.front().is_some_and(|(at, _)| now.duration_since(*at) >= self.options.scale_window);
+        let minimum = by_mapping.iter().map(|(m, _)| minimum_pollers(m)).max().unwrap_or(0);
+        let partitions: usize = by_mapping.iter().map(|(_, l)| l.len()).sum();
+        let cap = by_mapping
+            .iter()
+            .map(|(m, l)| l.len().min(maximum_pollers(m)))
+            .sum::<usize>()
+            .min(self.options.max_pollers)
+            .min(partitions);
+        let leader = active.iter().map(|p| p.id.as_str()).min().is_none_or(|lowest| lowest == id);
+        if let Some(spawner) = self.options.spawner.clone()
+            && leader
+            && self
+                .last_spawn
+                .is_none_or(|at| now.duration_since(at) >= self.options.scale_window.min(Duration::from_secs(30)))
+        {
+            let growing = window_full
+                && self.lag_history.iter().zip(self.lag_history.iter().skip(1)).all(|((_, a), (_, b))| b >= a)
+                && self.lag_history.back().map(|(_, l)| *l) > self.lag_history.front().map(|(_, l)| *l);
+            let want = if active.len() < minimum {
+                minimum
+            } else if growing {
+                active.len() + 1
+            } else {
+                active.len()
+            };
+            let more = want.min(cap).saturating_sub(active.len());
+            if more > 0 {
+                self.last_spawn = Some(now);
+                let reason = if growing { "scale-out" } else { "minimum-pollers" };
+                info!(poller = %id, live = active.len(), starting = more, cap, lag = total_lag, reason, "Starting more pollers.");
+                let from = id.to_owned();
+                tokio::spawn(async move {
+                    for _ in 0..more {
+                        if let Err(e) = spawner.spawn(reason, &from).await {
+                            warn!(error = %e, "Cannot start another poller.");
+                        }
+                    }
+                });
+            }
+        }
+        if self.options.scale_in
+            && window_full
+            && self.started.elapsed() >= self.options.scale_window
+            && active.len() > minimum.max(1)
+            && self.lag_history.iter().all(|(_, lag)| *lag == 0)
+            && active.iter().map(|p| p.id.as_str()).max() == Some(id)
+        {
+            info!(poller = %id, live = active.len(), minimum, "No lag for the whole window and more pollers than needed; this one stops.");
+            return Some(PollerExit::Idle);
+        }
+        None
+    }
+
+    /// Relay (if configured), hand everything over, stop the consumers, remove the heartbeat.
+    async fn shutdown(&mut self) {
+        let id = self.id();
+        if self.options.relay
+            && !self.held.is_empty()
+            && let (Some(spawner), Some(id)) = (self.options.spawner.clone(), id.clone())
+        {
+            match spawner.spawn("relay", &id).await {
+                Ok(()) => info!(poller = %id, partitions = self.held.len(), "Successor started."),
+                Err(e) => warn!(poller = %id, error = %e, "Cannot start a successor; the schedule will."),
+            }
+        }
+        self.load.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stopping = true;
+        if let Some(id) = &id {
+            // Tell the others at once that these partitions are about to be free.
+            let load = *self.load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _ = self.leases.heartbeat(id, now_epoch_ms(), self.settings.duration, load).await;
+        }
+        let keys: Vec<String> = self.held.keys().cloned().collect();
+        for key in keys {
+            self.hand_over(&key);
+        }
+        for handover in std::mem::take(&mut self.handovers) {
+            let _ = handover.await;
+        }
+        let runners: Vec<(String, Runner)> = self.runners.drain().collect();
+        for (uuid, runner) in runners {
+            runner.stop.cancel();
+            // A consumer that hit an unrecoverable error just before the stop still records it.
+            if let Ok(MappingExit::Unrecoverable { reason, message }) = runner.handle.await {
+                disable(&*self.store, &uuid, None, reason, &message).await;
+            }
+        }
+        if let Some(identity) = self.identity.take() {
+            identity.heartbeat.abort();
+            if let Err(e) = self.leases.remove_poller(&identity.id).await {
+                warn!(poller = %identity.id, error = %e, "Could not remove the poller's heartbeat; it expires by itself.");
+            }
+            info!(poller = %identity.id, "Poller stopped.");
+        }
+    }
+}
+
+/// The guard's deadline for a heartbeat sent at `sent_ms`.
+fn valid_until(sent_ms: i64, settings: LeaseSettings) -> i64 {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    sent_ms.saturating_add(ms(settings.duration)).saturating_sub(ms(settings.safety_margin))
+}
+
+/// Writes the heartbeat every `renew_every`; each confirmed in time extends the root guard, the
+/// first one confirmed too late ends the loop (the supervisor then starts over).
+async fn heartbeat_loop<L: LeaseStore>(
+    leases: Arc<L>,
+    id: Arc<str>,
+    root: Arc<LeaseGuard>,
+    settings: LeaseSettings,
+    load: Arc<Mutex<Load>>,
+) {
+    loop {
+        tokio::time::sleep(settings.renew_every).await;
+        let sent = now_epoch_ms();
+        let current = *load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match leases.heartbeat(&id, sent, settings.duration, current).await {
+            Ok(()) => {
+                if !root.extend_if_valid(valid_until(sent, settings)) {
+                    warn!(poller = %id, "Heartbeat confirmed too late; this poller's leases may have moved.");
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(poller = %id, error = %e, "Heartbeat failed; retrying.");
+                if !root.is_valid() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn minimum_pollers(mapping: &EventSourceMapping) -> usize {
+    mapping
+        .provisioned_poller_config
+        .as_ref()
+        .and_then(|c| c.minimum_pollers)
+        .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+fn maximum_pollers(mapping: &EventSourceMapping) -> usize {
+    mapping
+        .provisioned_poller_config
+        .as_ref()
+        .and_then(|c| c.maximum_pollers)
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 async fn disable<S: MappingStore>(store: &S, uuid: &str, version: Option<u64>, reason: StopReason, message: &str) {
@@ -169,253 +889,4 @@ async fn set_state<S: MappingStore>(store: &S, mapping: &EventSourceMapping, sta
             warn!(mapping = %mapping.uuid, error = %e, "Could not update the mapping's state.")
         }
     }
-}
-
-async fn stop_consumer(running: &mut HashMap<String, Running>, uuid: &str) {
-    if let Some(r) = running.remove(uuid) {
-        r.stop.cancel();
-        info!(mapping = %uuid, "Stopping consumer.");
-        // Let it drain in the background; a new consumer for the same mapping may start now:
-        // offsets are only ever committed after delivery, so an overlap can only redeliver.
-        tokio::spawn(async move {
-            let _ = r.handle.await;
-        });
-    }
-}
-
-async fn reconcile<S: MappingStore, L: LeaseStore, I: Invoker>(
-    store: &S,
-    leasing: &Leasing<L>,
-    env: &Arc<PollerEnv<I>>,
-    running: &mut HashMap<String, Running>,
-    items: Vec<Loaded>,
-) {
-    let now = now_epoch_ms();
-    let live = match leasing.store.heartbeat(&leasing.owner, now, leasing.settings.duration).await {
-        Ok(()) => leasing.store.live_pollers(now).await.map(|p| p.len()).unwrap_or(1),
-        Err(e) => {
-            warn!(poller = %leasing.owner, error = %e, "Heartbeat failed.");
-            1
-        }
-    };
-    let wanted = items.iter().filter(|i| matches!(i, Loaded::Valid(m) if m.state.wants_consumer())).count();
-    let share = fair_share(wanted, live);
-    let mut seen = Vec::with_capacity(items.len());
-    for item in items {
-        let Some(uuid) = item.uuid().map(str::to_owned) else {
-            error!("A mappings-table item has no UUID string; it is ignored. Remove it or give it a UUID.");
-            continue;
-        };
-        seen.push(uuid.clone());
-        match item {
-            Loaded::Malformed { state, reason, .. } => {
-                stop_consumer(running, &uuid).await;
-                if state.as_deref() == Some("Deleting") {
-                    continue;
-                }
-                if state.as_deref() != Some("Disabled") {
-                    error!(mapping = %uuid, error = %reason, "Mapping item is malformed; disabling it.");
-                    disable(
-                        store,
-                        &uuid,
-                        None,
-                        StopReason::EsmConfigNotValid,
-                        &format!("PROBLEM: malformed mapping item: {reason}"),
-                    )
-                    .await;
-                }
-            }
-            Loaded::Invalid { mapping, error } => {
-                stop_consumer(running, &uuid).await;
-                if mapping.state == State::Deleting {
-                    let _ = store.delete(&uuid, mapping.version).await;
-                } else if mapping.state != State::Disabled {
-                    error!(mapping = %uuid, error = %error, "Mapping is not valid; disabling it.");
-                    disable(
-                        store,
-                        &uuid,
-                        Some(mapping.version),
-                        StopReason::EsmConfigNotValid,
-                        &format!("PROBLEM: {error}"),
-                    )
-                    .await;
-                }
-            }
-            Loaded::Valid(mapping) => match mapping.state {
-                State::Creating | State::Enabling | State::Enabled | State::Updating => {
-                    let fp = fingerprint(&mapping);
-                    let current = running.get(&uuid).map(|r| r.fingerprint == fp);
-                    if current == Some(false) {
-                        info!(mapping = %uuid, "Mapping configuration changed; restarting its consumer.");
-                        stop_consumer(running, &uuid).await;
-                    }
-                    if current == Some(true) {
-                        if let Some(r) = running.get_mut(&uuid) {
-                            r.version = mapping.version;
-                        }
-                    } else if running.len() < share
-                        && let Some(lease) = take_lease(leasing, &mapping).await
-                    {
-                        start_consumer(env, leasing, running, mapping.clone(), fp, lease);
-                    }
-                    if mapping.state != State::Enabled && running.contains_key(&uuid) {
-                        set_state(store, &mapping, State::Enabled).await;
-                    }
-                }
-                State::Disabling | State::Disabled => {
-                    stop_consumer(running, &uuid).await;
-                    if mapping.state == State::Disabling {
-                        set_state(store, &mapping, State::Disabled).await;
-                    }
-                }
-                State::Deleting => {
-                    stop_consumer(running, &uuid).await;
-                    match store.delete(&uuid, mapping.version).await {
-                        Ok(()) => {
-                            info!(mapping = %uuid, "Mapping deleted.");
-                            let leases = leasing.store.clone();
-                            let uuid = uuid.clone();
-                            // After our consumer's lease keeper has released it.
-                            tokio::spawn(async move {
-                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                                if let Err(e) = leases.delete_mapping(&uuid).await {
-                                    warn!(mapping = %uuid, error = %e, "Could not remove the deleted mapping's leases.");
-                                }
-                            });
-                        }
-                        Err(StoreError::Conflict { .. }) => {}
-                        Err(e) => {
-                            warn!(mapping = %uuid, error = %e, "Could not delete the mapping item.")
-                        }
-                    }
-                }
-            },
-        }
-    }
-    let gone: Vec<String> = running.keys().filter(|u| !seen.contains(u)).cloned().collect();
-    for uuid in gone {
-        info!(mapping = %uuid, "Mapping item removed.");
-        stop_consumer(running, &uuid).await;
-    }
-    // More pollers than before: hand surplus mappings back (commit, then release) so a newcomer
-    // gets work within a renewal period.
-    let mut surplus: Vec<String> = running.keys().cloned().collect();
-    surplus.sort();
-    for uuid in surplus.into_iter().skip(share.max(1)) {
-        info!(mapping = %uuid, share, live, "Over fair share; handing the mapping over.");
-        stop_consumer(running, &uuid).await;
-    }
-}
-
-/// Takes the mapping's lease if it is free or expired; `None` if another poller holds it.
-async fn take_lease<L: LeaseStore>(leasing: &Leasing<L>, mapping: &EventSourceMapping) -> Option<Lease> {
-    let result = async {
-        leasing.store.ensure(&mapping.uuid, mapping.topic(), WHOLE_MAPPING).await?;
-        let current = leasing
-            .store
-            .leases(&mapping.uuid)
-            .await?
-            .into_iter()
-            .find(|l| l.partition == WHOLE_MAPPING && l.topic == mapping.topic());
-        let Some(current) = current else { return Ok(None) };
-        let now = now_epoch_ms();
-        let free = current.owner.as_deref().is_none_or(str::is_empty) || current.expires_at_ms < now;
-        if !free {
-            return Ok(None);
-        }
-        leasing.store.acquire(&current, &leasing.owner, now, leasing.settings.duration).await.map(Some)
-    }
-    .await;
-    match result {
-        Ok(lease) => lease,
-        Err(LeaseError::Lost { .. }) => None,
-        Err(e) => {
-            warn!(mapping = %mapping.uuid, error = %e, "Cannot take the mapping's lease.");
-            None
-        }
-    }
-}
-
-/// Renews the lease while the consumer runs; releases it when the consumer is done; stops the
-/// consumer at once if the lease is lost or cannot be confirmed in time.
-#[allow(clippy::too_many_arguments)]
-async fn keep_lease<L: LeaseStore>(
-    store: Arc<L>,
-    owner: Arc<str>,
-    settings: LeaseSettings,
-    mut lease: Lease,
-    guard: Arc<LeaseGuard>,
-    done: CancellationToken,
-    stop: CancellationToken,
-    abandon: CancellationToken,
-) {
-    let margin = i64::try_from(settings.safety_margin.as_millis()).unwrap_or(i64::MAX);
-    loop {
-        tokio::select! {
-            () = done.cancelled() => {
-                guard.revoke();
-                if let Err(e) = store.release(&lease, &owner).await {
-                    warn!(mapping = %lease.mapping, error = %e, "Could not release the lease; it expires by itself.");
-                }
-                return;
-            }
-            () = tokio::time::sleep(settings.renew_every) => {}
-        }
-        match store.renew(&lease, &owner, now_epoch_ms(), settings.duration).await {
-            Ok(renewed) => {
-                guard.extend(renewed.expires_at_ms.saturating_sub(margin));
-                lease = renewed;
-            }
-            Err(LeaseError::Lost { .. }) => {
-                guard.revoke();
-                warn!(mapping = %lease.mapping, poller = %owner, "Lease lost to another poller; stopping at once.");
-                stop.cancel();
-                abandon.cancel();
-                return;
-            }
-            Err(e) => {
-                warn!(mapping = %lease.mapping, error = %e, "Lease renewal failed; retrying.");
-                if !guard.is_valid() {
-                    // Cannot confirm the lease any more: stop before someone else may take it.
-                    stop.cancel();
-                    abandon.cancel();
-                }
-            }
-        }
-    }
-}
-
-fn start_consumer<L: LeaseStore, I: Invoker>(
-    env: &Arc<PollerEnv<I>>,
-    leasing: &Leasing<L>,
-    running: &mut HashMap<String, Running>,
-    mapping: EventSourceMapping,
-    fingerprint: String,
-    lease: Lease,
-) {
-    let stop = CancellationToken::new();
-    let abandon = CancellationToken::new();
-    let done = CancellationToken::new();
-    let margin = i64::try_from(leasing.settings.safety_margin.as_millis()).unwrap_or(i64::MAX);
-    let guard = Arc::new(LeaseGuard::until(lease.expires_at_ms.saturating_sub(margin)));
-    let uuid = mapping.uuid.clone();
-    let version = mapping.version;
-    info!(mapping = %uuid, poller = %leasing.owner, topic = mapping.topic(), function = %mapping.function_arn, "Starting consumer.");
-    tokio::spawn(keep_lease(
-        leasing.store.clone(),
-        leasing.owner.clone(),
-        leasing.settings,
-        lease,
-        guard.clone(),
-        done.clone(),
-        stop.clone(),
-        abandon.clone(),
-    ));
-    let consumer = run_mapping(env.clone(), mapping, guard, stop.clone(), abandon.clone());
-    let handle = tokio::spawn(async move {
-        let exit = consumer.await;
-        done.cancel();
-        exit
-    });
-    running.insert(uuid, Running { fingerprint, version, stop, abandon, handle });
 }

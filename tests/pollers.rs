@@ -1,5 +1,5 @@
-//! Several pollers over one table: each mapping is consumed by one poller at a time (its lease),
-//! work spreads to a fair share, a poller that stops hands its mapping over, and no partition
+//! Several pollers over one table: each partition is consumed by one poller at a time (its lease),
+//! work spreads to a fair share, a poller that stops hands its partitions over, and no partition
 //! ever sees two invocations at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,7 +26,7 @@ fn fast_leases() -> PollerSettings {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_pollers_share_three_mappings_exclusively_and_hand_over_on_stop() {
+async fn three_pollers_share_six_partitions_exclusively_and_hand_over_on_stop() {
     let h = Harness::new().await;
     h.stub.set_delay(Duration::from_millis(20));
     let producer = Producer::new(bootstrap()).unwrap();
@@ -47,21 +47,23 @@ async fn three_pollers_share_three_mappings_exclusively_and_hand_over_on_stop() 
         h.delivered_count()
     );
 
-    // Fair share: once settled, the three leases have three different owners.
+    // Fair share: once settled, the six partition leases are held two by each poller.
     let owners = || async {
-        let mut owners = BTreeSet::new();
+        let live: BTreeSet<String> =
+            h.leases.live_pollers(now_epoch_ms()).await.unwrap().into_iter().map(|p| p.id).collect();
+        let mut owners: BTreeMap<String, usize> = BTreeMap::new();
         for (m, _) in &mappings {
             for lease in h.leases.leases(&m.uuid).await.unwrap() {
-                if lease.expires_at_ms > now_epoch_ms() {
-                    owners.insert(lease.owner.unwrap_or_default());
+                if let Some(owner) = lease.owner.filter(|o| live.contains(o)) {
+                    *owners.entry(owner).or_default() += 1;
                 }
             }
         }
-        owners
+        owners.into_values().collect::<Vec<usize>>()
     };
     assert!(
-        wait_for(Duration::from_secs(20), || async { owners().await.len() == 3 }).await.is_some(),
-        "owners {:?}",
+        wait_for(Duration::from_secs(20), || async { owners().await == [2, 2, 2] }).await.is_some(),
+        "leases per poller {:?}",
         owners().await
     );
 

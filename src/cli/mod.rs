@@ -361,7 +361,8 @@ async fn poll(sdk: &aws_config::SdkConfig, store: DynamoMappingStore, args: Poll
         });
     }
     let leases = crate::lease::DynamoLeaseStore::from_sdk(sdk, Tables::from_env().leases);
-    crate::supervisor::run_poller(Arc::new(store), Arc::new(leases), env, stop).await;
+    let options = crate::supervisor::PollerOptions::default().with_env()?;
+    crate::supervisor::run_poller_with(Arc::new(store), Arc::new(leases), env, stop, options).await;
     let (records, batches, failed, oversized) = metrics.snapshot();
     info!(records, batches, failed_invokes = failed, oversized, "Done.");
     Ok(())
