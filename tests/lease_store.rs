@@ -1,17 +1,21 @@
 //! One conformance suite for the lease store, run against the in-memory fake and against
 //! DynamoDB (dynalite): the fake must be exactly as strict as the table, or tests of the poll loop
 //! over the fake would prove nothing. Time is passed explicitly (`now_ms`), never slept through.
+//!
+//! The steps share one store (one table), so each names its mappings and pollers afresh and looks
+//! only at its own.
 
 // The suite's steps live outside `#[test]` fns, where clippy's test allowances do not reach.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use kafka_esm::lease::{DynamoLeaseStore, Lease, LeaseError, LeaseStore, MemoryLeaseStore};
+use aws_sdk_dynamodb::types::AttributeValue;
+use kafka_esm::lease::{DynamoLeaseStore, Lease, LeaseError, LeaseStore, Load, MemoryLeaseStore, PollerInfo};
 use kafka_esm::store::{LEASE_KEY, Tables, ensure_tables};
 use kafka_esm_testkit::{Dynalite, sdk_config};
 
-/// Any epoch-ms instant; the suite only moves forward from it.
+/// Any epoch-ms instant; the suite moves around it explicitly.
 const T: i64 = 1_700_000_000_000;
 const TEN_S: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(120);
@@ -20,11 +24,20 @@ fn new_mapping() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A fresh prefix for one step's poller ids.
+fn new_run() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 fn lost(result: Result<impl std::fmt::Debug, LeaseError>, what: &str) {
     match result {
         Err(LeaseError::Lost { .. }) => {}
         other => panic!("{what}: expected Lost, got {other:?}"),
     }
+}
+
+fn free_lease(mapping: &str, topic: &str, partition: i32) -> Lease {
+    Lease { mapping: mapping.to_owned(), topic: topic.to_owned(), partition, owner: None, counter: 0 }
 }
 
 /// The one lease of `mapping` on topic `t`, partition `partition`, as stored now.
@@ -38,228 +51,290 @@ async fn read<S: LeaseStore>(store: &S, mapping: &str, partition: i32) -> Lease 
         .unwrap_or_else(|| panic!("lease {mapping}/t/{partition} not listed"))
 }
 
-async fn conformance<S: LeaseStore>(store: &S) {
-    ensure_is_idempotent_and_creates_free_leases(store).await;
-    leases_lists_only_that_mappings(store).await;
-    exactly_one_of_two_racing_owners_wins(store).await;
-    a_held_lease_cannot_be_taken_until_it_expires(store).await;
-    only_the_holder_at_the_current_counter_can_renew_or_release(store).await;
-    every_write_bumps_the_counter(store).await;
-    release_frees_the_lease_at_once(store).await;
-    heartbeats_count_only_live_pollers(store).await;
-    delete_mapping_removes_all_its_leases(store).await;
+/// The live pollers at `now_ms` whose id starts with `run`, as listed.
+async fn live<S: LeaseStore>(store: &S, run: &str, now_ms: i64) -> Vec<PollerInfo> {
+    store.live_pollers(now_ms).await.unwrap().into_iter().filter(|p| p.id.starts_with(run)).collect()
 }
 
-async fn ensure_is_idempotent_and_creates_free_leases<S: LeaseStore>(store: &S) {
+fn ids(pollers: &[PollerInfo]) -> Vec<&str> {
+    pollers.iter().map(|p| p.id.as_str()).collect()
+}
+
+async fn conformance<S: LeaseStore>(store: &S) {
+    ensure_is_idempotent_and_never_resets_a_lease(store).await;
+    acquire_of_a_missing_lease_is_lost_and_creates_nothing(store).await;
+    leases_lists_only_that_mappings_sorted(store).await;
+    exactly_one_of_two_racing_acquirers_wins(store).await;
+    acquire_with_a_stale_counter_is_lost(store).await;
+    only_the_holder_at_the_current_counter_can_release(store).await;
+    a_lease_is_free_once_its_owners_heartbeat_expired_or_was_removed(store).await;
+    heartbeats_carry_load(store).await;
+    live_pollers_filters_by_expiry_and_sorts_by_id(store).await;
+    delete_mapping_removes_all_its_leases_and_nothing_else(store).await;
+}
+
+async fn ensure_is_idempotent_and_never_resets_a_lease<S: LeaseStore>(store: &S) {
     let m = new_mapping();
     store.ensure(&m, "t", 0).await.unwrap();
     store.ensure(&m, "t", 0).await.unwrap();
-    let free = Lease { mapping: m.clone(), topic: "t".into(), partition: 0, owner: None, expires_at_ms: 0, counter: 0 };
-    assert_eq!(store.leases(&m).await.unwrap(), vec![free.clone()]);
+    let free = free_lease(&m, "t", 0);
+    assert_eq!(store.leases(&m).await.unwrap(), vec![free.clone()], "free: no owner, counter 0");
 
     // Once taken, ensure leaves it alone.
-    let held = store.acquire(&free, "a", T, TEN_S).await.unwrap();
+    let held = store.acquire(&free, "a").await.unwrap();
+    assert_eq!(held, Lease { owner: Some("a".into()), counter: 1, ..free.clone() });
     store.ensure(&m, "t", 0).await.unwrap();
-    assert_eq!(store.leases(&m).await.unwrap(), vec![held]);
+    assert_eq!(store.leases(&m).await.unwrap(), vec![held.clone()], "ensure of a held lease");
 
-    // A lease nobody ensured cannot be acquired (the write must not create it).
-    let missing = Lease { partition: 99, ..free };
-    lost(store.acquire(&missing, "a", T, TEN_S).await, "acquire of a missing lease");
-    assert_eq!(store.leases(&m).await.unwrap().len(), 1);
+    // Nor does it reset a released lease's counter: a copy read at counter 0 must stay stale.
+    store.release(&held, "a").await.unwrap();
+    store.ensure(&m, "t", 0).await.unwrap();
+    let released = Lease { owner: None, counter: 2, ..free.clone() };
+    assert_eq!(store.leases(&m).await.unwrap(), vec![released]);
+    lost(store.acquire(&free, "b").await, "acquire with the counter of before the release");
 }
 
-async fn leases_lists_only_that_mappings<S: LeaseStore>(store: &S) {
+async fn acquire_of_a_missing_lease_is_lost_and_creates_nothing<S: LeaseStore>(store: &S) {
+    let m = new_mapping();
+    store.ensure(&m, "t", 0).await.unwrap();
+    // Counter 0 is what `ensure` would write: the condition must still fail on a missing item.
+    for counter in [0, 5] {
+        let missing = Lease { counter, ..free_lease(&m, "t", 99) };
+        lost(store.acquire(&missing, "a").await, &format!("acquire of a missing lease at counter {counter}"));
+    }
+    lost(store.acquire(&free_lease(&new_mapping(), "t", 0), "a").await, "acquire in an unknown mapping");
+    assert_eq!(store.leases(&m).await.unwrap(), vec![free_lease(&m, "t", 0)], "nothing created");
+
+    // Ensured later, it starts free like any other.
+    store.ensure(&m, "t", 99).await.unwrap();
+    assert_eq!(read(store, &m, 99).await, free_lease(&m, "t", 99));
+}
+
+async fn leases_lists_only_that_mappings_sorted<S: LeaseStore>(store: &S) {
     let m = new_mapping();
     // Shares `m` as a string prefix: the `#` after the UUID in the key must keep them apart.
     let longer = format!("{m}0");
     let other = new_mapping();
-    for p in [2, 0, 1] {
+    // 10 after 2: partitions sort as numbers, not as the strings in the keys.
+    for p in [10, 2, 0, 1] {
         store.ensure(&m, "t", p).await.unwrap();
     }
-    store.ensure(&m, "a-topic", 0).await.unwrap();
+    store.ensure(&m, "a-topic", 3).await.unwrap();
     store.ensure(&longer, "t", 0).await.unwrap();
     store.ensure(&other, "t", 0).await.unwrap();
-    store.heartbeat("poller-x", T, TEN_S).await.unwrap();
+    // Heartbeats share the table; they are not leases.
+    let run = new_run();
+    store.heartbeat(&format!("{run}-p"), T, TEN_S, Load::default()).await.unwrap();
 
-    let listed: Vec<(String, String, i32)> =
-        store.leases(&m).await.unwrap().into_iter().map(|l| (l.mapping, l.topic, l.partition)).collect();
-    let expected: Vec<(String, String, i32)> =
-        [("a-topic", 0), ("t", 0), ("t", 1), ("t", 2)].into_iter().map(|(t, p)| (m.clone(), t.to_owned(), p)).collect();
-    assert_eq!(listed, expected, "sorted by topic and partition");
-    assert_eq!(store.leases(&longer).await.unwrap().len(), 1);
+    let expected: Vec<Lease> = [("a-topic", 3), ("t", 0), ("t", 1), ("t", 2), ("t", 10)]
+        .into_iter()
+        .map(|(t, p)| free_lease(&m, t, p))
+        .collect();
+    assert_eq!(store.leases(&m).await.unwrap(), expected, "sorted by topic, then partition");
+    assert_eq!(store.leases(&longer).await.unwrap(), vec![free_lease(&longer, "t", 0)]);
+    assert_eq!(store.leases(&other).await.unwrap(), vec![free_lease(&other, "t", 0)]);
     assert!(store.leases(&new_mapping()).await.unwrap().is_empty());
-    store.remove_poller("poller-x").await.unwrap();
 }
 
-async fn exactly_one_of_two_racing_owners_wins<S: LeaseStore>(store: &S) {
+async fn exactly_one_of_two_racing_acquirers_wins<S: LeaseStore>(store: &S) {
     let m = new_mapping();
-    for p in 0..20 {
-        store.ensure(&m, "t", p).await.unwrap();
-        let free = read(store, &m, p).await;
-        let (a, b) = tokio::join!(store.acquire(&free, "a", T, TEN_S), store.acquire(&free, "b", T, TEN_S));
-        let (winner, loser) = match (a, b) {
-            (Ok(won), Err(LeaseError::Lost { .. })) => (won, "b"),
-            (Err(LeaseError::Lost { .. }), Ok(won)) => (won, "a"),
-            other => panic!("round {p}: expected exactly one winner, got {other:?}"),
+    let run = new_run();
+    let (a, b) = (format!("{run}-a"), format!("{run}-b"));
+    store.ensure(&m, "t", 0).await.unwrap();
+    // Neither racer heartbeats, so each round's winner is dead by the next round: rounds after the
+    // first race for a lease taken over from a gone owner, not a never-taken one.
+    for round in 0..20 {
+        let seen = read(store, &m, 0).await;
+        assert!(seen.is_free(&store.live_pollers(T).await.unwrap()), "round {round}: {seen:?} is free");
+        let (ra, rb) = tokio::join!(store.acquire(&seen, &a), store.acquire(&seen, &b));
+        let (winner, loser) = match (ra, rb) {
+            (Ok(won), Err(LeaseError::Lost { .. })) => (won, &b),
+            (Err(LeaseError::Lost { .. }), Ok(won)) => (won, &a),
+            other => panic!("round {round}: expected exactly one winner, got {other:?}"),
         };
-        assert_ne!(winner.owner.as_deref(), Some(loser));
-        assert_eq!(winner.counter, 1);
-        assert_eq!(winner.expires_at_ms, T + 10_000);
-        assert_eq!(read(store, &m, p).await, winner, "round {p}: stored as returned");
-
-        // Again once it expired, one racer's clock far ahead of the other's: the winner's fresh
-        // expiry is in the past for that clock, so only the counter stops the second taker.
-        let expired = read(store, &m, p).await;
-        let late = expired.expires_at_ms + 1;
-        let (c, d) =
-            tokio::join!(store.acquire(&expired, "c", late, TEN_S), store.acquire(&expired, "d", late + 60_000, TEN_S));
-        match (c, d) {
-            (Ok(won), Err(LeaseError::Lost { .. })) | (Err(LeaseError::Lost { .. }), Ok(won)) => {
-                assert_eq!(won.counter, 2);
-                assert_eq!(read(store, &m, p).await, won);
-            }
-            other => panic!("round {p}, expired: expected exactly one winner, got {other:?}"),
-        }
+        assert!(winner.owner.is_some(), "round {round}: the winner owns it");
+        assert_ne!(winner.owner.as_ref(), Some(loser), "round {round}");
+        assert_eq!(winner.counter, seen.counter + 1, "round {round}: one write");
+        assert_eq!(read(store, &m, 0).await, winner, "round {round}: stored as returned");
     }
+    assert_eq!(read(store, &m, 0).await.counter, 20);
 }
 
-async fn a_held_lease_cannot_be_taken_until_it_expires<S: LeaseStore>(store: &S) {
+async fn acquire_with_a_stale_counter_is_lost<S: LeaseStore>(store: &S) {
     let m = new_mapping();
     store.ensure(&m, "t", 0).await.unwrap();
-    let a = store.acquire(&read(store, &m, 0).await, "a", T, TEN_S).await.unwrap();
-    let expiry = a.expires_at_ms;
+    // a and b both read the free lease; b takes it first.
+    let seen_by_a = read(store, &m, 0).await;
+    let b1 = store.acquire(&read(store, &m, 0).await, "b").await.unwrap();
+    lost(store.acquire(&seen_by_a, "a").await, "acquire after someone else took it");
+    assert_eq!(read(store, &m, 0).await, b1, "a failed acquire changes nothing");
 
-    // b reads the current lease (so the counter matches) but it is held and unexpired.
-    for now in [T, T + 5_000, expiry] {
-        lost(
-            store.acquire(&read(store, &m, 0).await, "b", now, TEN_S).await,
-            &format!("acquire of a held lease at expiry{:+} ms", now - expiry),
-        );
-    }
-    // The same owner cannot re-acquire either: holders renew.
-    lost(store.acquire(&a, "a", T + 1, TEN_S).await, "re-acquire by the holder");
-
-    // Past expiry it is b's; a's lease (and its counter) is stale.
-    let b = store.acquire(&read(store, &m, 0).await, "b", expiry + 1, TEN_S).await.unwrap();
-    assert_eq!(b.owner.as_deref(), Some("b"));
-    assert_eq!(b.counter, a.counter + 1);
-    assert_eq!(b.expires_at_ms, expiry + 1 + 10_000);
-    lost(store.renew(&a, "a", expiry + 2, TEN_S).await, "renew by the old owner");
-    lost(store.release(&a, "a").await, "release by the old owner");
-    // Even with the current counter, a is not the owner.
-    lost(store.renew(&b, "a", expiry + 2, TEN_S).await, "renew by the old owner, fresh counter");
-    lost(store.release(&b, "a").await, "release by the old owner, fresh counter");
-    assert_eq!(read(store, &m, 0).await, b, "failed writes change nothing");
-
-    // c read the lease, then b renewed it; c's copy is stale even once both expiries passed.
-    let seen_by_c = read(store, &m, 0).await;
-    let b2 = store.renew(&b, "b", expiry + 3_000, TEN_S).await.unwrap();
-    lost(store.acquire(&seen_by_c, "c", b2.expires_at_ms + 1, TEN_S).await, "acquire with a stale counter");
+    // b released it: free again, but a copy from before the release is still stale.
+    store.release(&b1, "b").await.unwrap();
+    lost(store.acquire(&b1, "a").await, "acquire with the counter of before the release");
+    lost(store.acquire(&seen_by_a, "a").await, "acquire with a counter two writes old");
+    let a1 = store.acquire(&read(store, &m, 0).await, "a").await.unwrap();
+    assert_eq!(a1, Lease { owner: Some("a".into()), counter: 3, ..free_lease(&m, "t", 0) });
 }
 
-async fn only_the_holder_at_the_current_counter_can_renew_or_release<S: LeaseStore>(store: &S) {
+async fn only_the_holder_at_the_current_counter_can_release<S: LeaseStore>(store: &S) {
     let m = new_mapping();
     store.ensure(&m, "t", 0).await.unwrap();
     let free = read(store, &m, 0).await;
-    lost(store.renew(&free, "a", T, TEN_S).await, "renew of a free lease");
     lost(store.release(&free, "a").await, "release of a free lease");
 
-    let a1 = store.acquire(&free, "a", T, TEN_S).await.unwrap();
-    lost(store.renew(&a1, "c", T + 1, TEN_S).await, "renew by a non-owner");
-    lost(store.release(&a1, "c").await, "release by a non-owner");
+    let a1 = store.acquire(&free, "a").await.unwrap();
+    lost(store.release(&a1, "b").await, "release by a non-owner");
+    lost(store.release(&free, "a").await, "release with the counter of before the acquire");
+    assert_eq!(read(store, &m, 0).await, a1, "failed releases change nothing");
 
-    let a2 = store.renew(&a1, "a", T + 3_000, TEN_S).await.unwrap();
-    assert_eq!(a2.expires_at_ms, T + 13_000);
-    lost(store.renew(&a1, "a", T + 4_000, TEN_S).await, "renew with a stale counter");
-    lost(store.release(&a1, "a").await, "release with a stale counter");
+    // a released and took it again: its first copy has the right owner but a stale counter.
+    store.release(&a1, "a").await.unwrap();
+    let released = read(store, &m, 0).await;
+    assert_eq!(released, Lease { owner: None, counter: 2, ..free.clone() }, "release frees and bumps");
+    let a3 = store.acquire(&released, "a").await.unwrap();
+    assert_eq!(a3.counter, 3);
+    lost(store.release(&a1, "a").await, "release by the owner with a stale counter");
+    assert_eq!(read(store, &m, 0).await, a3, "failed releases change nothing");
 
-    // As in KCL, an expired lease nobody took can still be renewed by its holder.
-    let a3 = store.renew(&a2, "a", T + 60_000, TEN_S).await.unwrap();
-    assert_eq!(a3.owner.as_deref(), Some("a"));
-    assert_eq!(a3.expires_at_ms, T + 70_000);
+    store.release(&a3, "a").await.unwrap();
+    assert_eq!(read(store, &m, 0).await, Lease { owner: None, counter: 4, ..free });
+    lost(store.release(&a3, "a").await, "a second release of the same copy");
 }
 
-async fn every_write_bumps_the_counter<S: LeaseStore>(store: &S) {
+async fn a_lease_is_free_once_its_owners_heartbeat_expired_or_was_removed<S: LeaseStore>(store: &S) {
     let m = new_mapping();
-    store.ensure(&m, "t", 0).await.unwrap();
-    let mut lease = read(store, &m, 0).await;
-    assert_eq!(lease.counter, 0);
-
-    lease = store.acquire(&lease, "a", T, TEN_S).await.unwrap();
-    assert_eq!(lease.counter, 1);
-    for i in 1..=3 {
-        lease = store.renew(&lease, "a", T + i * 1_000, TEN_S).await.unwrap();
-        assert_eq!(lease.counter, 1 + u64::try_from(i).unwrap());
-        assert_eq!(read(store, &m, 0).await, lease);
+    let run = new_run();
+    let (alive, expired, removed, never) =
+        (format!("{run}-alive"), format!("{run}-expired"), format!("{run}-removed"), format!("{run}-never"));
+    for p in 0..4 {
+        store.ensure(&m, "t", p).await.unwrap();
     }
-    store.release(&lease, "a").await.unwrap();
-    let released = read(store, &m, 0).await;
-    assert_eq!(released.counter, 5);
-    let b = store.acquire(&released, "b", T + 4_000, TEN_S).await.unwrap();
-    assert_eq!(b.counter, 6);
-}
+    store.heartbeat(&alive, T, TEN_S, Load::default()).await.unwrap();
+    // Written 20 s before `T` with a 10 s ttl: it ran out 10 s ago.
+    store.heartbeat(&expired, T - 20_000, TEN_S, Load::default()).await.unwrap();
+    store.heartbeat(&removed, T, TEN_S, Load::default()).await.unwrap();
+    for (p, owner) in [&alive, &expired, &removed, &never].into_iter().enumerate() {
+        let p = i32::try_from(p).unwrap();
+        store.acquire(&read(store, &m, p).await, owner).await.unwrap();
+    }
+    store.remove_poller(&removed).await.unwrap();
 
-async fn release_frees_the_lease_at_once<S: LeaseStore>(store: &S) {
-    let m = new_mapping();
-    store.ensure(&m, "t", 0).await.unwrap();
-    let a = store.acquire(&read(store, &m, 0).await, "a", T, TEN_S).await.unwrap();
-    store.release(&a, "a").await.unwrap();
-    let released = read(store, &m, 0).await;
-    assert_eq!(released.owner, None);
-    assert_eq!(released.expires_at_ms, 0);
+    let live_now = store.live_pollers(T).await.unwrap();
+    assert_eq!(ids(&live(store, &run, T).await), [alive.as_str()]);
+    let free: Vec<bool> = store.leases(&m).await.unwrap().iter().map(|l| l.is_free(&live_now)).collect();
+    assert_eq!(free, [false, true, true, true], "held by alive, expired, removed, never-heartbeating");
 
-    // Long before a's expiry, b takes it.
-    let b = store.acquire(&released, "b", T + 1, TEN_S).await.unwrap();
-    assert_eq!(b.owner.as_deref(), Some("b"));
-    lost(store.renew(&a, "a", T + 2, TEN_S).await, "renew after release");
-}
+    // Live up to and including its expiry; one millisecond later, alive's lease is free too.
+    let live_at_expiry = store.live_pollers(T + 10_000).await.unwrap();
+    assert!(!read(store, &m, 0).await.is_free(&live_at_expiry), "live at its expiry instant");
+    let live_after = store.live_pollers(T + 10_001).await.unwrap();
+    assert!(read(store, &m, 0).await.is_free(&live_after), "free once its owner's heartbeat ran out");
 
-async fn heartbeats_count_only_live_pollers<S: LeaseStore>(store: &S) {
-    assert!(store.live_pollers(T).await.unwrap().is_empty());
-    store.heartbeat("p1", T, TEN_S).await.unwrap();
-    store.heartbeat("p2", T, Duration::from_secs(1)).await.unwrap();
-    store.heartbeat("p3", T, TEN_S).await.unwrap();
-    // Leases of some mapping share the table; they are not pollers.
-    store.ensure(&new_mapping(), "t", 0).await.unwrap();
+    // A free lease is taken with the counter read; the old owner's copy is then stale.
+    let old = read(store, &m, 1).await;
+    let taken = store.acquire(&old, &alive).await.unwrap();
+    assert_eq!(taken.owner.as_deref(), Some(alive.as_str()));
+    assert!(!taken.is_free(&live_now));
+    lost(store.release(&old, &expired).await, "release by the owner whose heartbeat expired");
+    assert_eq!(read(store, &m, 1).await, taken);
 
-    assert_eq!(store.live_pollers(T).await.unwrap(), ["p1", "p2", "p3"]);
-    assert_eq!(store.live_pollers(T + 1_000).await.unwrap(), ["p1", "p2", "p3"], "live up to and including its expiry");
-    assert_eq!(store.live_pollers(T + 1_001).await.unwrap(), ["p1", "p3"]);
-
-    store.remove_poller("p3").await.unwrap();
-    store.remove_poller("never-there").await.unwrap();
-    assert_eq!(store.live_pollers(T + 5_000).await.unwrap(), ["p1"]);
-
-    // A refreshed heartbeat makes p2 live again; refreshing moves the expiry forward.
-    store.heartbeat("p2", T + 5_000, TEN_S).await.unwrap();
-    store.heartbeat("p1", T + 5_000, TEN_S).await.unwrap();
-    assert_eq!(store.live_pollers(T + 14_000).await.unwrap(), ["p1", "p2"]);
-    assert!(store.live_pollers(T + 15_001).await.unwrap().is_empty());
-    for p in ["p1", "p2"] {
+    // A fresh heartbeat makes the same poller live again, and its leases held again.
+    store.heartbeat(&removed, T + 1_000, TEN_S, Load::default()).await.unwrap();
+    assert!(!read(store, &m, 2).await.is_free(&store.live_pollers(T + 1_000).await.unwrap()));
+    for p in [&alive, &removed] {
         store.remove_poller(p).await.unwrap();
     }
 }
 
-async fn delete_mapping_removes_all_its_leases<S: LeaseStore>(store: &S) {
+async fn heartbeats_carry_load<S: LeaseStore>(store: &S) {
+    let run = new_run();
+    let (busy, huge) = (format!("{run}-busy"), format!("{run}-huge"));
+    let busy_load = Load { held: 7, lag: 123_456_789_012, stopping: true };
+    let huge_load = Load { held: u32::MAX, lag: u64::MAX, stopping: false };
+    store.heartbeat(&busy, T, TEN_S, busy_load).await.unwrap();
+    store.heartbeat(&huge, T, TEN_S, huge_load).await.unwrap();
+    assert_eq!(
+        live(store, &run, T).await,
+        [
+            PollerInfo { id: busy.clone(), expires_at_ms: T + 10_000, load: busy_load },
+            PollerInfo { id: huge.clone(), expires_at_ms: T + 10_000, load: huge_load },
+        ]
+    );
+
+    // A refresh replaces the load, down to zeros and false, and moves the expiry.
+    store.heartbeat(&busy, T + 3_000, Duration::from_secs(20), Load::default()).await.unwrap();
+    let refreshed = live(store, &run, T + 3_000).await;
+    assert_eq!(refreshed[0], PollerInfo { id: busy.clone(), expires_at_ms: T + 23_000, load: Load::default() });
+    assert_eq!(ids(&live(store, &run, T + 10_001).await), [busy.as_str()], "huge ran out, busy renewed");
+    for p in [&busy, &huge] {
+        store.remove_poller(p).await.unwrap();
+    }
+}
+
+async fn live_pollers_filters_by_expiry_and_sorts_by_id<S: LeaseStore>(store: &S) {
+    let run = new_run();
+    let p = |name: &str| format!("{run}-{name}");
+    assert!(live(store, &run, T).await.is_empty());
+    // Written out of order; listed by id.
+    store.heartbeat(&p("c"), T, TEN_S, Load::default()).await.unwrap();
+    store.heartbeat(&p("a"), T, Duration::from_secs(1), Load::default()).await.unwrap();
+    store.heartbeat(&p("b"), T, TEN_S, Load::default()).await.unwrap();
+    store.heartbeat(&p("0-stale"), T - 5_000, Duration::from_secs(1), Load::default()).await.unwrap();
+    // Leases share the table; they are not pollers.
+    store.ensure(&new_mapping(), "t", 0).await.unwrap();
+
+    let all = store.live_pollers(T).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "sorted by id, no duplicates: {:?}", ids(&all));
+    assert!(all.iter().all(|p| !p.id.starts_with("lease#")), "no leases among {:?}", ids(&all));
+    assert_eq!(ids(&live(store, &run, T).await), [p("a"), p("b"), p("c")]);
+    assert_eq!(ids(&live(store, &run, T - 4_000).await), [p("0-stale"), p("a"), p("b"), p("c")]);
+    assert_eq!(ids(&live(store, &run, T + 1_000).await), [p("a"), p("b"), p("c")], "live at its expiry");
+    assert_eq!(ids(&live(store, &run, T + 1_001).await), [p("b"), p("c")]);
+
+    store.remove_poller(&p("c")).await.unwrap();
+    store.remove_poller(&p("c")).await.unwrap();
+    store.remove_poller(&p("never-there")).await.unwrap();
+    assert_eq!(ids(&live(store, &run, T).await), [p("a"), p("b")]);
+    assert!(live(store, &run, T + 10_001).await.is_empty());
+    for name in ["a", "b", "0-stale"] {
+        store.remove_poller(&p(name)).await.unwrap();
+    }
+    assert!(live(store, &run, i64::MIN).await.is_empty(), "removed, not just expired");
+}
+
+async fn delete_mapping_removes_all_its_leases_and_nothing_else<S: LeaseStore>(store: &S) {
     let m = new_mapping();
+    let longer = format!("{m}0");
     let other = new_mapping();
-    // More than one BatchWriteItem's worth (25).
+    let run = new_run();
+    let survivor = format!("{run}-survivor");
+    // Many leases (one DeleteItem each), on two topics, one of them held.
     for p in 0..30 {
         store.ensure(&m, "t", p).await.unwrap();
     }
+    store.ensure(&m, "u", 0).await.unwrap();
+    store.ensure(&longer, "t", 0).await.unwrap();
     store.ensure(&other, "t", 0).await.unwrap();
-    store.heartbeat("survivor", T, TEN_S).await.unwrap();
-    let held = store.acquire(&read(store, &m, 7).await, "a", T, TEN_S).await.unwrap();
+    store.acquire(&read(store, &other, 0).await, "b").await.unwrap();
+    store.heartbeat(&survivor, T, TEN_S, Load::default()).await.unwrap();
+    let held = store.acquire(&read(store, &m, 7).await, "a").await.unwrap();
+    let (longer_before, other_before) = (store.leases(&longer).await.unwrap(), store.leases(&other).await.unwrap());
 
     store.delete_mapping(&m).await.unwrap();
     assert!(store.leases(&m).await.unwrap().is_empty());
-    assert_eq!(store.leases(&other).await.unwrap().len(), 1);
-    assert_eq!(store.live_pollers(T).await.unwrap(), ["survivor"]);
+    assert_eq!(store.leases(&longer).await.unwrap(), longer_before);
+    assert_eq!(store.leases(&other).await.unwrap(), other_before);
+    assert_eq!(ids(&live(store, &run, T).await), [survivor.as_str()]);
+
     // A holder learns on its next write; nothing recreates the item behind its back.
-    lost(store.renew(&held, "a", T + 1, TEN_S).await, "renew after delete");
+    lost(store.release(&held, "a").await, "release after delete");
+    lost(store.acquire(&held, "a").await, "acquire after delete");
     assert!(store.leases(&m).await.unwrap().is_empty());
     store.delete_mapping(&m).await.unwrap();
-    store.remove_poller("survivor").await.unwrap();
+    store.delete_mapping(&new_mapping()).await.unwrap();
+    assert_eq!(store.leases(&other).await.unwrap(), other_before);
+    store.remove_poller(&survivor).await.unwrap();
 }
 
 #[tokio::test]
@@ -274,11 +349,13 @@ async fn memory_store_fails_on_demand_without_changing_anything() {
     let m = new_mapping();
     store.ensure(&m, "t", 0).await.unwrap();
     let free = read(&store, &m, 0).await;
-    store.fail_next(2);
-    assert!(matches!(store.acquire(&free, "a", T, TEN_S).await, Err(LeaseError::Dynamo { .. })));
+    store.fail_next(3);
+    assert!(matches!(store.acquire(&free, "a").await, Err(LeaseError::Dynamo { .. })));
+    assert!(matches!(store.heartbeat("p", T, TEN_S, Load::default()).await, Err(LeaseError::Dynamo { .. })));
     assert!(matches!(store.leases(&m).await, Err(LeaseError::Dynamo { .. })));
     assert_eq!(read(&store, &m, 0).await, free);
-    store.acquire(&free, "a", T, TEN_S).await.unwrap();
+    assert!(store.live_pollers(T).await.unwrap().is_empty());
+    store.acquire(&free, "a").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,25 +375,49 @@ async fn dynamo_store_conforms() {
     let store = DynamoLeaseStore::from_sdk(&sdk, &tables.leases);
     tokio::time::timeout(WAIT, conformance(&store)).await.expect("suite finishes in time");
 
-    // A hand-written item under the mapping's prefix is reported, not skipped.
-    let m = new_mapping();
-    store.ensure(&m, "t", 0).await.unwrap();
+    // Hand-written items under a mapping's prefix are reported, not skipped: a hidden partition
+    // would go unconsumed.
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let bad_counter = new_mapping();
+    store.ensure(&bad_counter, "t", 0).await.unwrap();
+    let bad_key = format!("lease#{bad_counter}#t#1");
     client
         .put_item()
         .table_name(&tables.leases)
-        .item(LEASE_KEY, aws_sdk_dynamodb::types::AttributeValue::S(format!("lease#{m}#t#1")))
-        .item("Topic", aws_sdk_dynamodb::types::AttributeValue::S("t".into()))
+        .item(LEASE_KEY, s(&bad_key))
+        .item("MappingUuid", s(&bad_counter))
+        .item("Topic", s("t"))
+        .item("Partition", AttributeValue::N("1".into()))
+        .item("Counter", s("0"))
         .send()
         .await
         .unwrap();
-    match store.leases(&m).await {
+    assert_eq!(
+        store.leases(&bad_counter).await,
+        Err(LeaseError::Malformed { key: bad_key, message: "Counter is not a number (N)".into() })
+    );
+
+    let missing_partition = new_mapping();
+    let missing_key = format!("lease#{missing_partition}#t#1");
+    client
+        .put_item()
+        .table_name(&tables.leases)
+        .item(LEASE_KEY, s(&missing_key))
+        .item("Topic", s("t"))
+        .send()
+        .await
+        .unwrap();
+    match store.leases(&missing_partition).await {
         Err(LeaseError::Malformed { key, message }) => {
-            assert_eq!(key, format!("lease#{m}#t#1"));
+            assert_eq!(key, missing_key);
             assert!(message.contains("is missing"), "{message}");
         }
         other => panic!("expected Malformed, got {other:?}"),
     }
+
     // delete_mapping needs only the keys, so it clears malformed items too.
-    store.delete_mapping(&m).await.unwrap();
-    assert!(store.leases(&m).await.unwrap().is_empty());
+    for m in [&bad_counter, &missing_partition] {
+        store.delete_mapping(m).await.unwrap();
+        assert!(store.leases(m).await.unwrap().is_empty());
+    }
 }
