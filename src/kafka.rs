@@ -177,8 +177,8 @@ impl KafkaClient {
     /// librdkafka rejected the configuration.
     pub fn new(settings: KafkaSettings, topic: &str, mapping: &str) -> Result<Self, KafkaClientError> {
         let mut config = consumer_config(&settings, &format!("kafka-esm-{mapping}"));
-        // High watermarks for lag (scaling decisions), every few seconds.
-        config.set("statistics.interval.ms", "5000");
+        // High watermarks for lag (scaling decisions), every second.
+        config.set("statistics.interval.ms", "1000");
         let context = EsmContext {
             mapping: Arc::from(mapping),
             topic: Arc::from(topic),

@@ -309,8 +309,9 @@ impl<S: LeaseStore> LeaseStore for Arc<S> {
 /// The DynamoDB table.
 ///
 /// The SDK retries failed requests; a conditional write whose first attempt succeeded but whose
-/// answer was lost then fails its retry with `Lost`. That errs on the safe side: the caller stops
-/// using a lease it does hold, and the lease expires.
+/// answer was lost then fails its retry with `Lost`. That errs on the safe side: the caller does
+/// not use a lease it does hold, and its next lease scan finds the lease under its own id and
+/// releases it.
 #[derive(Debug, Clone)]
 pub struct DynamoLeaseStore {
     client: aws_sdk_dynamodb::Client,

@@ -557,7 +557,7 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
             match leases.release(&held.lease, &held.owner).await {
                 Ok(()) => info!(mapping = %held.lease.mapping, partition = ticket.partition, "Partition handed over."),
                 Err(LeaseError::Lost { .. }) => {}
-                Err(e) => warn!(mapping = %held.lease.mapping, error = %e, "Could not release the lease; it is freed when this poller's heartbeat expires."),
+                Err(e) => warn!(mapping = %held.lease.mapping, error = %e, "Could not release the lease; the next lease scan retries."),
             }
             handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
         }));
@@ -628,6 +628,24 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
                 }
             }
         }
+        // Leases the table says are ours but we don't run: an acquire whose answer was lost, or
+        // a release that failed. Nobody else would take them while we live: free them.
+        let busy: HashSet<String> = self.handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for (_, leases) in &by_mapping {
+            for lease in leases {
+                let key = lease.key();
+                if lease.owner.as_deref() == Some(&*id) && !self.held.contains_key(&key) && !busy.contains(&key) {
+                    info!(mapping = %lease.mapping, partition = lease.partition, "Releasing a lease this poller holds but does not run.");
+                    match self.leases.release(lease, &id).await {
+                        // Released meanwhile by the hand-over that just finished.
+                        Ok(()) | Err(LeaseError::Lost { .. }) => {}
+                        Err(e) => {
+                            warn!(mapping = %lease.mapping, partition = lease.partition, error = %e, "Cannot release the lease.")
+                        }
+                    }
+                }
+            }
+        }
         let total: usize = by_mapping.iter().map(|(_, l)| l.len()).sum();
         let share = fair_share(total, active_count);
         // Over the share: hand the surplus over (highest keys first, so pollers agree).
@@ -640,7 +658,6 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         }
         // Under it: take free leases, in random order so racing pollers rarely collide.
         let mut free_left = 0;
-        let busy: HashSet<String> = self.handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut candidates: Vec<(usize, &Lease)> = Vec::new();
         for (i, (mapping, leases)) in by_mapping.iter().enumerate() {
             let owners: HashSet<&str> =
@@ -726,8 +743,9 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
                 .last_spawn
                 .is_none_or(|at| now.duration_since(at) >= self.options.scale_window.min(Duration::from_secs(30)))
         {
+            // More records waiting now than a whole window ago, and never drained in between.
             let growing = window_full
-                && self.lag_history.iter().zip(self.lag_history.iter().skip(1)).all(|((_, a), (_, b))| b >= a)
+                && self.lag_history.iter().all(|(_, lag)| *lag > 0)
                 && self.lag_history.back().map(|(_, l)| *l) > self.lag_history.front().map(|(_, l)| *l);
             let want = if active.len() < minimum {
                 minimum
