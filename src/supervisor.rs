@@ -260,6 +260,15 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
     /// For a scheduled poller: is there work no live poller covers?
     async fn needed(&mut self) -> bool {
         let Ok(items) = self.store.list().await else { return true };
+        // A malformed or invalid item not yet disabled needs a poller to disable it.
+        let broken = items.iter().any(|i| match i {
+            Loaded::Malformed { state, .. } => state.as_deref() != Some("Disabled"),
+            Loaded::Invalid { mapping, .. } => mapping.state != State::Disabled,
+            Loaded::Valid(_) => false,
+        });
+        if broken {
+            return true;
+        }
         let wanted: Vec<EventSourceMapping> = items
             .into_iter()
             .filter_map(|i| match i {
@@ -630,7 +639,7 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         }
         // Leases the table says are ours but we don't run: an acquire whose answer was lost, or
         // a release that failed. Nobody else would take them while we live: free them.
-        let busy: HashSet<String> = self.handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let busy = busy_now(&self.handing_over);
         for (_, leases) in &by_mapping {
             for lease in leases {
                 let key = lease.key();
@@ -698,6 +707,27 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
                 ticket.guard.revoke();
             }
             self.held.insert(lease.key(), Held { lease, owner: id.clone(), ticket });
+        }
+        // A consumer started only to find the partitions is not needed once their leases exist
+        // and none is ours.
+        let idle: Vec<String> = by_mapping
+            .iter()
+            .filter(|(m, leases)| {
+                let prefix = format!("lease#{}#", m.uuid);
+                !leases.is_empty()
+                    && !self.held.keys().any(|k| k.starts_with(&prefix))
+                    && !busy_now(&self.handing_over).iter().any(|k| k.starts_with(&prefix))
+                    && self.runners.get(&m.uuid).is_some_and(|r| {
+                        r.partitions
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(|ps| ps.iter().all(|p| leases.iter().any(|l| l.partition == *p)))
+                    })
+            })
+            .map(|(m, _)| m.uuid.clone())
+            .collect();
+        for uuid in idle {
+            self.stop_runner(&uuid);
         }
         self.fast_scan = free_left > 0 || live.iter().any(|p| p.load.stopping && *p.id != *id);
         // Report load with the next heartbeat.
@@ -823,6 +853,10 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
             info!(poller = %identity.id, "Poller stopped.");
         }
     }
+}
+
+fn busy_now(handing_over: &Mutex<HashSet<String>>) -> HashSet<String> {
+    handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
 /// The guard's deadline for a heartbeat sent at `sent_ms`.
