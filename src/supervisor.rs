@@ -655,12 +655,39 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
                 }
             }
         }
-        let total: usize = by_mapping.iter().map(|(_, l)| l.len()).sum();
+        // Fair share over the mappings any poller may consume; a mapping limited to fewer pollers
+        // (`MaximumPollers`) than are live is split among at most that many, on top of it.
+        let limited = |m: &EventSourceMapping| maximum_pollers(m) < active_count;
+        let total: usize = by_mapping.iter().filter(|(m, _)| !limited(m)).map(|(_, l)| l.len()).sum();
         let share = fair_share(total, active_count);
-        // Over the share: hand the surplus over (highest keys first, so pollers agree).
-        if self.held.len() > share {
-            let surplus: Vec<String> = self.held.keys().rev().take(self.held.len() - share).cloned().collect();
-            info!(poller = %id, held = self.held.len(), share, live = active_count, "Over fair share; handing partitions over.");
+        let mapping_of =
+            |key: &str| by_mapping.iter().position(|(m, _)| key.starts_with(&format!("lease#{}#", m.uuid)));
+        let mut held_by: Vec<usize> = vec![0; by_mapping.len()];
+        let mut held_shared: usize = 0;
+        for key in self.held.keys() {
+            match mapping_of(key) {
+                Some(i) if limited(&by_mapping[i].0) => held_by[i] += 1,
+                Some(i) => {
+                    held_by[i] += 1;
+                    held_shared += 1;
+                }
+                None => held_shared += 1,
+            }
+        }
+        let limited_share =
+            |i: usize| fair_share(by_mapping[i].1.len(), maximum_pollers(&by_mapping[i].0).min(active_count));
+        // Over a share: hand the surplus over (highest keys first, so pollers agree).
+        let mut surplus: Vec<String> = Vec::new();
+        let shared_keys: Vec<&String> =
+            self.held.keys().filter(|k| mapping_of(k).is_none_or(|i| !limited(&by_mapping[i].0))).collect();
+        surplus.extend(shared_keys.iter().rev().take(held_shared.saturating_sub(share)).map(|k| (*k).clone()));
+        for (i, (m, _)) in by_mapping.iter().enumerate().filter(|(_, (m, _))| limited(m)) {
+            let prefix = format!("lease#{}#", m.uuid);
+            let keys: Vec<&String> = self.held.keys().filter(|k| k.starts_with(&prefix)).collect();
+            surplus.extend(keys.iter().rev().take(held_by[i].saturating_sub(limited_share(i))).map(|k| (*k).clone()));
+        }
+        if !surplus.is_empty() {
+            info!(poller = %id, held = self.held.len(), share, live = active_count, handing_over = surplus.len(), "Over fair share; handing partitions over.");
             for key in surplus {
                 self.hand_over(&key);
             }
@@ -671,8 +698,7 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         for (i, (mapping, leases)) in by_mapping.iter().enumerate() {
             let owners: HashSet<&str> =
                 leases.iter().filter(|l| !l.is_free(&live)).filter_map(|l| l.owner.as_deref()).collect();
-            let max = maximum_pollers(mapping);
-            let allowed = owners.contains(&*id) || owners.len() < max;
+            let allowed = owners.contains(&*id) || owners.len() < maximum_pollers(mapping);
             for lease in leases.iter().filter(|l| l.is_free(&live) && !busy.contains(&l.key())) {
                 free_left += 1;
                 if allowed {
@@ -682,13 +708,26 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         }
         fastrand::shuffle(&mut candidates);
         let mut taken = Vec::new();
+        // What is held once the surplus is gone.
+        let mut shared_now = held_shared.min(share);
+        let mut by_now: Vec<usize> = (0..by_mapping.len())
+            .map(|i| if limited(&by_mapping[i].0) { held_by[i].min(limited_share(i)) } else { held_by[i] })
+            .collect();
         for (i, lease) in candidates {
-            if self.held.len() + taken.len() >= share || !self.identity.as_ref().is_some_and(|i| i.root.is_valid()) {
+            if !self.identity.as_ref().is_some_and(|i| i.root.is_valid()) {
                 break;
+            }
+            let room = if limited(&by_mapping[i].0) { by_now[i] < limited_share(i) } else { shared_now < share };
+            if !room {
+                continue;
             }
             match self.leases.acquire(lease, &id).await {
                 Ok(acquired) => {
                     free_left -= 1;
+                    by_now[i] += 1;
+                    if !limited(&by_mapping[i].0) {
+                        shared_now += 1;
+                    }
                     taken.push((i, acquired));
                 }
                 Err(LeaseError::Lost { .. }) => free_left -= 1,

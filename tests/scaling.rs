@@ -232,3 +232,35 @@ async fn minimum_pollers_are_started_at_once_and_kept_when_idle() {
     let exits = pollers.stop_all().await;
     assert!(exits.iter().all(|e| *e == PollerExit::Stopped), "{exits:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maximum_pollers_limits_how_many_pollers_share_a_mapping() {
+    let h = Harness::new().await;
+    let topic = random_topic("maxpollers");
+    create_topic(bootstrap(), &topic, 4).await.unwrap();
+    let other_topic = random_topic("unlimited");
+    create_topic(bootstrap(), &other_topic, 6).await.unwrap();
+    let mut req = request("consumer", &topic);
+    req.provisioned_poller_config =
+        Some(ProvisionedPollerConfig { minimum_pollers: Some(1), maximum_pollers: Some(2) });
+    let limited = h.create(req).await;
+    let unlimited = h.create(request("consumer", &other_topic)).await;
+    let pollers: Vec<_> = (0..3).map(|_| h.start_poller(fast())).collect();
+    // The limited mapping: every partition leased, by exactly two pollers; the other mapping
+    // spreads over all three.
+    let settled = wait_for(Duration::from_secs(20), || async {
+        shares(&h, &limited.uuid, 4).await == [2, 2] && shares(&h, &unlimited.uuid, 6).await == [2, 2, 2]
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "limited {:?}, unlimited {:?}",
+        shares(&h, &limited.uuid, 4).await,
+        shares(&h, &unlimited.uuid, 6).await
+    );
+    Producer::new(bootstrap()).unwrap().fill(&topic, 4, 5, "m").await.unwrap();
+    assert!(wait_for(common::WAIT, || async { h.delivered_count() == 20 }).await.is_some());
+    for p in pollers {
+        p.stop().await;
+    }
+}
