@@ -1,6 +1,7 @@
 //! kafka-esm's test kit: real local services started on free ports (tansu, dynalite, stunnel),
-//! an in-repo Lambda Invoke endpoint that follows the real API's documented error behaviour, and
-//! helpers to produce and inspect Kafka data with an independent librdkafka client.
+//! in-repo Lambda Invoke and MSK control-plane endpoints that follow the real APIs' documented
+//! shapes and error behaviour, and helpers to produce and inspect Kafka data with an independent
+//! librdkafka client.
 //!
 //! Services are started through a watchdog shell that ends them when the test process exits, so
 //! a failed or killed test run leaves nothing behind. Every wait has a timeout.
@@ -9,10 +10,12 @@
 
 pub mod invoke_stub;
 pub mod kafka;
+pub mod msk_stub;
 pub mod services;
 pub mod tls;
 
 pub use invoke_stub::{InvokeStub, StubBehaviour};
+pub use msk_stub::{MskCluster, MskFailure, MskRoute, MskStub};
 pub use services::{Dynalite, Tansu, free_port};
 
 /// SDK configuration pointing every client at `endpoint`, with fixed local credentials and
