@@ -8,8 +8,8 @@
 //!
 //! Unlike KCL, a lease carries no expiry of its own: it lives as long as its owner's heartbeat
 //! (`poller#ID` items, `ExpiresAtMs` on the owner's clock). One heartbeat write every
-//! [`LeaseSettings::renew_every`] renews every lease the poller holds, so the table sees a few
-//! writes per poller-minute instead of KCL's 18 per partition-minute. A lease is free when it has
+//! [`LeaseSettings::renew_every`] renews every lease the poller holds, so the table sees 7.5
+//! writes per poller-minute by default instead of KCL's 18 per partition-minute. A lease is free when it has
 //! no owner or its owner's heartbeat has expired (or is gone) by the taker's clock.
 //!
 //! The owner confirms each heartbeat before its previous one ran out by the
@@ -97,11 +97,11 @@ fn poller_key(poller: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseSettings {
     /// How long a heartbeat (and so every lease of its poller) lasts: KCL's `failoverTimeMillis`
-    /// (default 10 s), the time after which a silent holder is considered gone and its
+    /// (default 20 s here), the time after which a silent holder is considered gone and its
     /// partitions move.
     pub duration: Duration,
-    /// How often a poller writes its heartbeat: KCL's renewer interval, `failoverTimeMillis / 3`,
-    /// so one lost write still leaves time for the next.
+    /// How often a poller writes its heartbeat (default 8 s), so one lost write still leaves
+    /// time for the next.
     pub renew_every: Duration,
     /// A holder treats its leases as lost this long before its heartbeat expires (default 3 s),
     /// covering clock skew between holder and taker plus the time an invoke or commit takes to
@@ -110,8 +110,12 @@ pub struct LeaseSettings {
 }
 
 impl LeaseSettings {
-    /// KCL's `failoverTimeMillis` default.
-    pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+    /// Twice KCL's `failoverTimeMillis` default (10 s): heartbeats every 8 s keep the table at
+    /// 7.5 writes per poller-minute, under 2 per partition-minute from 4 partitions per poller,
+    /// and a killed poller's partitions still move within 20 s.
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(20);
+    /// Two heartbeats per lifetime, so one lost write still leaves the margin.
+    pub const DEFAULT_RENEW_EVERY: Duration = Duration::from_secs(8);
     /// Ours, not KCL's: the Amazon Time Sync Service keeps Lambda and EC2 clocks within about a
     /// millisecond, so most of the 3 s is for a poller stalled between its check and its write.
     pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(3);
@@ -139,7 +143,7 @@ impl Default for LeaseSettings {
     fn default() -> Self {
         Self {
             duration: Self::DEFAULT_DURATION,
-            renew_every: Self::DEFAULT_DURATION / 3,
+            renew_every: Self::DEFAULT_RENEW_EVERY,
             safety_margin: Self::DEFAULT_SAFETY_MARGIN,
         }
     }
@@ -259,6 +263,30 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Removes `poller`'s heartbeat (a stopping poller, after releasing its leases): whatever it
     /// still holds becomes free at once. No error if there is none.
     fn remove_poller(&self, poller: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// The live pollers and every mapping's leases, in one consistent read of the table: what a
+    /// poller's lease scan needs, for one Scan instead of one per mapping plus one for pollers.
+    fn snapshot(&self, now_ms: i64) -> impl Future<Output = Result<Snapshot, LeaseError>> + Send;
+}
+
+/// The whole leases table at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Live at the time asked, by id.
+    pub pollers: Vec<PollerInfo>,
+    /// By mapping UUID, each ordered by topic and partition; `Malformed` if any of the
+    /// mapping's items cannot be parsed.
+    pub leases: BTreeMap<String, Result<Vec<Lease>, LeaseError>>,
+}
+
+impl Snapshot {
+    /// One mapping's leases (none if it has no items yet).
+    ///
+    /// # Errors
+    /// One of its lease items is malformed.
+    pub fn leases_of(&self, mapping: &str) -> Result<Vec<Lease>, LeaseError> {
+        self.leases.get(mapping).cloned().unwrap_or_else(|| Ok(Vec::new()))
+    }
 }
 
 impl<S: LeaseStore> LeaseStore for Arc<S> {
@@ -303,6 +331,10 @@ impl<S: LeaseStore> LeaseStore for Arc<S> {
 
     fn remove_poller(&self, poller: &str) -> impl Future<Output = Result<(), LeaseError>> + Send {
         (**self).remove_poller(poller)
+    }
+
+    fn snapshot(&self, now_ms: i64) -> impl Future<Output = Result<Snapshot, LeaseError>> + Send {
+        (**self).snapshot(now_ms)
     }
 }
 
@@ -401,6 +433,21 @@ fn parse_lease(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseErr
         owner: owner.filter(|o| !o.is_empty()),
         counter: counter.parse().map_err(|_| parse(COUNTER, counter, "a non-negative integer"))?,
     })
+}
+
+/// A heartbeat item; `None` if it lacks its expiry. The key names the poller; `PollerId` is
+/// there for people reading the table.
+fn parse_poller(item: &HashMap<String, AttributeValue>) -> Option<PollerInfo> {
+    let number =
+        |name: &str| -> Option<u64> { item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()) };
+    let id = key_of(item).strip_prefix(POLLER_PREFIX)?.to_owned();
+    let expires_at_ms = item.get(EXPIRES_AT_MS).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())?;
+    let load = Load {
+        held: u32::try_from(number(HELD).unwrap_or(0)).unwrap_or(u32::MAX),
+        lag: number(LAG).unwrap_or(0),
+        stopping: item.get(STOPPING).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+    };
+    Some(PollerInfo { id, expires_at_ms, load })
 }
 
 fn n(value: impl ToString) -> AttributeValue {
@@ -528,41 +575,45 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn live_pollers(&self, now_ms: i64) -> Result<Vec<PollerInfo>, LeaseError> {
-        let out: Vec<HashMap<String, AttributeValue>> = self
+        let items = self.scan_prefix(POLLER_PREFIX, None).await?;
+        let mut pollers: Vec<PollerInfo> =
+            items.iter().filter_map(parse_poller).filter(|p| p.expires_at_ms >= now_ms).collect();
+        pollers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(pollers)
+    }
+
+    async fn snapshot(&self, now_ms: i64) -> Result<Snapshot, LeaseError> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
             .client
             .scan()
             .table_name(&self.table)
             .consistent_read(true)
-            .filter_expression("begins_with(#k, :p) AND #e >= :now")
-            .expression_attribute_names("#k", LEASE_KEY)
-            .expression_attribute_names("#e", EXPIRES_AT_MS)
-            .expression_attribute_values(":p", s(POLLER_PREFIX))
-            .expression_attribute_values(":now", n(now_ms))
             .into_paginator()
             .items()
             .send()
             .collect::<Result<Vec<_>, _>>()
             .await
-            .map_err(|e| self.err(&format!("{POLLER_PREFIX}*"), e))?;
-        let number = |item: &HashMap<String, AttributeValue>, name: &str| -> u64 {
-            item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
-        };
-        // The key names the poller; `PollerId` is there for people reading the table.
-        let mut pollers: Vec<PollerInfo> = out
-            .iter()
-            .filter_map(|item| {
-                let id = key_of(item).strip_prefix(POLLER_PREFIX)?.to_owned();
-                let expires_at_ms = item.get(EXPIRES_AT_MS).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())?;
-                let load = Load {
-                    held: u32::try_from(number(item, HELD)).unwrap_or(u32::MAX),
-                    lag: number(item, LAG),
-                    stopping: item.get(STOPPING).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
-                };
-                Some(PollerInfo { id, expires_at_ms, load })
-            })
-            .collect();
-        pollers.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(pollers)
+            .map_err(|e| self.err("*", e))?;
+        let mut snapshot = Snapshot::default();
+        for item in &items {
+            let key = key_of(item);
+            if key.starts_with(POLLER_PREFIX) {
+                snapshot.pollers.extend(parse_poller(item).filter(|p| p.expires_at_ms >= now_ms));
+            } else if let Some(rest) = key.strip_prefix(LEASE_PREFIX) {
+                let mapping = rest.split('#').next().unwrap_or_default().to_owned();
+                let entry = snapshot.leases.entry(mapping).or_insert_with(|| Ok(Vec::new()));
+                match (entry.as_mut(), parse_lease(item)) {
+                    (Ok(leases), Ok(lease)) => leases.push(lease),
+                    (Ok(_), Err(e)) => *entry = Err(e),
+                    (Err(_), _) => {}
+                }
+            }
+        }
+        snapshot.pollers.sort_by(|a, b| a.id.cmp(&b.id));
+        for leases in snapshot.leases.values_mut().filter_map(|l| l.as_mut().ok()) {
+            leases.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        }
+        Ok(snapshot)
     }
 
     async fn remove_poller(&self, poller: &str) -> Result<(), LeaseError> {
@@ -694,6 +745,25 @@ impl LeaseStore for MemoryLeaseStore {
         self.begin()?.pollers.remove(poller);
         Ok(())
     }
+
+    async fn snapshot(&self, now_ms: i64) -> Result<Snapshot, LeaseError> {
+        let inner = self.begin()?;
+        let mut snapshot = Snapshot::default();
+        for (id, (expires_at_ms, load)) in &inner.pollers {
+            if *expires_at_ms >= now_ms {
+                snapshot.pollers.push(PollerInfo { id: id.clone(), expires_at_ms: *expires_at_ms, load: *load });
+            }
+        }
+        for lease in inner.leases.values() {
+            if let Ok(leases) = snapshot.leases.entry(lease.mapping.clone()).or_insert_with(|| Ok(Vec::new())) {
+                leases.push(lease.clone());
+            }
+        }
+        for leases in snapshot.leases.values_mut().filter_map(|l| l.as_mut().ok()) {
+            leases.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        }
+        Ok(snapshot)
+    }
 }
 
 #[cfg(test)]
@@ -743,10 +813,10 @@ mod tests {
     }
 
     #[test]
-    fn default_settings_follow_kcl_and_are_valid() {
+    fn default_settings_are_valid_and_survive_one_lost_heartbeat() {
         let settings = LeaseSettings::default();
-        assert_eq!(settings.duration, Duration::from_secs(10));
-        assert_eq!(settings.renew_every, Duration::from_millis(3333) + Duration::from_nanos(333_333));
+        assert_eq!(settings.duration, Duration::from_secs(20));
+        assert_eq!(settings.renew_every, Duration::from_secs(8));
         assert_eq!(settings.safety_margin, Duration::from_secs(3));
         assert_eq!(settings.validate(), Ok(()));
     }

@@ -57,8 +57,8 @@ pub struct PollerSettings {
     /// `ESM_DRAIN_TIMEOUT_MS` (default 30000): on stop, how long an in-flight invoke may finish
     /// before it is abandoned (its batch is then redelivered later).
     pub drain_timeout: Duration,
-    /// `ESM_LEASE_DURATION_MS` / `ESM_LEASE_RENEW_MS` / `ESM_LEASE_MARGIN_MS` (10000 / 3333 /
-    /// 3000, after the Kinesis Client Library): mapping leases between pollers.
+    /// `ESM_LEASE_DURATION_MS` / `ESM_LEASE_RENEW_MS` / `ESM_LEASE_MARGIN_MS` (20000 /
+    /// 2/5 of the duration / 3000): the pollers' heartbeats, which keep their partition leases.
     pub lease: LeaseSettings,
 }
 
@@ -119,7 +119,7 @@ impl PollerSettings {
                 let duration = ms("ESM_LEASE_DURATION_MS", d.lease.duration)?;
                 let lease = LeaseSettings {
                     duration,
-                    renew_every: ms("ESM_LEASE_RENEW_MS", duration / 3)?,
+                    renew_every: ms("ESM_LEASE_RENEW_MS", duration * 2 / 5)?,
                     safety_margin: ms("ESM_LEASE_MARGIN_MS", d.lease.safety_margin)?,
                 };
                 lease.validate().map_err(|e| e.to_string())?;

@@ -75,8 +75,8 @@ pub struct PollerOptions<P> {
     /// How long lag must keep growing before another poller starts, and stay at zero before an
     /// idle poller stops (`ESM_SCALE_WINDOW_MS`, default 60 s).
     pub scale_window: Duration,
-    /// How often leases are scanned (`ESM_LEASE_SCAN_MS`, default 1000); 250 ms while free leases
-    /// are in sight.
+    /// How often leases are scanned (`ESM_LEASE_SCAN_MS`, default 5000); 250 ms while partitions
+    /// are about to move.
     pub scan_every: Duration,
 }
 
@@ -90,7 +90,7 @@ impl Default for PollerOptions<NoSpawner> {
             scale_in: false,
             max_pollers: usize::MAX,
             scale_window: Duration::from_secs(60),
-            scan_every: Duration::from_secs(1),
+            scan_every: Duration::from_secs(5),
         }
     }
 }
@@ -577,18 +577,19 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
     async fn balance(&mut self) -> Option<PollerExit> {
         let id = self.id()?;
         let now = now_epoch_ms();
-        let live = match self.leases.live_pollers(now).await {
-            Ok(live) => live,
+        let snapshot = match self.leases.snapshot(now).await {
+            Ok(snapshot) => snapshot,
             Err(e) => {
-                warn!(error = %e, "Cannot read the pollers' heartbeats; keeping the current leases.");
+                warn!(error = %e, "Cannot read the leases table; keeping the current leases.");
                 return None;
             }
         };
+        let live = snapshot.pollers.clone();
         let active: Vec<&PollerInfo> = live.iter().filter(|p| !p.load.stopping || *p.id == *id).collect();
         let active_count = active.len().max(1);
         let mut by_mapping: Vec<(EventSourceMapping, Vec<Lease>)> = Vec::new();
         for mapping in self.wanted.clone() {
-            let mut leases = match self.leases.leases(&mapping.uuid).await {
+            let mut leases = match snapshot.leases_of(&mapping.uuid) {
                 Ok(leases) => leases,
                 Err(e) => {
                     warn!(mapping = %mapping.uuid, error = %e, "Cannot read the mapping's leases.");
@@ -768,7 +769,12 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         for uuid in idle {
             self.stop_runner(&uuid);
         }
-        self.fast_scan = free_left > 0 || live.iter().any(|p| p.load.stopping && *p.id != *id);
+        // Scan often while partitions are about to move: free leases in sight, a poller
+        // stopping, or this one under its share while another is over it (a hand-over is due).
+        let held_now = self.held.len();
+        self.fast_scan = free_left > 0
+            || live.iter().any(|p| p.load.stopping && *p.id != *id)
+            || (held_now < share && active.iter().any(|p| *p.id != *id && p.load.held as usize > share));
         // Report load with the next heartbeat.
         {
             let lag: u64 = self.held.values().map(|h| h.ticket.lag.load(Ordering::Relaxed)).sum();

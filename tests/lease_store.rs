@@ -71,6 +71,32 @@ async fn conformance<S: LeaseStore>(store: &S) {
     heartbeats_carry_load(store).await;
     live_pollers_filters_by_expiry_and_sorts_by_id(store).await;
     delete_mapping_removes_all_its_leases_and_nothing_else(store).await;
+    a_snapshot_agrees_with_leases_and_live_pollers(store).await;
+}
+
+/// The one-read snapshot a lease scan uses says what `leases` and `live_pollers` say.
+async fn a_snapshot_agrees_with_leases_and_live_pollers<S: LeaseStore>(store: &S) {
+    let (a, b) = (new_mapping(), new_mapping());
+    for p in [1, 0] {
+        store.ensure(&a, "t", p).await.unwrap();
+    }
+    store.ensure(&b, "u", 0).await.unwrap();
+    let run = new_run();
+    let (live_id, dead_id) = (format!("{run}-live"), format!("{run}-dead"));
+    store.heartbeat(&live_id, T, TEN_S, Load { held: 1, lag: 5, stopping: false }).await.unwrap();
+    store.heartbeat(&dead_id, T - 60_000, TEN_S, Load::default()).await.unwrap();
+    let taken = store.acquire(&read(store, &a, 1).await, &live_id).await.unwrap();
+    let snapshot = store.snapshot(T).await.unwrap();
+    assert_eq!(snapshot.leases_of(&a).unwrap(), store.leases(&a).await.unwrap());
+    assert_eq!(snapshot.leases_of(&a).unwrap()[1], taken);
+    assert_eq!(snapshot.leases_of(&b).unwrap(), store.leases(&b).await.unwrap());
+    assert!(snapshot.leases_of(&new_mapping()).unwrap().is_empty(), "a mapping without items has no leases");
+    let mine: Vec<&PollerInfo> = snapshot.pollers.iter().filter(|p| p.id.starts_with(&run)).collect();
+    assert_eq!(mine.len(), 1, "only the live heartbeat: {mine:?}");
+    assert_eq!(mine[0].load, Load { held: 1, lag: 5, stopping: false });
+    assert_eq!(snapshot.pollers, store.live_pollers(T).await.unwrap(), "same pollers, same order");
+    store.remove_poller(&live_id).await.unwrap();
+    store.remove_poller(&dead_id).await.unwrap();
 }
 
 async fn ensure_is_idempotent_and_never_resets_a_lease<S: LeaseStore>(store: &S) {
@@ -394,8 +420,15 @@ async fn dynamo_store_conforms() {
         .unwrap();
     assert_eq!(
         store.leases(&bad_counter).await,
+        Err(LeaseError::Malformed { key: bad_key.clone(), message: "Counter is not a number (N)".into() })
+    );
+    // The snapshot reports it for that mapping alone.
+    let snapshot = store.snapshot(T).await.unwrap();
+    assert_eq!(
+        snapshot.leases_of(&bad_counter),
         Err(LeaseError::Malformed { key: bad_key, message: "Counter is not a number (N)".into() })
     );
+    assert!(snapshot.leases.values().filter(|l| l.is_err()).count() == 1, "other mappings still parse");
 
     let missing_partition = new_mapping();
     let missing_key = format!("lease#{missing_partition}#t#1");

@@ -128,7 +128,7 @@ async fn main() -> Result<(), Error> {
         scale_in: true,
         max_pollers: usize::MAX,
         scale_window: Duration::from_secs(60),
-        scan_every: Duration::from_secs(1),
+        scan_every: Duration::from_secs(5),
     }
     .with_env()?;
     let poller = Poller {
