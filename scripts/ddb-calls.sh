@@ -25,8 +25,8 @@
 #                              do not depend on it
 #   Ports: DDB_CALLS_KAFKA_PORT (39092), DDB_CALLS_DYNAMODB_PORT (38000, dynalite),
 #          DDB_CALLS_PROXY_PORT (38001, the counting proxy), DDB_CALLS_LAMBDA_PORT (39001)
-#   ESM_* variables reach the pollers unchanged: ESM_LEASE_DURATION_MS (10000),
-#   ESM_LEASE_RENEW_MS (duration / 3), ESM_LEASE_SCAN_MS (1000), ESM_REFRESH_INTERVAL_MS (3000);
+#   ESM_* variables reach the pollers unchanged: ESM_LEASE_DURATION_MS (20000),
+#   ESM_LEASE_RENEW_MS (duration x 2/5), ESM_LEASE_SCAN_MS (5000), ESM_REFRESH_INTERVAL_MS (3000);
 #   ESM_FETCH_WAIT_MS defaults to 100 here (tansu holds every fetch that long; no DynamoDB effect).
 # Logs: $KAFKA_ESM_STATE/ddb-calls/ (default .local/ddb-calls/).
 set -euo pipefail
@@ -228,14 +228,14 @@ done
 after_rc=0
 after_text=$(leases --save "$state/leases-after.json" --compare "$state/leases-before.json") || after_rc=$?
 
-duration_ms=${ESM_LEASE_DURATION_MS:-10000}
+duration_ms=${ESM_LEASE_DURATION_MS:-20000}
 if [ -n "${ESM_LEASE_RENEW_MS:-}" ]; then
   renew_ms=$ESM_LEASE_RENEW_MS renew_note=""
 else
-  renew_ms=$(python -c "print(round($duration_ms / 3, 1))") renew_note=" (duration/3)"
+  renew_ms=$(python -c "print(round($duration_ms * 2 / 5, 1))") renew_note=" (duration x 2/5)"
 fi
 settings="ESM_LEASE_DURATION_MS=$duration_ms ESM_LEASE_RENEW_MS=$renew_ms$renew_note"
-settings+=" ESM_LEASE_SCAN_MS=${ESM_LEASE_SCAN_MS:-1000} ESM_REFRESH_INTERVAL_MS=${ESM_REFRESH_INTERVAL_MS:-3000}"
+settings+=" ESM_LEASE_SCAN_MS=${ESM_LEASE_SCAN_MS:-5000} ESM_REFRESH_INTERVAL_MS=${ESM_REFRESH_INTERVAL_MS:-3000}"
 settings+=" ESM_FETCH_WAIT_MS=$ESM_FETCH_WAIT_MS rate=${rate}/s window=${window_s}s"
 command="DDB_CALLS_POLLERS=$pollers DDB_CALLS_PARTITIONS=$partitions DDB_CALLS_WARMUP_S=$warmup_s"
 command+=" DDB_CALLS_WINDOW_S=$window_s DDB_CALLS_RATE=$rate DDB_CALLS_PROFILE=$profile ${user_esm}scripts/ddb-calls.sh"
@@ -244,7 +244,7 @@ python "$helper" report \
   --proxy "http://127.0.0.1:$proxy_port" --stub "http://127.0.0.1:$lambda_port" \
   --partitions "$partitions" --pollers "$pollers" --warmup-s "$((window_started - started))" --rate "$rate" \
   --renew-ms "$renew_ms" \
-  --scan-ms "${ESM_LEASE_SCAN_MS:-1000}" --refresh-ms "${ESM_REFRESH_INTERVAL_MS:-3000}" \
+  --scan-ms "${ESM_LEASE_SCAN_MS:-5000}" --refresh-ms "${ESM_REFRESH_INTERVAL_MS:-3000}" \
   --settings "$settings" --build "$build" --command "$command" \
   --before-text "$before_text" --after-text "$after_text"
 

@@ -400,7 +400,10 @@ def run_report(args) -> int:
       f"(leases at the start: {args.before_text})")
     p(f"  {'operation':<11} {'table':<19} {'item':<8} {'calls':>6} {'/min':>7}   what")
     for c in counts["calls"]:
-        what = "mappings refresh" if (c["op"] == "Scan" and c["kind"] == "-") else WHAT.get((c["op"], c["kind"]), "")
+        if c["op"] == "Scan" and c["kind"] == "-":
+            what = "mappings refresh" if "mappings" in c["table"] else "lease scan (heartbeats and leases, one Scan)"
+        else:
+            what = WHAT.get((c["op"], c["kind"]), "")
         p(f"  {c['op']:<11} {c['table']:<19} {c['kind']:<8} {c['count']:>6} {c['count'] / minutes:>7.1f}   {what}")
     if not counts["calls"]:
         p("  (no calls)")
@@ -418,12 +421,12 @@ def run_report(args) -> int:
     p(f"  items read by scans (ScannedCount): {counts['scanned_items']}"
       + (f" ({counts['scanned_items'] / scans:.1f} per scan)" if scans else ""))
     p(f"  writes per partition-minute: {wpm:.2f}   reads per partition-minute: {rpm:.2f}")
-    # What the settings predict: one heartbeat per renew interval per poller; per lease scan one
-    # live-pollers scan and one leases scan per mapping; one mappings scan per refresh.
+    # What the settings predict: one heartbeat per renew interval per poller; one Scan of the
+    # leases table per lease scan; one mappings scan per refresh.
     model_w = pollers * 60000 / args.renew_ms / partitions
-    model_r = pollers * (2 * 60000 / args.scan_ms + 60000 / args.refresh_ms) / partitions
+    model_r = pollers * (60000 / args.scan_ms + 60000 / args.refresh_ms) / partitions
     p(f"  model at these settings: {model_w:.2f} writes and {model_r:.2f} reads per partition-minute "
-      f"(pollers x 60000/RENEW; pollers x (2 x 60000/SCAN + 60000/REFRESH); / partitions)")
+      f"(pollers x 60000/RENEW; pollers x (60000/SCAN + 60000/REFRESH); / partitions)")
     met = wpm <= 2.0
     p(f"  target <= 2 writes per partition-minute: {'MET' if met else 'NOT MET'} ({wpm:.2f})")
     p(f"  heartbeat writes are per poller, not per partition: <= 2 per partition-minute needs >= "

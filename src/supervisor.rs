@@ -296,6 +296,7 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
     }
 
     async fn run(&mut self, stop: &CancellationToken) -> PollerExit {
+        let mut last_scan: Option<Instant> = None;
         loop {
             if stop.is_cancelled() {
                 return PollerExit::Stopped;
@@ -306,21 +307,32 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
             if refresh_due {
                 self.refresh().await;
             }
-            if self.identity.is_some() && self.balance().await == Some(PollerExit::Idle) {
-                return PollerExit::Idle;
+            // A mappings change (a refresh) is acted on at once, with a scan.
+            let scan_due = refresh_due || last_scan.is_none_or(|at: Instant| at.elapsed() >= self.scan_every());
+            if self.identity.is_some() && scan_due {
+                last_scan = Some(Instant::now());
+                if self.balance().await == Some(PollerExit::Idle) {
+                    return PollerExit::Idle;
+                }
             }
-            let delay = if self.fast_scan
-                || (self.options.successor && self.started.elapsed() < SUCCESSOR_WARMUP && self.held.is_empty())
-            {
-                FAST_SCAN
-            } else {
-                self.options.scan_every
+            // Wake for whichever is due first: the next lease scan or the next mappings refresh.
+            let until = |last: Option<Instant>, every: Duration| {
+                last.map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed()))
             };
+            let delay = until(last_scan, self.scan_every())
+                .min(until(self.last_refresh, self.env.settings.refresh_interval))
+                .max(Duration::from_millis(50));
             tokio::select! {
                 () = stop.cancelled() => return PollerExit::Stopped,
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// How long until the next lease scan: short while partitions are about to move.
+    fn scan_every(&self) -> Duration {
+        let warming_up = self.options.successor && self.started.elapsed() < SUCCESSOR_WARMUP && self.held.is_empty();
+        if self.fast_scan || warming_up { FAST_SCAN } else { self.options.scan_every }
     }
 
     /// Registers this poller (first heartbeat), or starts over under a new identity when its
