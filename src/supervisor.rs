@@ -304,11 +304,14 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
             self.keep_identity().await;
             self.reap().await;
             let refresh_due = self.last_refresh.is_none_or(|at| at.elapsed() >= self.env.settings.refresh_interval);
+            let mut changed = false;
             if refresh_due {
+                let before: Vec<(String, u64)> = self.wanted.iter().map(|m| (m.uuid.clone(), m.version)).collect();
                 self.refresh().await;
+                changed = self.wanted.iter().map(|m| (m.uuid.clone(), m.version)).ne(before);
             }
-            // A mappings change (a refresh) is acted on at once, with a scan.
-            let scan_due = refresh_due || last_scan.is_none_or(|at: Instant| at.elapsed() >= self.scan_every());
+            // A change of the wanted mappings is acted on at once, with a scan.
+            let scan_due = changed || last_scan.is_none_or(|at: Instant| at.elapsed() >= self.scan_every());
             if self.identity.is_some() && scan_due {
                 last_scan = Some(Instant::now());
                 if self.balance().await == Some(PollerExit::Idle) {
