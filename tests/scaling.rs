@@ -264,3 +264,44 @@ async fn maximum_pollers_limits_how_many_pollers_share_a_mapping() {
         p.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_poller_exits_at_once_when_every_partition_has_a_live_poller() {
+    let h = Harness::new().await;
+    let topic = random_topic("covered");
+    create_topic(bootstrap(), &topic, 2).await.unwrap();
+    let mapping = h.create(request("consumer", &topic)).await;
+    let spawner = InProcess::new(&h, 10);
+    let scheduled = |spawner: &Arc<InProcess>| PollerOptions { join_if_needed: true, ..spawner.options() };
+
+    // Nothing runs yet: the scheduled poller stays and takes the partitions.
+    let first_stop = CancellationToken::new();
+    let first = tokio::spawn(run_poller_with(
+        h.store.clone(),
+        h.leases.clone(),
+        h.env(fast()),
+        first_stop.clone(),
+        scheduled(&spawner),
+    ));
+    assert!(
+        wait_for(Duration::from_secs(15), || async { shares(&h, &mapping.uuid, 2).await == [2] }).await.is_some(),
+        "the first scheduled poller takes both partitions"
+    );
+
+    // Every partition covered: the next scheduled poller returns within a second.
+    let started = tokio::time::Instant::now();
+    let exit = run_poller_with(
+        h.store.clone(),
+        h.leases.clone(),
+        h.env(fast()),
+        CancellationToken::new(),
+        scheduled(&spawner),
+    )
+    .await;
+    assert_eq!(exit, PollerExit::NotNeeded);
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert_eq!(live_count(&h).await, 1, "it never registered");
+
+    first_stop.cancel();
+    assert_eq!(first.await.unwrap(), PollerExit::Stopped);
+}
