@@ -36,6 +36,12 @@ export KAFKA_ESM_TEST_LAMBDA_ENDPOINT="http://127.0.0.1:$LAMBDA_PORT"
 step "cargo test (unit and integration)"
 cargo test --workspace --locked --no-fail-fast
 
+# The poller Lambda itself: a short deadline, relay to its successor through asynchronous
+# invokes, every record committed (it checks those and prints the handoff gap, which it does not
+# assert: timings are benchmarks).
+step "poller Lambda relay under cargo lambda watch (scripts/handoff-gap.sh)"
+bash scripts/handoff-gap.sh
+
 step "infra checks"
 bash scripts/test-infra.sh
 

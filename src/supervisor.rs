@@ -603,6 +603,7 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         let active: Vec<&PollerInfo> = live.iter().filter(|p| !p.load.stopping || *p.id == *id).collect();
         let active_count = active.len().max(1);
         let mut by_mapping: Vec<(EventSourceMapping, Vec<Lease>)> = Vec::new();
+        let mut discovering = false;
         for mapping in self.wanted.clone() {
             let mut leases = match snapshot.leases_of(&mapping.uuid) {
                 Ok(leases) => leases,
@@ -618,6 +619,8 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
             } else {
                 None
             };
+            // Its consumer is still finding the partitions: look again soon.
+            discovering |= leases.is_empty() && discovered.is_none();
             if let Some(partitions) = discovered {
                 let missing: Vec<i32> = partitions
                     .iter()
@@ -784,10 +787,12 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         for uuid in idle {
             self.stop_runner(&uuid);
         }
-        // Scan often while partitions are about to move: free leases in sight, a poller
-        // stopping, or this one under its share while another is over it (a hand-over is due).
+        // Scan often while partitions are about to move: free leases in sight, a mapping's
+        // partitions being found, a poller stopping, or this one under its share while another
+        // is over it (a hand-over is due).
         let held_now = self.held.len();
         self.fast_scan = free_left > 0
+            || discovering
             || live.iter().any(|p| p.load.stopping && *p.id != *id)
             || (held_now < share && active.iter().any(|p| *p.id != *id && p.load.held as usize > share));
         // Report load with the next heartbeat.

@@ -25,7 +25,7 @@ use kafka_esm::supervisor::{PollerExit, PollerOptions, Spawner, run_poller_with}
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Starts another poller by invoking this function asynchronously (`InvocationType=Event`).
 #[derive(Debug, Clone)]
@@ -70,6 +70,12 @@ async fn handle(poller: &Poller, event: LambdaEvent<Value>) -> Result<Value, Err
     let deadline_ms = u128::from(event.context.deadline);
     let budget = Duration::from_millis(u64::try_from(deadline_ms.saturating_sub(now_ms)).unwrap_or(0))
         .saturating_sub(poller.stop_margin);
+    if deadline_ms <= now_ms {
+        warn!(
+            deadline_ms = event.context.deadline,
+            "The invocation's deadline has already passed (an emulator's fixed deadline?): stopping at once."
+        );
+    }
     let reason = reason(&event.payload).to_owned();
     let mut options = poller.options.clone();
     options.join_if_needed = reason == "schedule";
