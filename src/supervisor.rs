@@ -700,10 +700,18 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         let shared_keys: Vec<&String> =
             self.held.keys().filter(|k| mapping_of(k).is_none_or(|i| !limited(&by_mapping[i].0))).collect();
         surplus.extend(shared_keys.iter().rev().take(held_shared.saturating_sub(share)).map(|k| (*k).clone()));
-        for (i, (m, _)) in by_mapping.iter().enumerate().filter(|(_, (m, _))| limited(m)) {
+        for (i, (m, leases)) in by_mapping.iter().enumerate().filter(|(_, (m, _))| limited(m)) {
             let prefix = format!("lease#{}#", m.uuid);
             let keys: Vec<&String> = self.held.keys().filter(|k| k.starts_with(&prefix)).collect();
-            surplus.extend(keys.iter().rev().take(held_by[i].saturating_sub(limited_share(i))).map(|k| (*k).clone()));
+            if permitted(leases, &live, &id, maximum_pollers(m)) {
+                surplus
+                    .extend(keys.iter().rev().take(held_by[i].saturating_sub(limited_share(i))).map(|k| (*k).clone()));
+            } else {
+                // Pollers racing for a limited mapping's free leases can overshoot its
+                // MaximumPollers; all but the lowest ids give theirs back.
+                info!(mapping = %m.uuid, poller = %id, maximum = maximum_pollers(m), "More pollers than MaximumPollers hold this mapping; handing its partitions over.");
+                surplus.extend(keys.iter().map(|k| (*k).clone()));
+            }
         }
         if !surplus.is_empty() {
             info!(poller = %id, held = self.held.len(), share, live = active_count, handing_over = surplus.len(), "Over fair share; handing partitions over.");
@@ -715,9 +723,7 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
         let mut free_left = 0;
         let mut candidates: Vec<(usize, &Lease)> = Vec::new();
         for (i, (mapping, leases)) in by_mapping.iter().enumerate() {
-            let owners: HashSet<&str> =
-                leases.iter().filter(|l| !l.is_free(&live)).filter_map(|l| l.owner.as_deref()).collect();
-            let allowed = owners.contains(&*id) || owners.len() < maximum_pollers(mapping);
+            let allowed = permitted(leases, &live, &id, maximum_pollers(mapping));
             for lease in leases.iter().filter(|l| l.is_free(&live) && !busy.contains(&l.key())) {
                 free_left += 1;
                 if allowed {
@@ -918,6 +924,18 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
             info!(poller = %identity.id, "Poller stopped.");
         }
     }
+}
+
+/// Whether `id` may hold leases of a mapping shared by at most `maximum` pollers: while fewer
+/// hold it, anyone; otherwise only the `maximum` lowest ids among its live holders.
+fn permitted(leases: &[Lease], live: &[PollerInfo], id: &str, maximum: usize) -> bool {
+    let mut owners: Vec<&str> = leases.iter().filter(|l| !l.is_free(live)).filter_map(|l| l.owner.as_deref()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    if owners.len() < maximum {
+        return true;
+    }
+    owners.iter().take(maximum).any(|o| *o == id)
 }
 
 fn busy_now(handing_over: &Mutex<HashSet<String>>) -> HashSet<String> {
