@@ -280,6 +280,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Pollers by id, each mapping's leases by topic and partition.
+    fn sorted(mut self) -> Self {
+        self.pollers.sort_by(|a, b| a.id.cmp(&b.id));
+        for leases in self.leases.values_mut().filter_map(|l| l.as_mut().ok()) {
+            leases.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        }
+        self
+    }
+
     /// One mapping's leases (none if it has no items yet).
     ///
     /// # Errors
@@ -609,11 +618,7 @@ impl LeaseStore for DynamoLeaseStore {
                 }
             }
         }
-        snapshot.pollers.sort_by(|a, b| a.id.cmp(&b.id));
-        for leases in snapshot.leases.values_mut().filter_map(|l| l.as_mut().ok()) {
-            leases.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        }
-        Ok(snapshot)
+        Ok(snapshot.sorted())
     }
 
     async fn remove_poller(&self, poller: &str) -> Result<(), LeaseError> {
@@ -759,10 +764,7 @@ impl LeaseStore for MemoryLeaseStore {
                 leases.push(lease.clone());
             }
         }
-        for leases in snapshot.leases.values_mut().filter_map(|l| l.as_mut().ok()) {
-            leases.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        }
-        Ok(snapshot)
+        Ok(snapshot.sorted())
     }
 }
 

@@ -468,17 +468,7 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
                                 let prefix = format!("lease#{uuid}#");
                                 // After the hand-over released them.
                                 tokio::spawn(async move {
-                                    for _ in 0..600 {
-                                        let busy = handing_over
-                                            .lock()
-                                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                            .iter()
-                                            .any(|k| k.starts_with(&prefix));
-                                        if !busy {
-                                            break;
-                                        }
-                                        tokio::time::sleep(Duration::from_millis(100)).await;
-                                    }
+                                    handed_over(&handing_over, &prefix, Duration::from_secs(60)).await;
                                     if let Err(e) = leases.delete_mapping(&uuid).await {
                                         warn!(mapping = %uuid, error = %e, "Could not remove the deleted mapping's leases.");
                                     }
@@ -530,17 +520,7 @@ impl<S: MappingStore, L: LeaseStore, I: Invoker, P: Spawner> Poller<S, L, I, P> 
             // The consumer ends after its partitions have committed; a new consumer for the same
             // mapping may start meanwhile: offsets are only committed after delivery.
             tokio::spawn(async move {
-                for _ in 0..1200 {
-                    let busy = handing_over
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .iter()
-                        .any(|k| k.starts_with(&prefix));
-                    if !busy {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                handed_over(&handing_over, &prefix, Duration::from_secs(60)).await;
                 stop.cancel();
                 let _ = runner.handle.await;
             });
@@ -936,6 +916,15 @@ fn permitted(leases: &[Lease], live: &[PollerInfo], id: &str, maximum: usize) ->
         return true;
     }
     owners.iter().take(maximum).any(|o| *o == id)
+}
+
+/// Waits until no lease key starting with `prefix` is being handed over, at most `limit` (a
+/// hand-over is itself bounded by the drain timeout).
+async fn handed_over(handing_over: &Mutex<HashSet<String>>, prefix: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && busy_now(handing_over).iter().any(|k| k.starts_with(prefix)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn busy_now(handing_over: &Mutex<HashSet<String>>) -> HashSet<String> {
