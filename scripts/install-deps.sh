@@ -28,11 +28,14 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 exec 9>"$KAFKA_ESM_CACHE/.install.lock"
 flock 9
 
-if ! [ -x "$KAFKA_ESM_CACHE/tansu/bin/tansu" ]; then
-  log "building tansu $TANSU_VERSION with dynostore (about 10 minutes, once; cached in $KAFKA_ESM_CACHE/tansu)"
+# One build serves both engines: memory:// (most tests) and sqlite:// (SCRAM users, timestamps).
+TANSU_FEATURES=dynostore,libsql
+if ! [ -x "$KAFKA_ESM_CACHE/tansu/bin/tansu" ] || [ "$(cat "$KAFKA_ESM_CACHE/tansu/features" 2>/dev/null)" != "$TANSU_FEATURES" ]; then
+  log "building tansu $TANSU_VERSION with $TANSU_FEATURES (about 15 minutes, once; cached in $KAFKA_ESM_CACHE/tansu)"
   CARGO_TARGET_DIR="$KAFKA_ESM_CACHE/tansu-build" \
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
-      --root "$KAFKA_ESM_CACHE/tansu" --quiet
+    cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" \
+      --root "$KAFKA_ESM_CACHE/tansu" --quiet --force
+  echo "$TANSU_FEATURES" >"$KAFKA_ESM_CACHE/tansu/features"
   rm -rf "$KAFKA_ESM_CACHE/tansu-build"
 fi
 
