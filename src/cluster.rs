@@ -16,9 +16,9 @@ use aws_sdk_kafka::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kafka::types::{ClusterState, StateInfo};
 use tracing::info;
 
-use crate::error::StopReason;
+use crate::delivery::policy::StopReason;
 use crate::kafka::{CaSource, Security};
-use crate::mapping::{EventSourceMapping, KafkaCluster, SourceAccessType};
+use crate::model::mapping::{EventSourceMapping, KafkaCluster, SourceAccessType};
 
 /// Brokers and transport for one mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]

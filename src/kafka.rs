@@ -21,10 +21,14 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use tracing::{debug, error, info};
 
-use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::event::{Header, KafkaRecord, TimestampType};
-use crate::mapping::StartingPosition;
-use crate::source::{RecordSource, SourceError};
+mod connector;
+
+pub use connector::{KafkaConnector, KafkaMappingClient, kafka_disposition};
+
+use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
+use crate::delivery::policy::StopReason;
+use crate::delivery::record::{Header, KafkaRecord, RecordSource, SourceError, TimestampType};
+use crate::model::mapping::StartingPosition;
 
 /// How a client connects and how much it buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -506,12 +510,17 @@ impl RecordSource for KafkaPartitionSource {
             Err(e) => {
                 let message = e.to_string();
                 match e.rdkafka_error_code() {
-                    Some(
-                        RDKafkaErrorCode::TopicAuthorizationFailed
-                        | RDKafkaErrorCode::GroupAuthorizationFailed
-                        | RDKafkaErrorCode::UnknownTopicOrPartition
-                        | RDKafkaErrorCode::SaslAuthenticationFailed,
-                    ) => Err(SourceError::Fatal { partition, message }),
+                    Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                        Err(SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthzError) })
+                    }
+                    Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                        Err(SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthnError) })
+                    }
+                    // The topic or partition went away: restart from the committed offset (the
+                    // consumer then finds out what is left).
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                        Err(SourceError::Fatal { partition, message, stop: None })
+                    }
                     _ => Err(SourceError::Transient { partition, message }),
                 }
             }

@@ -1,28 +1,28 @@
 //! kafka-esm: a self-hosted Kafka event source mapping for AWS Lambda.
 //!
-//! The library holds everything the deployables share: the mapping model ([`mapping`]) and its
-//! DynamoDB store ([`store`]), the `aws:kafka` event encoding ([`event`]), batching ([`batch`]),
-//! function invocation ([`invoke`]), offset checkpoints ([`checkpoint`]), the Kafka client
-//! ([`kafka`]) behind the record-source seam ([`source`]), retry timing ([`backoff`]) and the poll
-//! loop itself ([`poller`]). The `poller` Lambda and the `esm` CLI are thin shells around it.
+//! The library holds everything the deployables share; the poller Lambda, the `esm` CLI and the
+//! CloudFormation custom resource are thin shells around it.
+//!
+//! | layer | modules |
+//! |---|---|
+//! | the mapping (AWS shape, states, rules, store seam) | [`model`] |
+//! | the EventSourceMapping API | [`api`] |
+//! | the data plane: records → batches → invokes → commits | [`delivery`] |
+//! | the control plane: leases, fair share, scaling, consumers | [`coordination`] |
+//! | adapters: DynamoDB, Lambda ([`aws`]); librdkafka ([`kafka`]); MSK and secrets ([`cluster`]) | |
+//! | configuration and time | [`config`], [`clock`] |
 
 pub mod api;
 pub mod aws;
 pub mod backoff;
-pub mod batch;
-pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod clock;
 pub mod cluster;
-pub mod error;
-pub mod event;
-pub mod invoke;
+pub mod config;
+pub mod coordination;
+pub mod delivery;
 pub mod kafka;
-pub mod lease;
-pub mod mapping;
-pub mod poller;
-pub mod source;
-pub mod store;
-pub mod supervisor;
-
-pub use error::{Error, Result};
+pub mod model;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;

@@ -12,10 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{bootstrap, request, settings};
+use kafka_esm::aws::lambda::{LambdaFunctionResolver, LambdaInvoker};
+use kafka_esm::aws::leases::DynamoLeaseStore;
+use kafka_esm::aws::mappings::{DynamoMappingStore, ensure_tables};
+use kafka_esm::clock::SystemClock;
 use kafka_esm::cluster::ClusterResolver;
-use kafka_esm::invoke::LambdaInvoker;
-use kafka_esm::poller::{Metrics, PollerEnv};
-use kafka_esm::store::{DynamoMappingStore, Tables, ensure_tables};
+use kafka_esm::config::Tables;
+use kafka_esm::coordination::consumer::Deps;
+use kafka_esm::coordination::supervisor::{NoSpawner, Start, run_poller};
+use kafka_esm::delivery::partition::Metrics;
+use kafka_esm::kafka::KafkaConnector;
 use kafka_esm_testkit::kafka::{Producer, TestRecord, committed_offsets_out_of_process, create_topic, random_topic};
 use kafka_esm_testkit::sdk_config;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +52,7 @@ async fn records_reach_the_example_consumer_and_offsets_are_committed() {
         .unwrap();
     producer.fill(&topic, 3, 5, "after").await.unwrap();
 
-    let functions = kafka_esm::api::LambdaFunctionResolver::new(aws_sdk_lambda::Client::new(&lambda));
+    let functions = LambdaFunctionResolver::new(aws_sdk_lambda::Client::new(&lambda));
     let mut req = request("example-consumer", &topic);
     req.batch_size = Some(50);
     let mapping = kafka_esm::api::create(&*store, &functions, req).await.unwrap();
@@ -54,15 +60,24 @@ async fn records_reach_the_example_consumer_and_offsets_are_committed() {
     assert_eq!(mapping.function_arn, "example-consumer");
 
     let metrics = Arc::new(Metrics::default());
-    let env = Arc::new(PollerEnv {
-        settings: settings(),
+    let settings = settings();
+    let deps = Arc::new(Deps {
+        connector: KafkaConnector::new(ClusterResolver::new(&lambda), settings.kafka),
         invoker: Arc::new(LambdaInvoker::new(&lambda)),
-        resolver: ClusterResolver::new(&lambda),
         metrics: metrics.clone(),
+        settings,
     });
     let stop = CancellationToken::new();
-    let leases = Arc::new(kafka_esm::lease::DynamoLeaseStore::from_sdk(&ddb, &tables.leases));
-    let poller = tokio::spawn(kafka_esm::supervisor::run_poller(store.clone(), leases, env, stop.clone()));
+    let leases = Arc::new(DynamoLeaseStore::from_sdk(&ddb, &tables.leases));
+    let poller = tokio::spawn(run_poller(
+        store.clone(),
+        leases,
+        deps,
+        Arc::new(SystemClock),
+        None::<Arc<NoSpawner>>,
+        Start::Process,
+        stop.clone(),
+    ));
     let expected = BTreeMap::from([(0, 105), (1, 105), (2, 100)]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     let mut committed = BTreeMap::new();

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::bootstrap;
-use kafka_esm::checkpoint::{Checkpoint, MemoryCheckpoint};
+use kafka_esm::delivery::checkpoint::Checkpoint;
 use kafka_esm::kafka::{KafkaClient, KafkaSettings, Security};
+use kafka_esm::testing::MemoryCheckpoint;
 use kafka_esm_testkit::kafka::{committed_offsets_out_of_process, create_topic, random_topic};
 
 async fn conformance<C: Checkpoint>(checkpoint: &C) {

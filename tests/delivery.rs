@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aws_lambda_events::kafka::KafkaEvent;
 use common::{Harness, bootstrap, request, settings};
-use kafka_esm::store::Loaded;
+use kafka_esm::model::store::Loaded;
 use kafka_esm_testkit::StubBehaviour;
 use kafka_esm_testkit::kafka::{Producer, TestRecord, committed_offsets_out_of_process, create_topic, random_topic};
 
@@ -206,7 +206,7 @@ async fn latest_starts_at_the_end_and_is_pinned_by_a_commit() {
     let producer = Producer::new(bootstrap()).unwrap();
     producer.fill(&topic, 1, 5, "old").await.unwrap();
     let mut req = request("consumer", &topic);
-    req.starting_position = Some(kafka_esm::mapping::StartingPosition::Latest);
+    req.starting_position = Some(kafka_esm::model::mapping::StartingPosition::Latest);
     let mapping = h.create(req).await;
     // The first run finds no committed offset, resolves LATEST (5) and commits it at once.
     h.poll_for(settings(), Duration::from_secs(2)).await;

@@ -12,15 +12,15 @@ use std::time::Duration;
 
 use common::{Harness, bootstrap, request, settings, wait_for};
 use kafka_esm::api::{self, UpdateRequest};
-use kafka_esm::mapping::State;
-use kafka_esm::poller::PollerSettings;
-use kafka_esm::store::Loaded;
+use kafka_esm::config::Settings;
+use kafka_esm::model::mapping::State;
+use kafka_esm::model::store::Loaded;
 use kafka_esm_testkit::kafka::{Producer, committed_offsets_out_of_process, create_topic, random_topic};
 
 const REACTION: Duration = Duration::from_secs(10);
 
-fn shipped_refresh() -> PollerSettings {
-    PollerSettings { refresh_interval: PollerSettings::default().refresh_interval, ..settings() }
+fn shipped_refresh() -> Settings {
+    Settings { refresh_interval: Settings::default().refresh_interval, ..settings() }
 }
 
 async fn state(h: &Harness, uuid: &str) -> Option<State> {

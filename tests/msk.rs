@@ -14,11 +14,13 @@ use std::time::Duration;
 use aws_lambda_events::kafka::KafkaEvent;
 use common::{Harness, WAIT, bootstrap, settings, wait_for};
 use kafka_esm::api::CreateRequest;
+use kafka_esm::aws::lambda::LambdaInvoker;
 use kafka_esm::cluster::ClusterResolver;
-use kafka_esm::invoke::LambdaInvoker;
-use kafka_esm::mapping::{EventSourceMapping, StartingPosition, State};
-use kafka_esm::poller::PollerEnv;
-use kafka_esm::store::Loaded;
+use kafka_esm::coordination::consumer::Deps;
+use kafka_esm::coordination::supervisor::Exit;
+use kafka_esm::kafka::KafkaConnector;
+use kafka_esm::model::mapping::{EventSourceMapping, StartingPosition, State};
+use kafka_esm::model::store::Loaded;
 use kafka_esm_testkit::kafka::{Producer, create_topic, random_topic};
 use kafka_esm_testkit::msk_stub::cluster_arn;
 use kafka_esm_testkit::{MskCluster, MskFailure, MskRoute, MskStub, sdk_config};
@@ -28,20 +30,20 @@ use tokio_util::sync::CancellationToken;
 /// stub, and tests cannot set the process-wide `AWS_ENDPOINT_URL_KAFKA`).
 struct MskPoller {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Exit>,
 }
 
 impl MskPoller {
     async fn start(h: &Harness, msk: &MskStub) -> Self {
-        let env = Arc::new(PollerEnv {
-            settings: settings(),
+        let settings = settings();
+        let deps = Arc::new(Deps {
+            connector: KafkaConnector::new(ClusterResolver::new(&sdk_config(&msk.endpoint).await), settings.kafka),
             invoker: Arc::new(LambdaInvoker::new(&sdk_config(&h.stub.endpoint).await)),
-            resolver: ClusterResolver::new(&sdk_config(&msk.endpoint).await),
             metrics: h.metrics.clone(),
+            settings,
         });
         let stop = CancellationToken::new();
-        let task =
-            tokio::spawn(kafka_esm::supervisor::run_poller(h.store.clone(), h.leases.clone(), env, stop.clone()));
+        let task = h.spawn_poller_with(deps, &stop);
         Self { stop, task }
     }
 

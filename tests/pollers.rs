@@ -6,16 +6,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Harness, bootstrap, request, settings, wait_for};
-use kafka_esm::lease::{LeaseSettings, LeaseStore, now_epoch_ms};
-use kafka_esm::poller::PollerSettings;
+use common::{Harness, bootstrap, live_owners, request, settings, wait_for};
+use kafka_esm::config::{LeaseSettings, Settings};
 use kafka_esm_testkit::kafka::{Producer, committed_offsets_out_of_process, create_topic, random_topic};
 
-fn fast_leases() -> PollerSettings {
-    PollerSettings {
+fn fast_leases() -> Settings {
+    Settings {
         lease: LeaseSettings {
             duration: Duration::from_secs(3),
             renew_every: Duration::from_secs(1),
@@ -49,14 +48,10 @@ async fn three_pollers_share_six_partitions_exclusively_and_hand_over_on_stop() 
 
     // Fair share: once settled, the six partition leases are held two by each poller.
     let owners = || async {
-        let live: BTreeSet<String> =
-            h.leases.live_pollers(now_epoch_ms()).await.unwrap().into_iter().map(|p| p.id).collect();
         let mut owners: BTreeMap<String, usize> = BTreeMap::new();
         for (m, _) in &mappings {
-            for lease in h.leases.leases(&m.uuid).await.unwrap() {
-                if let Some(owner) = lease.owner.filter(|o| live.contains(o)) {
-                    *owners.entry(owner).or_default() += 1;
-                }
+            for owner in live_owners(&h, &m.uuid).await.into_values() {
+                *owners.entry(owner).or_default() += 1;
             }
         }
         owners.into_values().collect::<Vec<usize>>()

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Harness, bootstrap, request, wait_for};
-use kafka_esm::lease::{LeaseStore, now_epoch_ms};
+
 use kafka_esm_testkit::kafka::{Producer, TestRecord, committed_offsets_out_of_process, create_topic, random_topic};
 use tokio::process::{Child, Command};
 
@@ -89,15 +89,7 @@ impl EsmPoll {
 
 /// Owner of every partition's lease, counting only live pollers' leases.
 async fn owners(h: &Harness, mapping: &str) -> BTreeMap<i32, String> {
-    let live: BTreeSet<String> =
-        h.leases.live_pollers(now_epoch_ms()).await.unwrap().into_iter().map(|p| p.id).collect();
-    h.leases
-        .leases(mapping)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|l| l.owner.filter(|o| live.contains(o)).map(|o| (l.partition, o)))
-        .collect()
+    common::live_owners(h, mapping).await
 }
 
 /// Leases per live poller, sorted, when all partitions are leased; empty otherwise.

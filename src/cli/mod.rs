@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -12,12 +11,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::api::{self, ApiError, CreateRequest, LambdaFunctionResolver, UpdateRequest};
-use crate::cluster::ClusterResolver;
-use crate::invoke::LambdaInvoker;
-use crate::mapping::{EventSourceMapping, StartingPosition};
-use crate::poller::{Metrics, PollerEnv, PollerSettings};
-use crate::store::{DynamoMappingStore, Tables, ensure_tables};
+use crate::api::{self, ApiError, CreateRequest, Item, UpdateRequest};
+use crate::aws::lambda::LambdaFunctionResolver;
+use crate::aws::mappings::{DynamoMappingStore, ensure_tables};
+use crate::aws::poller::PollerParts;
+use crate::config::Settings;
+use crate::coordination::supervisor::Start;
+use crate::model::mapping::{EventSourceMapping, StartingPosition};
 
 /// kafka-esm: a self-hosted Kafka event source mapping for AWS Lambda.
 ///
@@ -243,7 +243,12 @@ const AWS_KEY_ORDER: [&str; 33] = [
 /// The AWS shape of a mapping: the stored item without kafka-esm's `Version`, keys in the order
 /// the AWS CLI prints them.
 pub fn aws_json(mapping: &EventSourceMapping) -> Value {
-    let Value::Object(mut fields) = serde_json::to_value(mapping).unwrap_or_default() else {
+    item_json(&Item::Mapping(Box::new(mapping.clone())))
+}
+
+/// [`aws_json`] for anything `get`/`list` return, unreadable items included.
+pub fn item_json(item: &Item) -> Value {
+    let Value::Object(mut fields) = item.to_json() else {
         return Value::Null;
     };
     fields.remove("Version");
@@ -260,8 +265,10 @@ pub fn aws_json(mapping: &EventSourceMapping) -> Value {
 
 async fn run(command: Command) -> Result<Option<Value>, Failure> {
     let sdk = crate::aws::sdk_config().await;
-    let tables = Tables::from_env();
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let settings = Settings::from_env()
+        .map_err(|e| Failure { operation: "Configure", error: ApiError::invalid(e.to_string()) })?;
+    let tables = settings.tables.clone();
+    let dynamo = crate::aws::dynamodb_client(&sdk);
     let store = DynamoMappingStore::new(dynamo.clone(), &tables.mappings);
     let functions = LambdaFunctionResolver::new(aws_sdk_lambda::Client::new(&sdk));
     match command {
@@ -292,17 +299,17 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
             .await
             .map_err(|error| Failure { operation: "ListEventSourceMappings", error })?;
             let mut out =
-                serde_json::json!({ "EventSourceMappings": page.mappings.iter().map(aws_json).collect::<Vec<_>>() });
+                serde_json::json!({ "EventSourceMappings": page.mappings.iter().map(item_json).collect::<Vec<_>>() });
             if let Some(token) = page.next_marker {
                 out["NextToken"] = Value::String(token);
             }
             Ok(Some(out))
         }
         Command::GetEventSourceMapping(args) => {
-            let mapping = api::get(&store, &args.uuid)
+            let item = api::get(&store, &args.uuid)
                 .await
                 .map_err(|error| Failure { operation: "GetEventSourceMapping", error })?;
-            Ok(Some(aws_json(&mapping)))
+            Ok(Some(item_json(&item)))
         }
         Command::UpdateEventSourceMapping(args) => {
             let op = "UpdateEventSourceMapping";
@@ -312,13 +319,13 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
             Ok(Some(aws_json(&mapping)))
         }
         Command::DeleteEventSourceMapping(args) => {
-            let mapping = api::delete(&store, &args.uuid)
+            let item = api::delete(&store, &args.uuid)
                 .await
                 .map_err(|error| Failure { operation: "DeleteEventSourceMapping", error })?;
-            Ok(Some(aws_json(&mapping)))
+            Ok(Some(item_json(&item)))
         }
         Command::Poll(args) => {
-            poll(&sdk, store, args)
+            poll(&sdk, settings, args)
                 .await
                 .map_err(|message| Failure { operation: "Poll", error: ApiError::invalid(message) })?;
             Ok(None)
@@ -326,33 +333,31 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
     }
 }
 
-async fn poll(sdk: &aws_config::SdkConfig, store: DynamoMappingStore, args: PollArgs) -> Result<(), String> {
-    let settings = PollerSettings::from_env()?;
-    let metrics = Arc::new(Metrics::default());
-    let env = Arc::new(PollerEnv {
-        settings,
-        invoker: Arc::new(LambdaInvoker::new(sdk)),
-        resolver: ClusterResolver::new(sdk),
-        metrics: metrics.clone(),
-    });
+async fn poll(sdk: &aws_config::SdkConfig, settings: Settings, args: PollArgs) -> Result<(), String> {
+    let seconds = |flag: &str, s: f64| {
+        Duration::try_from_secs_f64(s.max(0.0)).map_err(|_| format!("--{flag} {s}: not a number of seconds"))
+    };
+    let duration = args.duration.map(|s| seconds("duration", s)).transpose()?;
+    let progress_every = seconds("progress-interval", args.progress_interval)?;
+    let parts = PollerParts::new(sdk, settings);
+    let metrics = parts.deps.metrics.clone();
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone());
-    if let Some(seconds) = args.duration {
+    if let Some(duration) = duration {
         let stop = stop.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs_f64(seconds.max(0.0))).await;
+            tokio::time::sleep(duration).await;
             stop.cancel();
         });
     }
-    if args.progress_interval > 0.0 {
+    if !progress_every.is_zero() {
         let (metrics, stop) = (metrics.clone(), stop.clone());
-        let every = Duration::from_secs_f64(args.progress_interval);
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep(every) => {}
+                    () = tokio::time::sleep(progress_every) => {}
                 }
                 let (records, batches, failed, oversized) = metrics.snapshot();
                 let rate = records as f64 / start.elapsed().as_secs_f64().max(0.001);
@@ -360,14 +365,15 @@ async fn poll(sdk: &aws_config::SdkConfig, store: DynamoMappingStore, args: Poll
             }
         });
     }
-    let leases = crate::lease::DynamoLeaseStore::from_sdk(sdk, Tables::from_env().leases);
-    let options = crate::supervisor::PollerOptions::default().with_env()?;
-    crate::supervisor::run_poller_with(Arc::new(store), Arc::new(leases), env, stop, options).await;
+    parts.run(Start::Process, stop).await;
     let (records, batches, failed, oversized) = metrics.snapshot();
     info!(records, batches, failed_invokes = failed, oversized, "Done.");
     Ok(())
 }
 
+/// The first Ctrl-C or SIGTERM stops the poller gracefully (finish in-flight invokes, commit,
+/// release); a second one exits at once (the partitions move once the heartbeat is silent, and
+/// what was not committed is delivered again).
 fn spawn_signal_handler(stop: CancellationToken) {
     tokio::spawn(async move {
         #[cfg(unix)]
@@ -380,11 +386,21 @@ fn spawn_signal_handler(stop: CancellationToken) {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            info!("Stopping: finishing in-flight invokes and committing (signal again to exit at once).");
+            stop.cancel();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        info!("Stopping: finishing in-flight invokes and committing.");
-        stop.cancel();
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::warn!("Second signal: exiting now; what was not committed will be delivered again.");
+        std::process::exit(130);
     });
 }
 
@@ -508,7 +524,7 @@ fn scalar(raw: &str) -> Value {
 }
 
 /// `--source-access-configurations` takes a JSON list or one shorthand item per word.
-fn access_configs(raw: &[String]) -> Result<Option<Vec<crate::mapping::SourceAccessConfiguration>>, ApiError> {
+fn access_configs(raw: &[String]) -> Result<Option<Vec<crate::model::mapping::SourceAccessConfiguration>>, ApiError> {
     match raw {
         [] => Ok(None),
         [one] if one.trim_start().starts_with('[') || one.starts_with("file://") => {

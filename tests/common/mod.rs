@@ -7,13 +7,19 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kafka_esm::api::{self, CreateRequest, LambdaFunctionResolver};
+use kafka_esm::api::{self, CreateRequest};
+use kafka_esm::aws::lambda::{LambdaFunctionResolver, LambdaInvoker};
+use kafka_esm::aws::leases::DynamoLeaseStore;
+use kafka_esm::aws::mappings::{DynamoMappingStore, ensure_tables};
+use kafka_esm::clock::SystemClock;
 use kafka_esm::cluster::ClusterResolver;
-use kafka_esm::invoke::LambdaInvoker;
-use kafka_esm::lease::DynamoLeaseStore;
-use kafka_esm::mapping::{Endpoints, EventSourceMapping, SelfManagedEventSource, StartingPosition};
-use kafka_esm::poller::{Metrics, PollerEnv, PollerSettings};
-use kafka_esm::store::{DynamoMappingStore, Loaded, MappingStore, Tables, ensure_tables};
+use kafka_esm::config::{Backoffs, KafkaTuning, Settings, Tables};
+use kafka_esm::coordination::consumer::Deps;
+use kafka_esm::coordination::supervisor::{NoSpawner, Start, run_poller};
+use kafka_esm::delivery::partition::Metrics;
+use kafka_esm::kafka::KafkaConnector;
+use kafka_esm::model::mapping::{Endpoints, EventSourceMapping, SelfManagedEventSource, StartingPosition};
+use kafka_esm::model::store::{Loaded, MappingStore};
 use kafka_esm_testkit::{Dynalite, InvokeStub, Tansu, sdk_config};
 use tokio_util::sync::CancellationToken;
 
@@ -34,17 +40,14 @@ pub fn bootstrap() -> &'static str {
 }
 
 /// Poller settings for tests: tansu needs a short fetch wait; retries and refreshes are quick.
-pub fn settings() -> PollerSettings {
-    PollerSettings {
-        fetch_wait_max_ms: 10,
-        request_timeout: Duration::from_secs(5),
-        retry_base: Duration::from_millis(50),
-        retry_cap: Duration::from_millis(500),
-        reconnect_base: Duration::from_millis(200),
-        reconnect_cap: Duration::from_secs(2),
+pub fn settings() -> Settings {
+    Settings {
+        kafka: KafkaTuning { fetch_wait_max_ms: 10, request_timeout: Duration::from_secs(5), ..KafkaTuning::default() },
+        retry: Backoffs { base: Duration::from_millis(50), cap: Duration::from_millis(500) },
+        reconnect: Backoffs { base: Duration::from_millis(200), cap: Duration::from_secs(2) },
         refresh_interval: Duration::from_millis(200),
         drain_timeout: Duration::from_secs(5),
-        ..PollerSettings::default()
+        ..Settings::default()
     }
 }
 
@@ -69,20 +72,47 @@ impl Harness {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let tables = Tables { mappings: format!("mappings-{suffix}"), leases: format!("leases-{suffix}") };
         let ddb_sdk = sdk_config(&dynalite.endpoint).await;
-        ensure_tables(&aws_sdk_dynamodb::Client::new(&ddb_sdk), &tables).await.expect("create tables");
-        let store = Arc::new(DynamoMappingStore::from_sdk(&ddb_sdk, &tables.mappings));
-        let leases = Arc::new(DynamoLeaseStore::from_sdk(&ddb_sdk, &tables.leases));
+        let ddb = kafka_esm::aws::dynamodb_client(&ddb_sdk);
+        ensure_tables(&ddb, &tables).await.expect("create tables");
+        let store = Arc::new(DynamoMappingStore::new(ddb.clone(), &tables.mappings));
+        let leases = Arc::new(DynamoLeaseStore::new(ddb, &tables.leases));
         let lambda_sdk = sdk_config(&stub.endpoint).await;
         Self { stub, store, leases, tables, metrics: Arc::default(), lambda_sdk }
     }
 
-    pub fn env(&self, settings: PollerSettings) -> Arc<PollerEnv<LambdaInvoker>> {
-        Arc::new(PollerEnv {
-            settings,
+    pub fn env(&self, settings: Settings) -> Arc<Deps<KafkaConnector, LambdaInvoker>> {
+        Arc::new(Deps {
+            connector: KafkaConnector::new(ClusterResolver::new(&self.lambda_sdk), settings.kafka),
             invoker: Arc::new(LambdaInvoker::new(&self.lambda_sdk)),
-            resolver: ClusterResolver::new(&self.lambda_sdk),
             metrics: self.metrics.clone(),
+            settings,
         })
+    }
+
+    /// Runs one poller (as `esm poll` does) until `stop`.
+    pub fn spawn_poller(
+        &self,
+        settings: Settings,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<kafka_esm::coordination::supervisor::Exit> {
+        self.spawn_poller_with(self.env(settings), stop)
+    }
+
+    /// [`Harness::spawn_poller`] with the parts given.
+    pub fn spawn_poller_with(
+        &self,
+        deps: Arc<Deps<KafkaConnector, LambdaInvoker>>,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<kafka_esm::coordination::supervisor::Exit> {
+        tokio::spawn(run_poller(
+            self.store.clone(),
+            self.leases.clone(),
+            deps,
+            Arc::new(SystemClock),
+            None::<Arc<NoSpawner>>,
+            Start::Process,
+            stop.clone(),
+        ))
     }
 
     /// Creates a self-managed mapping through the API, as `esm create-event-source-mapping` does.
@@ -97,14 +127,9 @@ impl Harness {
 
     /// Runs a poller over the table until `done` holds (checked every 50 ms) or `WAIT` passes,
     /// then stops it gracefully. Returns whether `done` held.
-    pub async fn poll_until(&self, settings: PollerSettings, done: impl Fn(&Self) -> bool) -> bool {
+    pub async fn poll_until(&self, settings: Settings, done: impl Fn(&Self) -> bool) -> bool {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
-            self.store.clone(),
-            self.leases.clone(),
-            self.env(settings),
-            stop.clone(),
-        ));
+        let task = self.spawn_poller(settings, &stop);
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut ok = false;
         while tokio::time::Instant::now() < deadline {
@@ -123,26 +148,16 @@ impl Harness {
     }
 
     /// Starts a poller that runs until [`RunningPoller::stop`].
-    pub fn start_poller(&self, settings: PollerSettings) -> RunningPoller {
+    pub fn start_poller(&self, settings: Settings) -> RunningPoller {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
-            self.store.clone(),
-            self.leases.clone(),
-            self.env(settings),
-            stop.clone(),
-        ));
+        let task = self.spawn_poller(settings, &stop);
         RunningPoller { stop, task }
     }
 
     /// Runs a poller for a fixed time.
-    pub async fn poll_for(&self, settings: PollerSettings, duration: Duration) {
+    pub async fn poll_for(&self, settings: Settings, duration: Duration) {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(kafka_esm::supervisor::run_poller(
-            self.store.clone(),
-            self.leases.clone(),
-            self.env(settings),
-            stop.clone(),
-        ));
+        let task = self.spawn_poller(settings, &stop);
         tokio::time::sleep(duration).await;
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), task)
@@ -182,7 +197,7 @@ pub fn request(function: &str, topic: &str) -> CreateRequest {
 
 pub struct RunningPoller {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<kafka_esm::coordination::supervisor::Exit>,
 }
 
 impl RunningPoller {
@@ -209,4 +224,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+/// Owner of every partition's lease of `mapping`, counting only owners whose heartbeat has not
+/// expired by this machine's clock (good enough for a test on one machine).
+pub async fn live_owners(h: &Harness, mapping: &str) -> std::collections::BTreeMap<i32, String> {
+    use kafka_esm::clock::Clock;
+    use kafka_esm::coordination::leases::LeaseStore;
+    let snapshot = h.leases.snapshot().await.expect("read leases");
+    let now = SystemClock.epoch_ms();
+    let live: std::collections::BTreeSet<String> =
+        snapshot.pollers.iter().filter(|p| p.expires_at_ms >= now).map(|p| p.id.clone()).collect();
+    snapshot
+        .of(mapping)
+        .leases
+        .into_iter()
+        .filter_map(|l| l.owner.filter(|o| live.contains(o)).map(|o| (l.id.partition, o)))
+        .collect()
 }

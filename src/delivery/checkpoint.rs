@@ -1,7 +1,7 @@
 //! Checkpoints: the consumer group's committed offsets, the only record of progress.
 //!
-//! [`Checkpoint`] is the seam (Kafka's group offsets in [`crate::kafka`], a map in
-//! [`MemoryCheckpoint`]). [`spawn_committer`] runs one background committer per consumer: the
+//! [`Checkpoint`] is the seam (Kafka's group offsets in [`crate::kafka`], a map in the test
+//! kit). [`spawn_committer`] runs one background committer per consumer: the
 //! partition workers hand it "batch up to offset N succeeded", it coalesces those per partition and
 //! commits the highest, retrying with backoff. It never learns of an offset that was not
 //! delivered, so nothing can be committed past a failure; a crash before a commit only means
@@ -9,15 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
+use super::guard::LeaseGuard;
 use crate::backoff::Backoff;
-use crate::lease::LeaseGuard;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("offset checkpoint failed: {message}")]
@@ -47,57 +47,6 @@ impl<C: Checkpoint> Checkpoint for Arc<C> {
 
     fn commit(&self, offsets: &BTreeMap<i32, i64>) -> impl Future<Output = Result<(), CheckpointError>> + Send {
         (**self).commit(offsets)
-    }
-}
-
-/// In-memory checkpoints for tests; can be told to fail its next commits.
-#[derive(Debug, Clone, Default)]
-pub struct MemoryCheckpoint {
-    inner: Arc<Mutex<MemoryInner>>,
-}
-
-#[derive(Debug, Default)]
-struct MemoryInner {
-    offsets: BTreeMap<i32, i64>,
-    history: Vec<BTreeMap<i32, i64>>,
-    failures_left: usize,
-}
-
-impl MemoryCheckpoint {
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The next `n` commits fail.
-    pub fn fail_next(&self, n: usize) {
-        self.lock().failures_left = n;
-    }
-
-    pub fn offsets(&self) -> BTreeMap<i32, i64> {
-        self.lock().offsets.clone()
-    }
-
-    /// Every successful commit call, in order.
-    pub fn history(&self) -> Vec<BTreeMap<i32, i64>> {
-        self.lock().history.clone()
-    }
-}
-
-impl Checkpoint for MemoryCheckpoint {
-    async fn committed(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, CheckpointError> {
-        let inner = self.lock();
-        Ok(partitions.iter().map(|p| (*p, inner.offsets.get(p).copied())).collect())
-    }
-
-    async fn commit(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), CheckpointError> {
-        let mut inner = self.lock();
-        if inner.failures_left > 0 {
-            inner.failures_left -= 1;
-            return Err(CheckpointError { message: "injected failure".into() });
-        }
-        inner.offsets.extend(offsets);
-        inner.history.push(offsets.clone());
-        Ok(())
     }
 }
 
@@ -242,6 +191,7 @@ async fn run_committer<C: Checkpoint>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::MemoryCheckpoint;
 
     #[tokio::test(start_paused = true)]
     async fn coalesces_retries_and_flushes_on_close() {

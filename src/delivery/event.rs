@@ -1,10 +1,10 @@
 //! The `aws:kafka` invocation payload, byte for byte as AWS sends it.
 //!
 //! Each record is encoded to JSON once, when it is read, so that the batcher can keep an exact
-//! running size of the request body (the 6 MB rule lives in [`crate::batch`]) and the final body
+//! running size of the request body (the 6 MB rule lives in [`super::batch`]) and the final body
 //! is assembled by concatenation, never re-serialised.
 //!
-//! Shape (see `reference/aws-kafka-esm-contract.md`):
+//! Shape (AWS's, field for field):
 //! `{"eventSource":"aws:kafka","eventSourceArn":…,"bootstrapServers":"a:9092,b:9092",
 //!   "records":{"topic-0":[{"topic","partition","offset","timestamp","timestampType","key","value","headers"}]}}`
 
@@ -16,49 +16,11 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 
+pub use super::record::{Header, KafkaRecord, TimestampType};
+use crate::model::mapping::EventSourceMapping;
+
 /// The synchronous-invoke request limit, which AWS applies to the whole encoded event.
 pub const MAX_PAYLOAD_BYTES: usize = 6_291_456;
-
-/// How Kafka stamped a record's `timestamp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestampType {
-    CreateTime,
-    LogAppendTime,
-    /// Pre-0.10 message format: Java's `TimestampType.NO_TIMESTAMP_TYPE`, with timestamp -1.
-    NoTimestampType,
-}
-
-impl TimestampType {
-    /// The name Java's `TimestampType` enum serialises to, which AWS copies into the event.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::CreateTime => "CREATE_TIME",
-            Self::LogAppendTime => "LOG_APPEND_TIME",
-            Self::NoTimestampType => "NO_TIMESTAMP_TYPE",
-        }
-    }
-}
-
-/// One record header. Kafka allows duplicate keys and a null value; order is significant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    pub key: String,
-    pub value: Option<Vec<u8>>,
-}
-
-/// A record as read from a partition, independent of the Kafka client that read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KafkaRecord {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    /// Epoch milliseconds.
-    pub timestamp_ms: i64,
-    pub timestamp_type: TimestampType,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<Header>,
-}
 
 /// A record already encoded as its JSON object inside `records["topic-partition"]`.
 #[derive(Debug, Clone)]
@@ -150,6 +112,16 @@ pub enum EventSource {
     Msk { cluster_arn: String },
     /// Self-managed Kafka: `"eventSource":"SelfManagedKafka"`, no ARN.
     SelfManaged,
+}
+
+impl EventSource {
+    /// Where a mapping's records come from.
+    pub fn of(mapping: &EventSourceMapping) -> Self {
+        match &mapping.event_source_arn {
+            Some(arn) => Self::Msk { cluster_arn: arn.clone() },
+            None => Self::SelfManaged,
+        }
+    }
 }
 
 /// The fixed head of every payload of one mapping, encoded once.

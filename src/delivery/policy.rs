@@ -1,8 +1,9 @@
-//! What errors mean for a mapping: the one place that decides whether to retry or to stop the
-//! mapping's consumer, and with which `StateTransitionReason`.
+//! What errors mean for a mapping: retry (after a backoff) or stop the mapping's consumer with
+//! an AWS `StateTransitionReason`. Each adapter classifies its own errors into a [`Disposition`]
+//! (the Kafka client, the cluster resolver, the invoker); this module holds the vocabulary and the
+//! invoke decisions.
 
-use crate::invoke::InvokeError;
-use crate::kafka::KafkaClientError;
+use super::invoke::InvokeError;
 
 /// Why the poller stopped a mapping's consumer: the codes AWS puts in `StateTransitionReason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub enum Disposition {
 }
 
 /// The decision for a failed invoke. Function errors are not errors of the Invoke API and are
-/// always retried (AWS's default: retry the batch until it succeeds).
+/// handled by the batch's retry policy, never here.
 pub const fn invoke_disposition(error: &InvokeError) -> Disposition {
     match error {
         // The function is gone or the poller may not call it: retrying cannot help.
@@ -48,36 +49,3 @@ pub const fn invoke_disposition(error: &InvokeError) -> Disposition {
         | InvokeError::InvalidRequest { .. } => Disposition::Retry,
     }
 }
-
-/// The decision for a Kafka client failure.
-pub const fn kafka_disposition(error: &KafkaClientError) -> Disposition {
-    match error {
-        KafkaClientError::Authorization { .. } => Disposition::Stop(StopReason::EventSourceAuthzError),
-        KafkaClientError::Authentication { .. } | KafkaClientError::TlsVerification { .. } => {
-            Disposition::Stop(StopReason::EventSourceAuthnError)
-        }
-        KafkaClientError::Config { .. } => Disposition::Stop(StopReason::EsmConfigNotValid),
-        // Brokers come back, topics get created: wait it out with backoff.
-        KafkaClientError::Unreachable { .. }
-        | KafkaClientError::TopicNotFound { .. }
-        | KafkaClientError::Other { .. } => Disposition::Retry,
-    }
-}
-
-/// Library-level error for the binaries.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Kafka(#[from] KafkaClientError),
-    #[error(transparent)]
-    Invoke(#[from] InvokeError),
-    #[error(transparent)]
-    Mapping(#[from] crate::mapping::InvalidMapping),
-    #[error("{0}")]
-    Config(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 //!
 //! A batch closes at `BatchSize` records, when the batching window (started by its first record)
 //! ends, or when one more record would push the encoded payload over
-//! [`crate::event::MAX_PAYLOAD_BYTES`]. A record too large to be sent even alone is handed back
+//! [`super::event::MAX_PAYLOAD_BYTES`]. A record too large to be sent even alone is handed back
 //! as [`NextBatch::Oversized`] so the caller can report it and move past it: the partition is never
 //! stuck behind it.
 
@@ -14,8 +14,9 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::event::{EncodedRecord, Envelope, MAX_PAYLOAD_BYTES, Payload, encode_record};
-use crate::source::{RecordSource, SourceError};
+use super::event::{EncodedRecord, Envelope, MAX_PAYLOAD_BYTES, Payload, encode_record};
+use super::record::{KafkaRecord, RecordSource, SourceError};
+use crate::model::mapping::EventSourceMapping;
 
 /// AWS's default `BatchSize` for Kafka.
 pub const fn default_batch_size() -> u32 {
@@ -36,6 +37,19 @@ pub struct BatchLimits {
     pub window: Duration,
     /// The request-body limit; [`MAX_PAYLOAD_BYTES`] except in tests.
     pub max_payload_bytes: usize,
+}
+
+impl BatchLimits {
+    /// A mapping's `BatchSize` and window (500 ms for Kafka when never set), and the 6 MB rule.
+    pub fn of(mapping: &EventSourceMapping) -> Self {
+        Self {
+            max_records: mapping.batch_size.unwrap_or_else(default_batch_size) as usize,
+            window: mapping
+                .maximum_batching_window_in_seconds
+                .map_or_else(default_batching_window, |s| Duration::from_secs(u64::from(s))),
+            max_payload_bytes: MAX_PAYLOAD_BYTES,
+        }
+    }
 }
 
 impl Default for BatchLimits {
@@ -79,7 +93,7 @@ pub struct OversizedRecord {
 pub enum NextBatch {
     Batch(Batch),
     Oversized(OversizedRecord),
-    /// Stop was requested; any records gathered for an unsent batch are left for redelivery.
+    /// Stop was requested before a record was gathered.
     Stopped,
     /// The source ended (test sources only) and nothing was left.
     Ended,
@@ -103,11 +117,6 @@ impl<S: RecordSource> Batcher<S> {
 
     pub const fn limits(&self) -> BatchLimits {
         self.limits
-    }
-
-    /// Replaces the limits (a mapping update); applies from the next batch on.
-    pub fn set_limits(&mut self, limits: BatchLimits) {
-        self.limits = limits;
     }
 
     /// Waits for the next batch.
@@ -159,7 +168,10 @@ impl<S: RecordSource> Batcher<S> {
             } else {
                 tokio::select! {
                     biased;
-                    () = stop.cancelled() => return Ok(NextBatch::Stopped),
+                    // Stopping (a hand-over, the poller's deadline) ends the window early: what
+                    // was gathered is delivered now, or a window longer than a poller's life
+                    // would never deliver a quiet partition's records.
+                    () = stop.cancelled() => break,
                     () = sleep_until(deadline) => break,
                     item = self.source.next_record() => item,
                 }
@@ -180,7 +192,7 @@ impl<S: RecordSource> Batcher<S> {
         Ok(NextBatch::Batch(Batch { partition, payload, first_offset, last_offset }))
     }
 
-    fn accept(&self, item: Option<Result<crate::event::KafkaRecord, SourceError>>) -> Result<Accepted, SourceError> {
+    fn accept(&self, item: Option<Result<KafkaRecord, SourceError>>) -> Result<Accepted, SourceError> {
         match item {
             None => Ok(Accepted::Ended),
             Some(Ok(record)) => Ok(Accepted::Record(encode_record(&record))),
@@ -202,8 +214,9 @@ enum Accepted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventSource, KafkaRecord, TimestampType};
-    use crate::source::MemorySource;
+    use crate::delivery::event::EventSource;
+    use crate::delivery::record::TimestampType;
+    use crate::testing::MemorySource;
 
     fn rec(offset: i64, value_len: usize) -> KafkaRecord {
         KafkaRecord {
@@ -303,11 +316,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn stop_abandons_an_unsent_batch_and_transient_errors_are_waited_out() {
+    async fn stop_delivers_what_the_window_gathered_and_transient_errors_are_waited_out() {
+        // A window far longer than the poller's life (a 300 s window, a poller stopping at 1 s):
+        // the gathered records go out when it stops, not never.
         let mut source = MemorySource::idle_after([]);
         source.push(Err(SourceError::Transient { partition: 3, message: "leader moved".into() }));
         source.push(Ok(rec(0, 1)));
-        let limits = BatchLimits { max_records: 10, window: Duration::from_secs(60), ..BatchLimits::default() };
+        source.push(Ok(rec(1, 1)));
+        let limits = BatchLimits { max_records: 10, window: Duration::from_secs(300), ..BatchLimits::default() };
         let mut b = batcher(source, limits);
         let stop = CancellationToken::new();
         let stopper = stop.clone();
@@ -315,10 +331,14 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             stopper.cancel();
         });
+        let start = Instant::now();
+        assert_eq!(offsets(&b.next(&stop).await.unwrap()), [0, 1]);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        // Nothing gathered: stopped.
         assert!(matches!(b.next(&stop).await.unwrap(), NextBatch::Stopped));
 
         let mut fatal = MemorySource::idle_after([]);
-        fatal.push(Err(SourceError::Fatal { partition: 3, message: "topic authorization failed".into() }));
+        fatal.push(Err(SourceError::Fatal { partition: 3, message: "topic authorization failed".into(), stop: None }));
         let mut b = batcher(fatal, limits);
         assert!(matches!(b.next(&CancellationToken::new()).await, Err(SourceError::Fatal { .. })));
     }

@@ -1,0 +1,153 @@
+//! `CreateEventSourceMapping`.
+
+use serde::Deserialize;
+
+use super::{ApiError, FunctionResolver};
+use crate::clock::now_epoch_seconds;
+use crate::model::mapping::{
+    EventSourceMapping, KafkaEventSourceConfig, ProvisionedPollerConfig, SelfManagedEventSource,
+    SourceAccessConfiguration, StartingPosition, State,
+};
+use crate::model::store::{Loaded, MappingStore};
+use crate::model::validate::validate_msk_arn;
+
+/// `CreateEventSourceMapping`'s Kafka-relevant parameters, named as in the API (and in
+/// `--cli-input-json`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CreateRequest {
+    pub function_name: String,
+    pub event_source_arn: Option<String>,
+    pub self_managed_event_source: Option<SelfManagedEventSource>,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    pub starting_position: Option<StartingPosition>,
+    pub starting_position_timestamp: Option<f64>,
+    pub batch_size: Option<u32>,
+    pub maximum_batching_window_in_seconds: Option<u32>,
+    pub enabled: Option<bool>,
+    pub amazon_managed_kafka_event_source_config: Option<KafkaEventSourceConfig>,
+    pub self_managed_kafka_event_source_config: Option<KafkaEventSourceConfig>,
+    pub source_access_configurations: Option<Vec<SourceAccessConfiguration>>,
+    pub filter_criteria: Option<serde_json::Value>,
+    pub destination_config: Option<serde_json::Value>,
+    pub maximum_retry_attempts: Option<i32>,
+    pub maximum_record_age_in_seconds: Option<i32>,
+    pub bisect_batch_on_function_error: Option<bool>,
+    pub function_response_types: Option<Vec<String>>,
+    pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
+    pub metrics_config: Option<serde_json::Value>,
+}
+
+/// Region and account for `EventSourceMappingArn`, taken from the function's ARN.
+fn mapping_arn(function_arn: &str, uuid: &str) -> Option<String> {
+    let parts: Vec<&str> = function_arn.split(':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "lambda", region, account, "function", ..] => {
+            Some(format!("arn:{partition}:lambda:{region}:{account}:event-source-mapping:{uuid}"))
+        }
+        _ => None,
+    }
+}
+
+/// `CreateEventSourceMapping`.
+///
+/// # Errors
+/// `InvalidParameterValueException` naming what to fix, `ResourceNotFoundException` for a
+/// missing function, `ResourceConflictException` for a consumer group already in use.
+pub async fn create<S: MappingStore, F: FunctionResolver>(
+    store: &S,
+    functions: &F,
+    request: CreateRequest,
+) -> Result<EventSourceMapping, ApiError> {
+    if let Some(arn) = &request.event_source_arn {
+        validate_msk_arn(arn)?;
+    }
+    if let (Some(ts), Some(StartingPosition::AtTimestamp)) =
+        (request.starting_position_timestamp, request.starting_position)
+        && ts > now_epoch_seconds() + 1.0
+    {
+        return Err(ApiError::invalid("StartingPositionTimestamp must not be in the future."));
+    }
+    if request.amazon_managed_kafka_event_source_config.is_some() && request.event_source_arn.is_none() {
+        return Err(ApiError::invalid(
+            "AmazonManagedKafkaEventSourceConfig is only for Amazon MSK (EventSourceArn) mappings; use SelfManagedKafkaEventSourceConfig.",
+        ));
+    }
+    if request.self_managed_kafka_event_source_config.is_some() && request.self_managed_event_source.is_none() {
+        return Err(ApiError::invalid(
+            "SelfManagedKafkaEventSourceConfig is only for SelfManagedEventSource mappings; use AmazonManagedKafkaEventSourceConfig.",
+        ));
+    }
+    let function_arn = functions.resolve(&request.function_name).await?;
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let enabled = request.enabled.unwrap_or(true);
+    let mut mapping = EventSourceMapping {
+        uuid: uuid.clone(),
+        starting_position: request.starting_position,
+        starting_position_timestamp: request.starting_position_timestamp,
+        batch_size: Some(request.batch_size.unwrap_or_else(crate::delivery::batch::default_batch_size)),
+        maximum_batching_window_in_seconds: request.maximum_batching_window_in_seconds,
+        event_source_arn: request.event_source_arn,
+        filter_criteria: request.filter_criteria,
+        function_arn: function_arn.clone(),
+        last_modified: now_epoch_seconds(),
+        last_processing_result: Some("No records processed".to_owned()),
+        // A disabled mapping has nothing to create: it starts out Disabled.
+        state: if enabled { State::Creating } else { State::Disabled },
+        state_transition_reason: Some("USER_INITIATED".to_owned()),
+        destination_config: request.destination_config,
+        topics: request.topics,
+        source_access_configurations: request.source_access_configurations,
+        self_managed_event_source: request.self_managed_event_source,
+        maximum_record_age_in_seconds: request.maximum_record_age_in_seconds,
+        bisect_batch_on_function_error: request.bisect_batch_on_function_error,
+        maximum_retry_attempts: request.maximum_retry_attempts,
+        function_response_types: request.function_response_types,
+        amazon_managed_kafka_event_source_config: request.amazon_managed_kafka_event_source_config,
+        self_managed_kafka_event_source_config: request.self_managed_kafka_event_source_config,
+        event_source_mapping_arn: mapping_arn(&function_arn, &uuid),
+        metrics_config: request.metrics_config,
+        provisioned_poller_config: request.provisioned_poller_config,
+        version: 1,
+    };
+    // AWS echoes the consumer group it will use.
+    if mapping.event_source_arn.is_some() {
+        mapping
+            .amazon_managed_kafka_event_source_config
+            .get_or_insert_with(|| KafkaEventSourceConfig { consumer_group_id: None, schema_registry_config: None });
+    } else {
+        mapping
+            .self_managed_kafka_event_source_config
+            .get_or_insert_with(|| KafkaEventSourceConfig { consumer_group_id: None, schema_registry_config: None });
+    }
+    for config in
+        [&mut mapping.amazon_managed_kafka_event_source_config, &mut mapping.self_managed_kafka_event_source_config]
+            .into_iter()
+            .flatten()
+    {
+        config.consumer_group_id.get_or_insert_with(|| uuid.clone());
+    }
+    mapping.validate()?;
+    ensure_group_unused(store, &mapping).await?;
+    store.create(&mapping).await.map_err(|e| ApiError::service(&e))?;
+    Ok(mapping)
+}
+
+/// Two mappings sharing a consumer group on one cluster would steal each other's offsets.
+async fn ensure_group_unused<S: MappingStore>(store: &S, mapping: &EventSourceMapping) -> Result<(), ApiError> {
+    let group = mapping.consumer_group_id();
+    for other in store.list().await.map_err(|e| ApiError::service(&e))? {
+        if let Loaded::Valid(other) | Loaded::Invalid { mapping: other, .. } = other
+            && other.uuid != mapping.uuid
+            && other.consumer_group_id() == group
+            && other.cluster() == mapping.cluster()
+        {
+            return Err(ApiError::conflict(format!(
+                "Consumer group {group} is already used by event source mapping {} on this cluster. Choose another ConsumerGroupId.",
+                other.uuid
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Lambda: the Invoke API for target functions ([`LambdaInvoker`]), `GetFunction` for the API's
+//! function names ([`LambdaFunctionResolver`]), and asynchronous self-invokes that start more
+//! pollers ([`SelfInvoke`]).
+//!
+//! The invoker has the SDK's own retries switched off, so a batch is only ever re-sent by the
+//! partition worker's explicit retry; what each answer means (success, function error,
+//! throttling, missing function) is decided here.
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::operation::invoke::InvokeError as SdkInvokeError;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+
+use crate::api::{ApiError, FunctionResolver};
+use crate::delivery::invoke::{InvokeError, InvokeOutcome, Invoker};
+
+/// Lambda's maximum function timeout (15 min) plus slack: a synchronous invoke may legitimately
+/// take that long, and the mapping's function timeout must be at most 14 minutes anyway.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(15 * 60 + 30);
+
+/// The real Invoke API.
+#[derive(Debug, Clone)]
+pub struct LambdaInvoker {
+    client: aws_sdk_lambda::Client,
+}
+
+impl LambdaInvoker {
+    /// A client with SDK-level retries off and a timeout long enough for any function.
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let config = aws_sdk_lambda::config::Builder::from(sdk)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_timeout(INVOKE_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        Self { client: aws_sdk_lambda::Client::from_conf(config) }
+    }
+
+    pub const fn client(&self) -> &aws_sdk_lambda::Client {
+        &self.client
+    }
+}
+
+impl Invoker for LambdaInvoker {
+    async fn invoke(&self, function: &str, payload: Bytes) -> Result<InvokeOutcome, InvokeError> {
+        let result = self
+            .client
+            .invoke()
+            .function_name(function)
+            .invocation_type(InvocationType::RequestResponse)
+            .payload(Blob::from_maybe_shared(payload))
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let body = out.payload.map(|b| Bytes::from(b.into_inner())).unwrap_or_default();
+                Ok(match out.function_error {
+                    Some(kind) => InvokeOutcome::FunctionError { kind, body },
+                    None => InvokeOutcome::Success { body },
+                })
+            }
+            Err(SdkError::ServiceError(ctx)) => {
+                let status = ctx.raw().status().as_u16();
+                let err = ctx.into_err();
+                Err(classify(function, status, &err))
+            }
+            Err(other) => Err(InvokeError::Transport { message: DisplayErrorContext(&other).to_string() }),
+        }
+    }
+}
+
+fn classify(function: &str, status: u16, err: &SdkInvokeError) -> InvokeError {
+    let message = err.message().unwrap_or("no message").to_owned();
+    let code = err.code().unwrap_or("Unknown").to_owned();
+    match err {
+        SdkInvokeError::ResourceNotFoundException(_) => {
+            InvokeError::FunctionNotFound { function: function.to_owned(), message }
+        }
+        SdkInvokeError::TooManyRequestsException(_) => InvokeError::Throttled { message },
+        SdkInvokeError::RequestTooLargeException(_) => InvokeError::RequestTooLarge { message },
+        _ => match status {
+            404 => InvokeError::FunctionNotFound { function: function.to_owned(), message },
+            429 => InvokeError::Throttled { message },
+            413 => InvokeError::RequestTooLarge { message },
+            403 => InvokeError::AccessDenied { function: function.to_owned(), message },
+            400..=499 => InvokeError::InvalidRequest { status, code, message },
+            _ => InvokeError::Service { status, message: format!("{code}: {message}") },
+        },
+    }
+}
+
+/// Resolves through `lambda:GetFunction`.
+#[derive(Debug, Clone)]
+pub struct LambdaFunctionResolver {
+    client: aws_sdk_lambda::Client,
+}
+
+impl LambdaFunctionResolver {
+    pub const fn new(client: aws_sdk_lambda::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl FunctionResolver for LambdaFunctionResolver {
+    async fn resolve(&self, function_name: &str) -> Result<String, ApiError> {
+        match self.client.get_function().function_name(function_name).send().await {
+            Ok(out) => {
+                let arn = out
+                    .configuration()
+                    .and_then(|c| c.function_arn())
+                    .ok_or_else(|| ApiError::invalid(format!("GetFunction returned no ARN for {function_name}")))?;
+                // Keep a version or alias the user asked for.
+                Ok(match qualifier(function_name) {
+                    Some(q) if !arn.ends_with(&format!(":{q}")) => format!("{arn}:{q}"),
+                    _ => arn.to_owned(),
+                })
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                Err(ApiError::not_found(format!("Function not found: {function_name}")))
+            }
+            // The Lambda API could not answer (an emulator without GetFunction, no permission,
+            // unreachable): keep the name as given; the poller reports a missing function when
+            // it first invokes it (FUNCTION_CONFIG_NOT_VALID).
+            Err(e) => {
+                let why = match e.as_service_error() {
+                    Some(service) => {
+                        format!("{}: {}", service.code().unwrap_or("error"), service.message().unwrap_or("no message"))
+                    }
+                    None => e.to_string(),
+                };
+                tracing::warn!(
+                    function = function_name,
+                    "lambda:GetFunction is not available ({why}); storing the function name as given."
+                );
+                Ok(function_name.to_owned())
+            }
+        }
+    }
+}
+
+fn qualifier(function_name: &str) -> Option<&str> {
+    // arn:aws:lambda:REGION:ACCOUNT:function:NAME:QUALIFIER, or NAME:QUALIFIER
+    let parts: Vec<&str> = function_name.split(':').collect();
+    match parts.as_slice() {
+        [_, q] => Some(q),
+        ["arn", _, "lambda", _, _, "function", _, q] => Some(q),
+        _ => None,
+    }
+}
+
+/// Starts another poller by invoking the poller's own function asynchronously
+/// (`InvocationType=Event`), with the reason in the event.
+#[derive(Debug, Clone)]
+pub struct SelfInvoke {
+    client: aws_sdk_lambda::Client,
+    function: String,
+}
+
+impl SelfInvoke {
+    pub fn new(sdk: &SdkConfig, function: impl Into<String>) -> Self {
+        // A hanging self-invoke must not hold up a stopping poller's relay.
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_timeout(Duration::from_secs(10))
+            .build();
+        let config = aws_sdk_lambda::config::Builder::from(sdk).timeout_config(timeouts).build();
+        Self { client: aws_sdk_lambda::Client::from_conf(config), function: function.into() }
+    }
+}
+
+impl crate::coordination::supervisor::Spawner for SelfInvoke {
+    async fn spawn(&self, reason: &'static str, from: &str) -> Result<(), String> {
+        let event = serde_json::json!({ "kafkaEsm": { "reason": reason, "from": from } });
+        self.client
+            .invoke()
+            .function_name(&self.function)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(event.to_string()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("invoke {} asynchronously: {}", self.function, DisplayErrorContext(&e)))
+    }
+}

@@ -1,0 +1,31 @@
+//! The AWS adapters, and the one place that turns the environment into SDK configuration.
+//!
+//! Endpoints come from the standard variables (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_LAMBDA`,
+//! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_KAFKA`, …) that aws-config reads itself, so a
+//! laptop against the local stack and a Lambda in a VPC run the same code.
+
+pub mod lambda;
+pub mod leases;
+pub mod mappings;
+pub mod poller;
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_types::timeout::TimeoutConfig;
+
+/// Loads region, credentials and endpoints from the environment, as every AWS tool does.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// A DynamoDB client with bounded calls: a request that hangs must not hold up a poller's stop,
+/// its relay or its hand-overs (the SDK alone only bounds connecting).
+pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(6))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build())
+}

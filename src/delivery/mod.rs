@@ -1,0 +1,22 @@
+//! The data plane: one partition's records become `aws:kafka` events, invokes and commits. It
+//! knows neither DynamoDB nor librdkafka: records arrive through the [`record::RecordSource`]
+//! seam, progress leaves through [`checkpoint::Checkpoint`], functions are called through
+//! [`invoke::Invoker`].
+//!
+//! | rule | file |
+//! |---|---|
+//! | `BatchSize`, window, the 6 MB limit, oversized records | [`batch`] |
+//! | the event, byte for byte | [`event`] |
+//! | one batch in flight, retries, commit after success | [`partition`] |
+//! | retry or stop on an Invoke API error | [`policy`] |
+//! | commit coalescing, never backwards | [`checkpoint`] |
+//! | no invoke or commit without the lease | [`guard`] |
+
+pub mod batch;
+pub mod checkpoint;
+pub mod event;
+pub mod guard;
+pub mod invoke;
+pub mod partition;
+pub mod policy;
+pub mod record;

@@ -1,0 +1,418 @@
+//! The partition worker: one partition's records → batches → synchronous invokes → checkpoints.
+//!
+//! [`consume`] runs one partition until it is stopped, generic over the seams (record source,
+//! checkpoint, invoker) so it runs the same over Kafka and over the in-memory fakes. At most one
+//! batch is in flight; a failed batch is retried (capped exponential backoff with jitter) until it
+//! succeeds, and only then is its last offset + 1 handed to the committer. Stopping lets the
+//! in-flight batch finish (or drops it when `abandon` fires) and delivers a batch that was waiting
+//! for its window, then commits what succeeded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::batch::{BatchLimits, Batcher, NextBatch};
+use super::checkpoint::{Checkpoint, CommitReport, CommitSender, CommitterSettings, spawn_committer};
+use super::event::Envelope;
+use super::guard::LeaseGuard;
+use super::invoke::{InvokeError, InvokeOutcome, Invoker};
+use super::policy::{Disposition, StopReason, invoke_disposition};
+use super::record::{RecordSource, SourceError};
+use crate::backoff::Backoff;
+use crate::config::Backoffs;
+
+/// Counters for progress lines and benchmarks.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+    pub failed_invokes: AtomicU64,
+    pub oversized_records: AtomicU64,
+}
+
+impl Metrics {
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.records.load(Ordering::Relaxed),
+            self.batches.load(Ordering::Relaxed),
+            self.failed_invokes.load(Ordering::Relaxed),
+            self.oversized_records.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Progress of a partition, written by its worker, read by the control plane (lag, status).
+#[derive(Debug)]
+pub struct Progress {
+    /// Next offset to deliver; -1 until known.
+    pub position: AtomicI64,
+    /// Records waiting after `position`, as last measured.
+    pub lag: AtomicU64,
+    /// Batches delivered successfully.
+    pub batches: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self { position: AtomicI64::new(-1), lag: AtomicU64::new(0), batches: AtomicU64::new(0) }
+    }
+}
+
+impl Progress {
+    pub fn position(&self) -> i64 {
+        self.position.load(Ordering::Relaxed)
+    }
+
+    pub fn lag(&self) -> u64 {
+        self.lag.load(Ordering::Relaxed)
+    }
+}
+
+/// What one partition worker delivers where.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub mapping: Arc<str>,
+    pub function: Arc<str>,
+    pub topic: Arc<str>,
+    pub envelope: Arc<Envelope>,
+    pub limits: BatchLimits,
+    /// Checked before every invoke and every commit.
+    pub guard: Arc<LeaseGuard>,
+    /// Updated after every delivered batch.
+    pub progress: Arc<Progress>,
+}
+
+/// Why a partition worker gave up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{error}")]
+    Invoke { reason: StopReason, error: InvokeError },
+}
+
+/// Runs one partition until `stop`, then lets the in-flight invoke finish (or drops it when
+/// `abandon` fires), commits what succeeded and reports it.
+///
+/// # Errors
+/// The partition hit an unrecoverable error; what succeeded before it was committed.
+#[allow(clippy::too_many_arguments)]
+pub async fn consume<S, C, I>(
+    spec: &WorkerSpec,
+    source: S,
+    checkpoint: C,
+    invoker: Arc<I>,
+    retry: Backoffs,
+    metrics: Arc<Metrics>,
+    stop: &CancellationToken,
+    abandon: &CancellationToken,
+) -> Result<CommitReport, WorkerError>
+where
+    S: RecordSource + 'static,
+    C: Checkpoint,
+    I: Invoker,
+{
+    let committer_settings =
+        CommitterSettings { retry_base: retry.base, retry_cap: retry.cap, ..CommitterSettings::default() };
+    let (commits, committer) =
+        spawn_committer(checkpoint, spec.mapping.clone(), spec.guard.clone(), committer_settings);
+    let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits);
+    let result = run_partition(batcher, spec, invoker, commits, retry, metrics, stop, abandon).await;
+    let report = committer.await.unwrap_or_default();
+    result.map(|()| report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_partition<S: RecordSource, I: Invoker>(
+    mut batcher: Batcher<S>,
+    spec: &WorkerSpec,
+    invoker: Arc<I>,
+    commits: CommitSender,
+    retry: Backoffs,
+    metrics: Arc<Metrics>,
+    stop: &CancellationToken,
+    abandon: &CancellationToken,
+) -> Result<(), WorkerError> {
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let batch = match batcher.next(stop).await? {
+            NextBatch::Stopped | NextBatch::Ended => return Ok(()),
+            NextBatch::Oversized(record) => {
+                error!(
+                    mapping = %spec.mapping, topic = %spec.topic, partition = record.partition, offset = record.offset,
+                    payload_bytes = record.payload_bytes, limit_bytes = batcher.limits().max_payload_bytes,
+                    "Record too large for a synchronous invoke even alone (MaximumPayloadSizeExceeded); skipped."
+                );
+                metrics.oversized_records.fetch_add(1, Ordering::Relaxed);
+                spec.progress.position.store(record.offset + 1, Ordering::Relaxed);
+                commits.delivered(record.partition, record.offset + 1);
+                continue;
+            }
+            NextBatch::Batch(batch) => batch,
+        };
+        let body = batch.payload.finish();
+        let (partition, first_offset, last_offset, records) =
+            (batch.partition, batch.first_offset, batch.last_offset, batch.payload.len());
+        // The encoded records live on in `body`; free the parts now.
+        drop(batch);
+        let mut backoff = Backoff::new(retry.base, retry.cap);
+        loop {
+            if !spec.guard.is_valid() {
+                warn!(mapping = %spec.mapping, partition, "Lease no longer held; stopping this partition without invoking.");
+                return Ok(());
+            }
+            let result = tokio::select! {
+                biased;
+                () = abandon.cancelled() => return Ok(()),
+                result = invoker.invoke(&spec.function, body.clone()) => result,
+            };
+            let failure = match result {
+                Ok(InvokeOutcome::Success { .. }) => break,
+                Ok(InvokeOutcome::FunctionError { kind, body }) => {
+                    format!("function error ({kind}): {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
+                }
+                Err(error) => match invoke_disposition(&error) {
+                    Disposition::Stop(reason) => {
+                        error!(mapping = %spec.mapping, function = %spec.function, partition, error = %error, "Cannot invoke the function; stopping this mapping.");
+                        return Err(WorkerError::Invoke { reason, error });
+                    }
+                    Disposition::Retry => error.to_string(),
+                },
+            };
+            metrics.failed_invokes.fetch_add(1, Ordering::Relaxed);
+            let delay = backoff.next_delay();
+            warn!(
+                mapping = %spec.mapping, partition, first_offset, last_offset, attempt = backoff.attempts(), retry_in_ms = delay.as_millis(),
+                error = %failure, "Batch failed; retrying it."
+            );
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        metrics.records.fetch_add(records as u64, Ordering::Relaxed);
+        metrics.batches.fetch_add(1, Ordering::Relaxed);
+        spec.progress.position.store(last_offset + 1, Ordering::Relaxed);
+        spec.progress.batches.fetch_add(1, Ordering::Relaxed);
+        commits.delivered(partition, last_offset + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::event::EventSource;
+    use crate::delivery::record::{KafkaRecord, TimestampType};
+    use crate::testing::{MemoryCheckpoint, MemorySource};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Fails the first `failures` invokes of every partition named in `failing`, records all.
+    #[derive(Debug, Default)]
+    struct ScriptedInvoker {
+        calls: Mutex<Vec<serde_json::Value>>,
+        failing_partition: Option<i32>,
+        failures_left: Mutex<u32>,
+        error: Option<InvokeError>,
+    }
+
+    impl Invoker for ScriptedInvoker {
+        async fn invoke(&self, _function: &str, payload: bytes::Bytes) -> Result<InvokeOutcome, InvokeError> {
+            let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            let key = event["records"].as_object().unwrap().keys().next().unwrap().clone();
+            self.calls.lock().unwrap().push(event);
+            if let Some(e) = &self.error {
+                return Err(e.clone());
+            }
+            let failing = self.failing_partition.is_some_and(|p| key.ends_with(&format!("-{p}")));
+            let mut left = self.failures_left.lock().unwrap();
+            if failing && *left > 0 {
+                *left -= 1;
+                return Ok(InvokeOutcome::FunctionError { kind: "Unhandled".into(), body: "{}".into() });
+            }
+            Ok(InvokeOutcome::Success { body: "null".into() })
+        }
+    }
+
+    fn records(partition: i32, n: i64) -> Vec<KafkaRecord> {
+        (0..n)
+            .map(|offset| KafkaRecord {
+                topic: Arc::from("t"),
+                partition,
+                offset,
+                timestamp_ms: offset,
+                timestamp_type: TimestampType::CreateTime,
+                key: None,
+                value: Some(offset.to_string().into_bytes()),
+                headers: vec![],
+            })
+            .collect()
+    }
+
+    fn spec(max_records: usize) -> WorkerSpec {
+        WorkerSpec {
+            mapping: Arc::from("m"),
+            function: Arc::from("f"),
+            topic: Arc::from("t"),
+            envelope: Arc::new(Envelope::new(&EventSource::SelfManaged, "k:9092")),
+            limits: BatchLimits { max_records, window: Duration::from_millis(100), ..BatchLimits::default() },
+            guard: Arc::new(LeaseGuard::unconditional()),
+            progress: Arc::default(),
+        }
+    }
+
+    fn delivered_offsets(calls: &[serde_json::Value], partition: i32) -> Vec<i64> {
+        calls
+            .iter()
+            .filter_map(|c| c["records"].get(format!("t-{partition}")))
+            .flat_map(|r| r.as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()))
+            .collect()
+    }
+
+    fn retry() -> Backoffs {
+        crate::config::Settings::default().retry
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_partition_is_retried_in_order_without_blocking_the_others_or_committing_past_it() {
+        let invoker = Arc::new(ScriptedInvoker {
+            failing_partition: Some(1),
+            failures_left: Mutex::new(3),
+            ..Default::default()
+        });
+        let checkpoint = MemoryCheckpoint::default();
+        let stop = CancellationToken::new();
+        let never = CancellationToken::new();
+        let (spec0, spec1) = (spec(4), spec(4));
+        let (r0, r1) = tokio::join!(
+            consume(
+                &spec0,
+                MemorySource::ending_after(records(0, 10)),
+                checkpoint.clone(),
+                invoker.clone(),
+                retry(),
+                Arc::default(),
+                &stop,
+                &never
+            ),
+            consume(
+                &spec1,
+                MemorySource::ending_after(records(1, 10)),
+                checkpoint.clone(),
+                invoker.clone(),
+                retry(),
+                Arc::default(),
+                &stop,
+                &never
+            ),
+        );
+        assert_eq!(r0.unwrap().committed, BTreeMap::from([(0, 10)]));
+        assert_eq!(r1.unwrap().committed, BTreeMap::from([(1, 10)]));
+        let calls = invoker.calls.lock().unwrap().clone();
+        assert_eq!(delivered_offsets(&calls, 0), (0..10).collect::<Vec<_>>());
+        // Partition 1's first batch was sent four times (three failures), then the rest in order.
+        let p1 = delivered_offsets(&calls, 1);
+        assert_eq!(&p1[..12], &[0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
+        assert_eq!(&p1[12..], &(0..10).collect::<Vec<_>>()[..]);
+        // Partition 0 was done before partition 1's first batch finally succeeded (its fourth call).
+        let last_p0 = calls.iter().rposition(|c| c["records"].get("t-0").is_some()).unwrap();
+        let p1_first_success =
+            calls.iter().enumerate().filter(|(_, c)| c["records"].get("t-1").is_some()).nth(3).unwrap().0;
+        assert!(last_p0 < p1_first_success, "partition 0 was blocked by partition 1's failures");
+        // No commit ever went past an undelivered batch of partition 1.
+        for commit in checkpoint.history() {
+            if let Some(&o) = commit.get(&1) {
+                assert!(o == 4 || o == 8 || o == 10, "unexpected commit {o}");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_during_retries_commits_nothing_past_the_failure() {
+        let invoker = Arc::new(ScriptedInvoker {
+            failing_partition: Some(0),
+            failures_left: Mutex::new(u32::MAX),
+            ..Default::default()
+        });
+        let checkpoint = MemoryCheckpoint::default();
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            stopper.cancel();
+        });
+        let report = consume(
+            &spec(5),
+            MemorySource::idle_after(records(0, 10)),
+            checkpoint.clone(),
+            invoker.clone(),
+            retry(),
+            Arc::default(),
+            &stop,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert!(report.committed.is_empty());
+        assert!(checkpoint.offsets().is_empty());
+        let attempts = invoker.calls.lock().unwrap().len();
+        // Backoff: 120 s with a 250 ms base and a 30 s cap is well under 20 attempts, never a busy loop.
+        assert!((3..20).contains(&attempts), "{attempts} attempts in 120 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_function_stops_the_mapping_with_function_config_not_valid() {
+        let invoker = Arc::new(ScriptedInvoker {
+            error: Some(InvokeError::FunctionNotFound { function: "f".into(), message: "Function not found".into() }),
+            ..Default::default()
+        });
+        let checkpoint = MemoryCheckpoint::default();
+        let err = consume(
+            &spec(5),
+            MemorySource::idle_after(records(0, 3)),
+            checkpoint.clone(),
+            invoker,
+            retry(),
+            Arc::default(),
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, WorkerError::Invoke { reason: StopReason::FunctionConfigNotValid, .. }));
+        assert!(checkpoint.offsets().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oversized_record_is_skipped_and_committed_past_after_earlier_records() {
+        let invoker = Arc::new(ScriptedInvoker::default());
+        let mut recs = records(0, 5);
+        recs[2].value = Some(vec![b'x'; 7_000_000]);
+        let checkpoint = MemoryCheckpoint::default();
+        let metrics = Arc::new(Metrics::default());
+        let mut s = spec(100);
+        s.limits.window = Duration::ZERO;
+        let report = consume(
+            &s,
+            MemorySource::ending_after(recs),
+            checkpoint.clone(),
+            invoker.clone(),
+            retry(),
+            metrics.clone(),
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.committed, BTreeMap::from([(0, 5)]));
+        let calls = invoker.calls.lock().unwrap().clone();
+        assert_eq!(delivered_offsets(&calls, 0), [0, 1, 3, 4]);
+        assert_eq!(metrics.snapshot(), (4, 2, 0, 1));
+    }
+}

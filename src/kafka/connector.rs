@@ -1,0 +1,173 @@
+//! The librdkafka side of [`crate::coordination::connector`]: resolves the mapping's cluster
+//! ([`crate::cluster`]), builds a [`KafkaClient`] for its topic and classifies its errors.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{KafkaCheckpoint, KafkaClient, KafkaClientError, KafkaPartitionSource, KafkaSettings};
+use crate::cluster::{ClusterResolver, ResolveError};
+use crate::config::KafkaTuning;
+use crate::coordination::connector::{ConnectError, Connector, MappingClient, StartAt};
+use crate::delivery::policy::{Disposition, StopReason};
+use crate::model::mapping::EventSourceMapping;
+
+/// Connects mappings to their clusters with librdkafka.
+#[derive(Debug)]
+pub struct KafkaConnector {
+    resolver: ClusterResolver,
+    tuning: KafkaTuning,
+}
+
+impl KafkaConnector {
+    pub const fn new(resolver: ClusterResolver, tuning: KafkaTuning) -> Self {
+        Self { resolver, tuning }
+    }
+}
+
+/// What a Kafka client failure means for the mapping.
+pub const fn kafka_disposition(error: &KafkaClientError) -> Disposition {
+    match error {
+        KafkaClientError::Authorization { .. } => Disposition::Stop(StopReason::EventSourceAuthzError),
+        KafkaClientError::Authentication { .. } | KafkaClientError::TlsVerification { .. } => {
+            Disposition::Stop(StopReason::EventSourceAuthnError)
+        }
+        KafkaClientError::Config { .. } => Disposition::Stop(StopReason::EsmConfigNotValid),
+        // Brokers come back, topics get created: wait it out with backoff.
+        KafkaClientError::Unreachable { .. }
+        | KafkaClientError::TopicNotFound { .. }
+        | KafkaClientError::Other { .. } => Disposition::Retry,
+    }
+}
+
+impl From<KafkaClientError> for ConnectError {
+    fn from(error: KafkaClientError) -> Self {
+        let credentials_refused = matches!(error, KafkaClientError::Authentication { .. });
+        let message = match kafka_disposition(&error) {
+            Disposition::Stop(_) => format!("PROBLEM: {error}"),
+            Disposition::Retry => error.to_string(),
+        };
+        Self { disposition: kafka_disposition(&error), message, credentials_refused }
+    }
+}
+
+impl From<ResolveError> for ConnectError {
+    fn from(error: ResolveError) -> Self {
+        match error {
+            ResolveError::Unrecoverable(reason, message) => Self::stop(reason, message),
+            ResolveError::Transient(message) => Self::retry(message),
+        }
+    }
+}
+
+impl Connector for KafkaConnector {
+    type Client = KafkaMappingClient;
+
+    async fn connect(&self, mapping: &EventSourceMapping) -> Result<KafkaMappingClient, ConnectError> {
+        let connection = self.resolver.connection(mapping).await?;
+        let settings = KafkaSettings {
+            bootstrap_servers: connection.bootstrap_servers.clone(),
+            group_id: mapping.consumer_group_id().to_owned(),
+            security: connection.security.clone(),
+            fetch_wait_max_ms: self.tuning.fetch_wait_max_ms,
+            queued_max_kbytes: self.tuning.queued_max_kbytes,
+            fetch_queue_backoff_ms: self.tuning.fetch_queue_backoff_ms,
+            request_timeout: self.tuning.request_timeout,
+        };
+        let client = KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?;
+        // Serve the client's main queue from the start: librdkafka reports connection and TLS
+        // failures there, and they are what makes a failed request explain itself.
+        let (failure_tx, failure) = watch::channel(None);
+        let main_queue = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let error = client.serve_main_queue().await;
+                failure_tx.send_replace(Some(ConnectError::from(error)));
+            })
+        };
+        Ok(KafkaMappingClient {
+            client,
+            bootstrap_servers: Arc::from(connection.bootstrap_servers.as_str()),
+            failure,
+            _main_queue: Arc::new(AbortOnDrop(main_queue)),
+        })
+    }
+}
+
+/// A [`KafkaClient`] as a [`MappingClient`].
+#[derive(Debug, Clone)]
+pub struct KafkaMappingClient {
+    client: KafkaClient,
+    bootstrap_servers: Arc<str>,
+    failure: watch::Receiver<Option<ConnectError>>,
+    _main_queue: Arc<AbortOnDrop>,
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl MappingClient for KafkaMappingClient {
+    type Source = KafkaPartitionSource;
+    type Checkpoint = KafkaCheckpoint;
+
+    fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    async fn partitions(&self) -> Result<Vec<i32>, ConnectError> {
+        Ok(self.client.partitions().await?)
+    }
+
+    async fn start_offset(
+        &self,
+        partition: i32,
+        committed: Option<i64>,
+        start: StartAt,
+    ) -> Result<(i64, bool), ConnectError> {
+        let committed = BTreeMap::from([(partition, committed)]);
+        let (starts, resolved) = self.client.start_offsets(&committed, start.position, start.timestamp_ms).await?;
+        let offset = starts
+            .get(&partition)
+            .copied()
+            .ok_or_else(|| ConnectError::retry(format!("no start offset for partition {partition}")))?;
+        Ok((offset, resolved.contains_key(&partition)))
+    }
+
+    fn open(&self, partition: i32, offset: i64) -> Result<KafkaPartitionSource, ConnectError> {
+        Ok(self.client.open_partition(partition, offset)?)
+    }
+
+    fn close(&self, partition: i32) {
+        if let Err(e) = self.client.close_partition(partition) {
+            tracing::warn!(topic = %self.client.topic(), partition, error = %e, "Cannot unassign the partition.");
+        }
+    }
+
+    fn lag(&self, partition: i32, next_offset: i64) -> Option<u64> {
+        self.client.lag(partition, next_offset)
+    }
+
+    fn checkpoint(&self) -> KafkaCheckpoint {
+        self.client.checkpoint()
+    }
+
+    async fn failed(&self) -> ConnectError {
+        let mut failure = self.failure.clone();
+        let error = match failure.wait_for(Option::is_some).await {
+            Ok(error) => error.clone(),
+            Err(_) => None,
+        };
+        match error {
+            Some(error) => error,
+            // The main-queue task is gone without a word: only when the client is dropped.
+            None => std::future::pending().await,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The event source mapping as users and pollers see it: its AWS wire shape ([`mapping`]), its
+//! lifecycle ([`state`]), its rules ([`validate`]) and the store seam ([`store`]).
+
+pub mod mapping;
+pub mod state;
+pub mod store;
+pub mod validate;
+
+pub use mapping::EventSourceMapping;
+pub use state::State;
+pub use validate::InvalidMapping;

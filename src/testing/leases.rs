@@ -1,0 +1,187 @@
+//! The leases table in memory, with DynamoDB's conditional-write rules; can be told to fail its
+//! next calls, or to be unreachable until told otherwise.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::coordination::leases::{
+    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, MalformedLease, MappingLeases, PollerInfo, Snapshot,
+};
+
+/// In-memory leases and heartbeats.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLeaseStore {
+    inner: Arc<Mutex<MemoryInner>>,
+    down: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    leases: BTreeMap<LeaseId, Lease>,
+    /// Items that cannot be parsed, by the partition whose key they occupy.
+    malformed: BTreeMap<LeaseId, MalformedLease>,
+    pollers: BTreeMap<String, PollerInfo>,
+    failures_left: usize,
+    writes: u64,
+}
+
+impl MemoryLeaseStore {
+    /// The next `n` calls, whatever they are, fail with `LeaseError::Dynamo` and change nothing.
+    pub fn fail_next(&self, n: usize) {
+        self.lock().failures_left = n;
+    }
+
+    /// Every call fails while `down` (an outage).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Writes made so far (successful ones).
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    /// Replaces a partition's lease item with one that cannot be parsed, as someone writing by
+    /// hand would.
+    pub fn put_malformed(&self, id: &LeaseId, problem: &str) {
+        let key = format!("lease#{}#{}#{}", id.mapping, id.topic, id.partition);
+        let mut inner = self.lock();
+        inner.leases.remove(id);
+        inner
+            .malformed
+            .insert(id.clone(), MalformedLease { key, partition: Some(id.partition), problem: problem.to_owned() });
+    }
+
+    /// The stored lease of a partition.
+    pub fn lease(&self, id: &LeaseId) -> Option<Lease> {
+        self.lock().leases.get(id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state, unless a failure is due.
+    fn begin(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, LeaseError> {
+        let mut inner = self.lock();
+        if self.down.load(Ordering::Relaxed) {
+            return Err(LeaseError::Dynamo { table: "memory".into(), message: "unreachable (injected)".into() });
+        }
+        if inner.failures_left > 0 {
+            inner.failures_left -= 1;
+            return Err(LeaseError::Dynamo { table: "memory".into(), message: "injected failure".into() });
+        }
+        Ok(inner)
+    }
+
+    fn write(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, LeaseError> {
+        let mut inner = self.begin()?;
+        inner.writes += 1;
+        Ok(inner)
+    }
+}
+
+impl LeaseStore for MemoryLeaseStore {
+    async fn ensure(&self, id: &LeaseId, from_earliest: bool) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        // The key is taken by an unreadable item: as DynamoDB's attribute_not_exists.
+        if inner.malformed.contains_key(id) {
+            return Ok(());
+        }
+        inner.leases.entry(id.clone()).or_insert_with(|| Lease {
+            id: id.clone(),
+            owner: None,
+            counter: 0,
+            from_earliest,
+        });
+        Ok(())
+    }
+
+    async fn acquire(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        let mut inner = self.write()?;
+        match inner.leases.get_mut(&lease.id) {
+            Some(stored) if stored.counter == lease.counter => {
+                stored.owner = Some(owner.to_owned()).filter(|o| !o.is_empty());
+                stored.counter += 1;
+                Ok(stored.clone())
+            }
+            _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
+        }
+    }
+
+    async fn release(&self, lease: &Lease, owner: &str) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        match inner.leases.get_mut(&lease.id) {
+            Some(stored) if stored.owner.as_deref() == Some(owner) && stored.counter == lease.counter => {
+                stored.owner = None;
+                stored.counter += 1;
+                Ok(())
+            }
+            _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
+        }
+    }
+
+    async fn delete_mapping(&self, mapping: &str) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        inner.leases.retain(|id, _| &*id.mapping != mapping);
+        inner.malformed.retain(|id, _| &*id.mapping != mapping);
+        Ok(())
+    }
+
+    async fn delete_malformed(&self, key: &str) -> Result<(), LeaseError> {
+        self.write()?.malformed.retain(|_, bad| bad.key != key);
+        Ok(())
+    }
+
+    async fn register(&self, poller: &str, beat: Heartbeat) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        if inner.pollers.contains_key(poller) {
+            return Err(LeaseError::Lost { what: format!("poller {poller}") });
+        }
+        inner.pollers.insert(
+            poller.to_owned(),
+            PollerInfo { id: poller.to_owned(), counter: 1, expires_at_ms: beat.expires_at_ms, load: beat.load },
+        );
+        Ok(())
+    }
+
+    async fn heartbeat(&self, poller: &str, beat: Heartbeat) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        let Some(info) = inner.pollers.get_mut(poller) else {
+            return Err(LeaseError::Lost { what: format!("poller {poller}") });
+        };
+        info.counter += 1;
+        info.expires_at_ms = beat.expires_at_ms;
+        info.load = beat.load;
+        Ok(())
+    }
+
+    async fn remove_poller(&self, poller: &str) -> Result<(), LeaseError> {
+        self.write()?.pollers.remove(poller);
+        Ok(())
+    }
+
+    async fn remove_dead_poller(&self, poller: &PollerInfo) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        match inner.pollers.get(&poller.id) {
+            Some(stored) if stored.counter == poller.counter => {
+                inner.pollers.remove(&poller.id);
+                Ok(())
+            }
+            _ => Err(LeaseError::Lost { what: format!("poller {}", poller.id) }),
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, LeaseError> {
+        let inner = self.begin()?;
+        let mut mappings: BTreeMap<String, MappingLeases> = BTreeMap::new();
+        for lease in inner.leases.values() {
+            mappings.entry(lease.id.mapping.to_string()).or_default().leases.push(lease.clone());
+        }
+        for (id, bad) in &inner.malformed {
+            mappings.entry(id.mapping.to_string()).or_default().malformed.push(bad.clone());
+        }
+        Ok(Snapshot { pollers: inner.pollers.values().cloned().collect(), mappings }.sorted())
+    }
+}

@@ -1,0 +1,619 @@
+//! The control plane in-process: several pollers over the in-memory stores, Kafka and function,
+//! with tokio's clock paused — joins, hand-overs, kills, heartbeat loss, `MaximumPollers`
+//! races, scaling, new partitions and broken lease items, deterministic and in well under a
+//! second each. The same rules run against real services in `processes.rs`, `pollers.rs` and
+//! `scaling.rs` (the outer tier).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_esm::api::{self, ApiError, CreateRequest, FunctionResolver};
+use kafka_esm::clock::SystemClock;
+use kafka_esm::config::Settings;
+use kafka_esm::coordination::consumer::Deps;
+use kafka_esm::coordination::leases::{Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, PollerInfo, Snapshot};
+use kafka_esm::coordination::supervisor::{Exit, NoSpawner, Spawner, Start, run_poller};
+use kafka_esm::model::mapping::{Endpoints, ProvisionedPollerConfig, SelfManagedEventSource, StartingPosition};
+use kafka_esm::model::store::{Loaded, MappingStore};
+use kafka_esm::testing::{MemoryInvoker, MemoryKafka, MemoryLeaseStore, MemoryMappingStore, Mortal};
+use tokio::task::JoinHandle;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+
+struct Functions;
+
+impl FunctionResolver for Functions {
+    async fn resolve(&self, name: &str) -> Result<String, ApiError> {
+        Ok(format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"))
+    }
+}
+
+/// Records what pollers start.
+#[derive(Debug, Default)]
+struct Spawns(Mutex<Vec<&'static str>>);
+
+impl Spawner for Spawns {
+    async fn spawn(&self, reason: &'static str, _from: &str) -> Result<(), String> {
+        self.0.lock().unwrap().push(reason);
+        Ok(())
+    }
+}
+
+impl Spawns {
+    fn reasons(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A leases table whose heartbeat writes for one poller fail while `failing` is set (one
+/// poller's network trouble, the others unaffected), each after hanging `hang`.
+#[derive(Debug, Clone)]
+struct FlakyHeartbeats {
+    inner: Mortal<MemoryLeaseStore>,
+    failing: Arc<AtomicBool>,
+    hang: Duration,
+}
+
+impl LeaseStore for FlakyHeartbeats {
+    async fn ensure(&self, id: &LeaseId, from_earliest: bool) -> Result<(), LeaseError> {
+        self.inner.ensure(id, from_earliest).await
+    }
+    async fn acquire(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        self.inner.acquire(lease, owner).await
+    }
+    async fn release(&self, lease: &Lease, owner: &str) -> Result<(), LeaseError> {
+        self.inner.release(lease, owner).await
+    }
+    async fn delete_mapping(&self, mapping: &str) -> Result<(), LeaseError> {
+        self.inner.delete_mapping(mapping).await
+    }
+    async fn delete_malformed(&self, key: &str) -> Result<(), LeaseError> {
+        self.inner.delete_malformed(key).await
+    }
+    async fn register(&self, poller: &str, beat: Heartbeat) -> Result<(), LeaseError> {
+        self.inner.register(poller, beat).await
+    }
+    async fn heartbeat(&self, poller: &str, beat: Heartbeat) -> Result<(), LeaseError> {
+        if self.failing.load(Ordering::Relaxed) {
+            sleep(self.hang).await;
+            return Err(LeaseError::Dynamo { table: "leases".into(), message: "timed out (injected)".into() });
+        }
+        self.inner.heartbeat(poller, beat).await
+    }
+    async fn remove_poller(&self, poller: &str) -> Result<(), LeaseError> {
+        self.inner.remove_poller(poller).await
+    }
+    async fn remove_dead_poller(&self, poller: &PollerInfo) -> Result<(), LeaseError> {
+        self.inner.remove_dead_poller(poller).await
+    }
+    async fn snapshot(&self) -> Result<Snapshot, LeaseError> {
+        self.inner.snapshot().await
+    }
+}
+
+#[derive(Clone)]
+struct World {
+    kafka: MemoryKafka,
+    store: MemoryMappingStore,
+    leases: MemoryLeaseStore,
+    function: MemoryInvoker,
+    settings: Settings,
+}
+
+struct Poller {
+    stop: CancellationToken,
+    dead: CancellationToken,
+    task: JoinHandle<Exit>,
+}
+
+impl Poller {
+    /// SIGTERM: hand everything over, then exit.
+    async fn stop(self) -> Exit {
+        self.stop.cancel();
+        self.task.await.unwrap()
+    }
+
+    /// SIGKILL: everything it does from now on goes nowhere.
+    fn kill(&self) {
+        self.dead.cancel();
+    }
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            kafka: MemoryKafka::default(),
+            store: MemoryMappingStore::default(),
+            leases: MemoryLeaseStore::default(),
+            function: MemoryInvoker::default(),
+            settings: Settings { refresh_interval: Duration::from_secs(1), ..Settings::default() },
+        }
+    }
+
+    fn deps(
+        &self,
+        dead: &CancellationToken,
+    ) -> Arc<Deps<kafka_esm::testing::MemoryConnector, kafka_esm::testing::PollerInvoker>> {
+        Arc::new(Deps {
+            connector: self.kafka.connector(dead.clone()),
+            invoker: Arc::new(self.function.for_poller(dead.clone())),
+            settings: self.settings.clone(),
+            metrics: Arc::default(),
+        })
+    }
+
+    fn poller_with<L: LeaseStore, P: Spawner>(
+        &self,
+        leases: L,
+        dead: CancellationToken,
+        spawner: Option<Arc<P>>,
+        start: Start,
+    ) -> Poller {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_poller(
+            Arc::new(Mortal::new(self.store.clone(), dead.clone())),
+            Arc::new(leases),
+            self.deps(&dead),
+            Arc::new(SystemClock),
+            spawner,
+            start,
+            stop.clone(),
+        ));
+        Poller { stop, dead, task }
+    }
+
+    fn poller(&self) -> Poller {
+        let dead = CancellationToken::new();
+        self.poller_with(Mortal::new(self.leases.clone(), dead.clone()), dead, None::<Arc<NoSpawner>>, Start::Process)
+    }
+
+    async fn mapping(&self, topic: &str, partitions: usize, tweak: impl FnOnce(&mut CreateRequest)) -> String {
+        self.kafka.create_topic(topic, partitions);
+        let mut request = CreateRequest {
+            function_name: "f".into(),
+            self_managed_event_source: Some(SelfManagedEventSource {
+                endpoints: Endpoints { kafka_bootstrap_servers: vec!["memory:9092".into()] },
+            }),
+            topics: vec![topic.into()],
+            starting_position: Some(StartingPosition::TrimHorizon),
+            batch_size: Some(10),
+            maximum_batching_window_in_seconds: Some(0),
+            ..CreateRequest::default()
+        };
+        tweak(&mut request);
+        api::create(&self.store, &Functions, request).await.unwrap().uuid
+    }
+
+    fn produce(&self, topic: &str, partitions: i32, per_partition: usize) {
+        for p in 0..partitions {
+            for i in 0..per_partition {
+                self.kafka.produce(topic, p, format!("{p}-{i}").as_bytes(), 0);
+            }
+        }
+    }
+
+    /// Partition → owner, as the leases table says.
+    async fn owners(&self, uuid: &str) -> BTreeMap<i32, Option<String>> {
+        let snapshot = self.leases.snapshot().await.unwrap();
+        snapshot.of(uuid).leases.into_iter().map(|l| (l.id.partition, l.owner)).collect()
+    }
+
+    /// How many partitions each live owner holds, sorted.
+    async fn shares(&self, uuid: &str) -> Vec<usize> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for owner in self.owners(uuid).await.into_values().flatten() {
+            *counts.entry(owner).or_default() += 1;
+        }
+        let mut shares: Vec<usize> = counts.into_values().collect();
+        shares.sort_unstable();
+        shares
+    }
+
+    /// Waits (in virtual time) until `topic` is committed to its end under `group`.
+    async fn caught_up(&self, group: &str, topic: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            let ends = self.kafka.end_offsets(topic);
+            if self.kafka.committed(group, topic) == ends && !ends.is_empty() {
+                return true;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Every produced offset of every partition was delivered at least once, in order within
+    /// each tenure (offsets never go down except when a batch is delivered again from an
+    /// earlier commit).
+    fn all_delivered(&self, topic: &str) -> bool {
+        let delivered = self.function.delivered();
+        self.kafka.end_offsets(topic).iter().all(|(p, end)| {
+            let seen = delivered.get(&format!("{topic}-{p}")).cloned().unwrap_or_default();
+            (0..*end).all(|o| seen.contains(&o))
+        })
+    }
+
+    fn duplicates(&self) -> usize {
+        self.function
+            .delivered()
+            .values()
+            .map(|offsets| {
+                let mut sorted = offsets.clone();
+                sorted.sort_unstable();
+                let before = sorted.len();
+                sorted.dedup();
+                before - sorted.len()
+            })
+            .sum()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pollers_share_partitions_fairly_and_a_newcomer_gets_its_share() {
+    let w = World::new();
+    let uuid = w.mapping("orders", 12, |_| {}).await;
+    let pollers: Vec<Poller> = (0..3).map(|_| w.poller()).collect();
+    sleep(Duration::from_secs(20)).await;
+    assert_eq!(w.shares(&uuid).await, [4, 4, 4]);
+    let fourth = w.poller();
+    sleep(Duration::from_secs(20)).await;
+    assert_eq!(w.shares(&uuid).await, [3, 3, 3, 3]);
+    w.produce("orders", 12, 25);
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(60)).await);
+    assert!(w.all_delivered("orders"));
+    assert_eq!(w.duplicates(), 0);
+    assert_eq!(w.function.max_in_flight(), 1);
+    for p in pollers.into_iter().chain([fourth]) {
+        assert_eq!(p.stop().await, Exit::Stopped);
+    }
+    // Everything released, every heartbeat removed.
+    assert!(w.owners(&uuid).await.values().all(Option::is_none));
+    assert!(w.leases.snapshot().await.unwrap().pollers.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_poller_hands_over_without_a_duplicate_or_a_gap() {
+    let w = World::new();
+    w.function.set_delay(Duration::from_millis(300));
+    let uuid = w.mapping("orders", 4, |_| {}).await;
+    let a = w.poller();
+    let b = w.poller();
+    w.produce("orders", 4, 50);
+    sleep(Duration::from_secs(5)).await;
+    assert_eq!(a.stop().await, Exit::Stopped);
+    w.produce("orders", 4, 50);
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(120)).await);
+    assert!(w.all_delivered("orders"));
+    assert_eq!(w.duplicates(), 0, "a graceful hand-over commits before it releases");
+    assert_eq!(w.function.max_in_flight(), 1);
+    assert_eq!(w.shares(&uuid).await, [4]);
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_killed_pollers_partitions_move_after_the_lease_duration_with_nothing_lost() {
+    let w = World::new();
+    w.function.set_delay(Duration::from_secs(1));
+    let uuid = w.mapping("orders", 4, |_| {}).await;
+    let a = w.poller();
+    sleep(Duration::from_secs(10)).await;
+    let b = w.poller();
+    w.produce("orders", 4, 40);
+    sleep(Duration::from_secs(3)).await;
+    a.kill();
+    let killed_at = tokio::time::Instant::now();
+    // The killed poller's partitions stay put until its heartbeat has been silent for a lease
+    // duration, then move.
+    let duration = w.settings.lease.duration;
+    let mut moved_after = None;
+    while killed_at.elapsed() < duration * 3 {
+        if w.shares(&uuid).await == [4] {
+            moved_after = Some(killed_at.elapsed());
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    let moved_after = moved_after.expect("the killed poller's partitions never moved");
+    assert!(
+        moved_after >= duration - w.settings.scan_every,
+        "moved after {moved_after:?}, before its heartbeat could have lapsed"
+    );
+    println!(
+        "takeover after a kill: {moved_after:?} (lease duration {duration:?}, scan every {:?})",
+        w.settings.scan_every
+    );
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(120)).await);
+    assert!(w.all_delivered("orders"), "a kill loses nothing: the uncommitted batches are delivered again");
+    assert_eq!(w.function.max_in_flight(), 1, "the killed poller's invokes had ended before the takeover");
+    b.stop().await;
+}
+
+/// Sleeps until `at` (virtual time since `t0`).
+async fn until(t0: tokio::time::Instant, at: f64) {
+    tokio::time::sleep_until(t0 + Duration::from_secs_f64(at)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_heartbeat_never_leaves_an_invoke_running_while_another_poller_invokes_the_same_records() {
+    let w = World::new();
+    // One invoke outlives the guard's slack by far.
+    w.function.set_delay(Duration::from_secs(30));
+    let uuid = w.mapping("orders", 2, |_| {}).await;
+    let failing = Arc::new(AtomicBool::new(false));
+    let dead = CancellationToken::new();
+    let flaky = FlakyHeartbeats {
+        inner: Mortal::new(w.leases.clone(), dead.clone()),
+        failing: failing.clone(),
+        hang: Duration::ZERO,
+    };
+    let t0 = tokio::time::Instant::now();
+    let a = w.poller_with(flaky, dead, None::<Arc<NoSpawner>>, Start::Process);
+    until(t0, 10.0).await;
+    assert_eq!(w.shares(&uuid).await, [2]);
+    let b = w.poller();
+    // a renews at 8 s and 16 s; its renewals fail from 16.5 s to 34.5 s, so its guard (from the
+    // 16 s renewal) lapses at 33 s while the invoke it started at 20 s runs until 50 s; b sees
+    // the heartbeat move again before it could call a dead.
+    until(t0, 16.5).await;
+    failing.store(true, Ordering::Relaxed);
+    until(t0, 20.0).await;
+    w.produce("orders", 2, 5);
+    until(t0, 34.5).await;
+    failing.store(false, Ordering::Relaxed);
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(300)).await);
+    assert!(w.all_delivered("orders"));
+    assert_eq!(w.function.max_in_flight(), 1, "two invokes of one partition ran at once");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_off_heartbeat_failure_under_default_settings_keeps_the_identity() {
+    let w = World::new();
+    let uuid = w.mapping("orders", 2, |_| {}).await;
+    let failing = Arc::new(AtomicBool::new(false));
+    let dead = CancellationToken::new();
+    // Writes hang 5 s (an SDK timeout) and fail.
+    let flaky = FlakyHeartbeats {
+        inner: Mortal::new(w.leases.clone(), dead.clone()),
+        failing: failing.clone(),
+        hang: Duration::from_secs(5),
+    };
+    let t0 = tokio::time::Instant::now();
+    let a = w.poller_with(flaky, dead, None::<Arc<NoSpawner>>, Start::Process);
+    until(t0, 10.0).await;
+    let owners = w.owners(&uuid).await;
+    assert!(owners.values().all(Option::is_some));
+    // The renewal at 16 s fails; DynamoDB is back at 17.5 s. The guard of the 8 s renewal runs
+    // until 25 s: the retry must land before then.
+    until(t0, 15.0).await;
+    failing.store(true, Ordering::Relaxed);
+    until(t0, 17.5).await;
+    failing.store(false, Ordering::Relaxed);
+    until(t0, 60.0).await;
+    assert_eq!(w.owners(&uuid).await, owners, "the poller kept its identity and its leases");
+    a.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pollers_racing_for_a_limited_mapping_end_with_at_most_maximum_pollers() {
+    let w = World::new();
+    let uuid = w
+        .mapping("orders", 6, |r| {
+            r.provisioned_poller_config =
+                Some(ProvisionedPollerConfig { minimum_pollers: None, maximum_pollers: Some(2) });
+        })
+        .await;
+    let pollers: Vec<Poller> = (0..3).map(|_| w.poller()).collect();
+    sleep(Duration::from_secs(30)).await;
+    assert_eq!(w.shares(&uuid).await, [3, 3]);
+    w.produce("orders", 6, 10);
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(60)).await);
+    for p in pollers {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poller_scaling_in_does_not_start_a_successor_but_one_at_its_deadline_does() {
+    let w = World::new();
+    w.mapping("orders", 2, |_| {}).await;
+    let spawns = Arc::new(Spawns::default());
+    let lambda = |w: &World| {
+        let dead = CancellationToken::new();
+        w.poller_with(Mortal::new(w.leases.clone(), dead.clone()), dead, Some(spawns.clone()), Start::ScaleOut)
+    };
+    let a = lambda(&w);
+    let b = lambda(&w);
+    // No lag for a whole scale window: one of the two stops, without a relay.
+    sleep(w.settings.scale_window * 3).await;
+    let idle = [a.task.is_finished(), b.task.is_finished()];
+    assert_eq!(idle.iter().filter(|f| **f).count(), 1, "exactly one poller scaled in");
+    let (gone, staying) = if idle[0] { (a, b) } else { (b, a) };
+    assert_eq!(gone.task.await.unwrap(), Exit::Idle);
+    assert!(!spawns.reasons().contains(&"relay"), "{:?}", spawns.reasons());
+    // The other stops at its deadline holding leases: it relays.
+    assert_eq!(staying.stop().await, Exit::Stopped);
+    assert_eq!(spawns.reasons().iter().filter(|r| **r == "relay").count(), 1);
+}
+
+/// Starts real in-process pollers when asked, as the Lambda's asynchronous self-invoke does.
+struct InProcess {
+    world: World,
+    pollers: Mutex<Vec<Poller>>,
+    reasons: Mutex<Vec<&'static str>>,
+}
+
+impl Spawner for InProcess {
+    async fn spawn(&self, reason: &'static str, _from: &str) -> Result<(), String> {
+        self.reasons.lock().unwrap().push(reason);
+        // The poller it starts cannot start others (this test counts what the first one does).
+        let dead = CancellationToken::new();
+        let poller = self.world.poller_with(
+            Mortal::new(self.world.leases.clone(), dead.clone()),
+            dead,
+            None::<Arc<NoSpawner>>,
+            Start::ScaleOut,
+        );
+        self.pollers.lock().unwrap().push(poller);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn minimum_pollers_are_started_at_once_and_kept_when_idle() {
+    let w = World::new();
+    let uuid = w
+        .mapping("orders", 4, |r| {
+            r.provisioned_poller_config =
+                Some(ProvisionedPollerConfig { minimum_pollers: Some(2), maximum_pollers: Some(3) });
+        })
+        .await;
+    let spawner = Arc::new(InProcess { world: w.clone(), pollers: Mutex::default(), reasons: Mutex::default() });
+    let dead = CancellationToken::new();
+    let first =
+        w.poller_with(Mortal::new(w.leases.clone(), dead.clone()), dead, Some(spawner.clone()), Start::Schedule);
+    sleep(Duration::from_secs(20)).await;
+    assert_eq!(w.shares(&uuid).await, [2, 2], "MinimumPollers=2 started a second poller");
+    assert_eq!(*spawner.reasons.lock().unwrap(), ["minimum-pollers"]);
+    // Idle for well over the scale window: neither stops, none more starts.
+    sleep(w.settings.scale_window * 3).await;
+    assert_eq!(w.shares(&uuid).await, [2, 2]);
+    assert_eq!(spawner.reasons.lock().unwrap().len(), 1);
+    assert_eq!(first.stop().await, Exit::Stopped);
+    let started = std::mem::take(&mut *spawner.pollers.lock().unwrap());
+    for p in started {
+        assert_eq!(p.stop().await, Exit::Stopped);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_poller_exits_at_once_when_every_partition_has_a_live_poller() {
+    let w = World::new();
+    let uuid = w.mapping("orders", 2, |_| {}).await;
+    let scheduled = |w: &World| {
+        let dead = CancellationToken::new();
+        w.poller_with(Mortal::new(w.leases.clone(), dead.clone()), dead, None::<Arc<NoSpawner>>, Start::Schedule)
+    };
+    // Nothing runs yet: the scheduled poller stays and takes the partitions.
+    let first = scheduled(&w);
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(w.shares(&uuid).await, [2]);
+    // Every partition covered: the next one returns at once, without registering.
+    let started = tokio::time::Instant::now();
+    let second = scheduled(&w);
+    assert_eq!(second.task.await.unwrap(), Exit::NotNeeded);
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert_eq!(w.leases.snapshot().await.unwrap().pollers.len(), 1, "it never registered");
+    assert_eq!(first.stop().await, Exit::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn growing_lag_starts_one_more_poller() {
+    let w = World::new();
+    w.function.set_delay(Duration::from_secs(5));
+    w.mapping("orders", 4, |_| {}).await;
+    let spawns = Arc::new(Spawns::default());
+    let dead = CancellationToken::new();
+    let a = w.poller_with(Mortal::new(w.leases.clone(), dead.clone()), dead, Some(spawns.clone()), Start::Schedule);
+    // 40 records per partition every 10 s; the function takes 20 s for them (4 batches of 10).
+    for _ in 0..12 {
+        w.produce("orders", 4, 40);
+        sleep(Duration::from_secs(10)).await;
+    }
+    assert!(spawns.reasons().contains(&"scale-out"), "{:?}", spawns.reasons());
+    a.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn partitions_added_to_a_latest_mapping_are_read_from_their_beginning() {
+    let w = World::new();
+    let uuid = w.mapping("orders", 1, |r| r.starting_position = Some(StartingPosition::Latest)).await;
+    // Written before the mapping started: LATEST skips these.
+    w.produce("orders", 1, 3);
+    let a = w.poller();
+    sleep(Duration::from_secs(10)).await;
+    w.kafka.add_partitions("orders", 2);
+    // Producers write to the new partitions before the poller notices them.
+    w.produce("orders", 3, 5);
+    assert!(
+        w.caught_up(&uuid, "orders", Duration::from_secs(120)).await,
+        "committed {:?}",
+        w.kafka.committed(&uuid, "orders")
+    );
+    let delivered = w.function.delivered();
+    for p in 1..3 {
+        assert_eq!(delivered[&format!("orders-{p}")], (0..5).collect::<Vec<_>>(), "partition {p}");
+    }
+    // The first partition started at LATEST: what was written before the start is not delivered.
+    assert_eq!(delivered["orders-0"], (3..8).collect::<Vec<_>>());
+    a.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_lease_item_is_reported_and_recreated() {
+    let w = World::new();
+    let uuid = w.mapping("orders", 2, |_| {}).await;
+    // Partition 1's lease item is unreadable from the start (written by hand).
+    w.leases.put_malformed(&LeaseId::new(&uuid, "orders", 1), "Counter is not a number (N)");
+    let a = w.poller();
+    sleep(Duration::from_secs(3)).await;
+    let Some(Loaded::Valid(m)) = w.store.get(&uuid).await.unwrap() else { panic!() };
+    assert!(m.last_processing_result.as_deref().is_some_and(|r| r.contains("malformed")), "{m:?}");
+    w.produce("orders", 2, 5);
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(120)).await);
+    a.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn leases_of_deleted_mappings_and_heartbeats_of_dead_pollers_are_removed() {
+    let w = World::new();
+    let uuid = w.mapping("orders", 2, |_| {}).await;
+    // Leftovers: leases of a mapping that is gone, and a poller that died long ago.
+    let gone = "00000000-0000-4000-8000-000000000000";
+    w.leases.ensure(&LeaseId::new(gone, "old", 0), false).await.unwrap();
+    w.leases.register("poller-dead", Heartbeat { expires_at_ms: 0, load: Default::default() }).await.unwrap();
+    let a = w.poller();
+    sleep(w.settings.lease.duration * 4).await;
+    let snapshot = w.leases.snapshot().await.unwrap();
+    assert!(!snapshot.mappings.contains_key(gone), "{snapshot:?}");
+    assert!(snapshot.pollers.iter().all(|p| p.id != "poller-dead"));
+    assert!(snapshot.mappings.contains_key(&uuid));
+    a.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_a_mapping_stops_it_and_removes_its_item_and_leases() {
+    let w = World::new();
+    let uuid = w.mapping("orders", 2, |_| {}).await;
+    let a = w.poller();
+    w.produce("orders", 2, 5);
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(60)).await);
+    api::delete(&w.store, &uuid).await.unwrap();
+    sleep(Duration::from_secs(15)).await;
+    assert!(w.store.get(&uuid).await.unwrap().is_none());
+    assert!(!w.leases.snapshot().await.unwrap().mappings.contains_key(&uuid));
+    a.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unrecoverable_error_disables_the_mapping_even_after_its_state_was_settled() {
+    use kafka_esm::coordination::connector::ConnectError;
+    use kafka_esm::delivery::policy::StopReason;
+    use kafka_esm::model::mapping::State;
+    let w = World::new();
+    let uuid = w.mapping("orders", 2, |_| {}).await;
+    // The consumer starts while the item is still Creating (version 1); the poller settles it to
+    // Enabled (version 2) before the cluster refuses the credentials.
+    w.kafka.fail_connects(Some(ConnectError::stop(StopReason::EventSourceAuthnError, "SASL authentication failed")));
+    let a = w.poller();
+    sleep(Duration::from_secs(10)).await;
+    let Some(Loaded::Valid(m)) = w.store.get(&uuid).await.unwrap() else { panic!() };
+    assert_eq!(m.state, State::Disabled);
+    assert_eq!(m.state_transition_reason.as_deref(), Some("EVENT_SOURCE_AUTHN_ERROR"));
+    assert_eq!(m.last_processing_result.as_deref(), Some("SASL authentication failed"));
+    a.stop().await;
+}
