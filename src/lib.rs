@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cluster;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod invoke;
 pub mod kafka;
 pub mod lease;
