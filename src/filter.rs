@@ -216,7 +216,7 @@ impl Filters {
                             let (field, rest) = Field::resolve(&step.path);
                             compiled.reads.0 |= field == Field::Value;
                             compiled.reads.1 |= field == Field::Key;
-                            Step { field, rest: rest.into(), matchers: step.matchers, absent: step.absent }
+                            Step { field, rest: rest.map(Into::into), matchers: step.matchers, absent: step.absent }
                         })
                         .collect()
                 })

@@ -47,18 +47,18 @@ impl Field {
         ("timestampType", Field::TimestampType),
     ];
 
-    /// The field a dotted path starts with, and the rest of the path below it ("" for the field
-    /// itself).
-    pub fn resolve(path: &str) -> (Field, &str) {
+    /// The field a dotted path starts with, and the rest of the path below it (`None` for the
+    /// field itself; `Some("")` is a key named "" inside it).
+    pub fn resolve(path: &str) -> (Field, Option<&str>) {
         for (name, field) in Self::NAMES {
             if path == name {
-                return (field, "");
+                return (field, None);
             }
             if let Some(rest) = path.strip_prefix(name).and_then(|r| r.strip_prefix('.')) {
-                return (field, rest);
+                return (field, Some(rest));
             }
         }
-        (Field::Unknown, "")
+        (Field::Unknown, None)
     }
 }
 
@@ -66,7 +66,7 @@ impl Field {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Step {
     pub field: Field,
-    pub rest: Box<str>,
+    pub rest: Option<Box<str>>,
     pub matchers: Vec<Matcher>,
     pub absent: bool,
 }
@@ -161,7 +161,7 @@ fn alternative(steps: &[Step], event: &Event<'_>, work: &mut Work) -> Option<boo
     spans.clear();
     for step in steps {
         let matching_start = candidates.len() as u32;
-        event.leaves(step.field, &step.rest, walk, &mut |value, chain| {
+        event.leaves(step.field, step.rest.as_deref(), walk, &mut |value, chain| {
             if step.matchers.iter().any(|m| m.matches(value)) {
                 push_candidate(chains, candidates, matching_start, chain);
             }
@@ -171,7 +171,7 @@ fn alternative(steps: &[Step], event: &Event<'_>, work: &mut Work) -> Option<boo
             return Some(false);
         }
         if step.absent {
-            event.leaves(step.field, &step.rest, walk, &mut |_, chain| {
+            event.leaves(step.field, step.rest.as_deref(), walk, &mut |_, chain| {
                 push_candidate(chains, candidates, matching_end, chain);
             });
         }
@@ -261,7 +261,7 @@ impl Event<'_> {
     fn leaves<F: FnMut(Scalar<'_>, &[(u64, u32)])>(
         &self,
         field: Field,
-        rest: &str,
+        rest: Option<&str>,
         walk: &mut Vec<(u64, u32)>,
         f: &mut F,
     ) {
@@ -271,20 +271,17 @@ impl Event<'_> {
             Field::Value | Field::Key => {
                 let ((decoded, tape), tag) =
                     if field == Field::Value { (self.value, VALUE_TAG) } else { (self.key, KEY_TAG) };
-                match decoded {
-                    Decoded::Absent => {}
-                    Decoded::Plain(text) => {
-                        if rest.is_empty() {
-                            f(Scalar::Str(text), walk);
-                        }
-                    }
-                    Decoded::Json(src) => Json { tape, src, tag }.walk(0, rest, walk, f),
+                match (decoded, rest) {
+                    (Decoded::Absent, _) | (Decoded::Plain(_), Some(_)) => {}
+                    (Decoded::Plain(text), None) => f(Scalar::Str(text), walk),
+                    (Decoded::Json(src), None) => Json { tape, src, tag }.leaf(0, walk, f),
+                    (Decoded::Json(src), Some(rest)) => Json { tape, src, tag }.walk(0, rest, walk, f),
                 }
             }
-            Field::Headers if !rest.is_empty() => {
+            Field::Headers => {
                 for header in &r.headers {
                     // A header's value is text; one that is not UTF-8 is absent.
-                    if *header.key == *rest {
+                    if rest == Some(header.key.as_str()) {
                         match header.value.as_deref().map(std::str::from_utf8) {
                             None => f(Scalar::Null, walk),
                             Some(Ok(text)) => f(Scalar::Str(text), walk),
@@ -293,9 +290,9 @@ impl Event<'_> {
                     }
                 }
             }
-            Field::Topic if rest.is_empty() => f(Scalar::Str(&r.topic), walk),
-            Field::TimestampType if rest.is_empty() => f(Scalar::Str(r.timestamp_type.as_str()), walk),
-            Field::Partition | Field::Offset | Field::Timestamp if rest.is_empty() => {
+            Field::Topic if rest.is_none() => f(Scalar::Str(&r.topic), walk),
+            Field::TimestampType if rest.is_none() => f(Scalar::Str(r.timestamp_type.as_str()), walk),
+            Field::Partition | Field::Offset | Field::Timestamp if rest.is_none() => {
                 let n = match field {
                     Field::Partition => i64::from(r.partition),
                     Field::Offset => r.offset,
@@ -335,8 +332,9 @@ struct Json<'a> {
 }
 
 impl Json<'_> {
-    /// Follows `rest` down from `node`. Keys are matched against the dotted path the way
-    /// event-ruler joins them, so `"a.b"` reaches both `{"a":{"b":…}}` and `{"a.b":…}`.
+    /// Follows `rest` (one or more keys) down from `node`. Keys are matched against the dotted
+    /// path the way event-ruler joins them, so `"a.b"` reaches both `{"a":{"b":…}}` and
+    /// `{"a.b":…}`.
     fn walk<F: FnMut(Scalar<'_>, &[(u64, u32)])>(
         &self,
         node: usize,
@@ -344,9 +342,6 @@ impl Json<'_> {
         walk: &mut Vec<(u64, u32)>,
         f: &mut F,
     ) {
-        if rest.is_empty() {
-            return self.leaf(node, walk, f);
-        }
         match self.tape.node(node) {
             Node::Object { .. } => {
                 for (key, value) in self.tape.members(self.src, node) {
@@ -403,12 +398,13 @@ mod tests {
 
     #[test]
     fn paths_resolve_to_top_level_fields() {
-        assert_eq!(Field::resolve("value"), (Field::Value, ""));
-        assert_eq!(Field::resolve("value.a.b"), (Field::Value, "a.b"));
-        assert_eq!(Field::resolve("valueX"), (Field::Unknown, ""));
-        assert_eq!(Field::resolve("timestampType"), (Field::TimestampType, ""));
-        assert_eq!(Field::resolve("timestamp"), (Field::Timestamp, ""));
-        assert_eq!(Field::resolve("headers.trace.id"), (Field::Headers, "trace.id"));
+        assert_eq!(Field::resolve("value"), (Field::Value, None));
+        assert_eq!(Field::resolve("value.a.b"), (Field::Value, Some("a.b")));
+        assert_eq!(Field::resolve("value."), (Field::Value, Some("")));
+        assert_eq!(Field::resolve("valueX"), (Field::Unknown, None));
+        assert_eq!(Field::resolve("timestampType"), (Field::TimestampType, None));
+        assert_eq!(Field::resolve("timestamp"), (Field::Timestamp, None));
+        assert_eq!(Field::resolve("headers.trace.id"), (Field::Headers, Some("trace.id")));
     }
 
     #[test]

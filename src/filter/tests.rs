@@ -170,6 +170,10 @@ fn beyond_the_table_event_ruler_operators() {
         (r#"{"value":{"a.b":["x"]}}"#, r#"{"a":{"b":"x"}}"#, true),
         (r#"{"value":{"a":{"b":["x"]}}}"#, r#"{"a.b":"x"}"#, true),
         (r#"{"value.a":["x"]}"#, r#"{"a":"x"}"#, true),
+        // A key named "" is a key like any other, not the object holding it.
+        (r#"{"value":{"":["x"]}}"#, r#"{"":"x"}"#, true),
+        (r#"{"value":{"":["x"]}}"#, r#""x""#, false),
+        (r#"{"value":{"a":{"":[1]}}}"#, r#"{"a":{"":1}}"#, true),
         // Nested $or with an And inside.
         (
             r#"{"value":{"source":["cw"],"$or":[{"metricName":["CPU"]},{"metricType":["M"],"$or":[{"metricId":[1234]},{"spaceId":[1000]}]}]}}"#,
@@ -382,6 +386,7 @@ fn extension_fields_match_the_event_names() {
         (r#"{"headers":{"missing":[{"exists":false}]}}"#, true),
         (r#"{"headers":{"type":["created"],"trace.id":["abc"]}}"#, true),
         (r#"{"headers":[{"exists":false}]}"#, true),
+        (r#"{"headers":{"":[{"exists":true}]}}"#, false),
         // Combined with value, and across fields with $or.
         (r#"{"topic":["orders"],"value":{"kind":["created"]}}"#, true),
         (r#"{"topic":["orders"],"value":{"kind":["deleted"]}}"#, false),
