@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `BatchSize`, window, the 6 MB limit, oversized records | [`batch`] |
 //! | the event, byte for byte | [`event`] |
+//! | `FilterCriteria` (the Lambda event-filter grammar) | [`filter`] |
 //! | one batch in flight, retries, commit after success | [`partition`] |
 //! | retry or stop on an Invoke API error | [`policy`] |
 //! | commit coalescing, never backwards | [`checkpoint`] |
@@ -15,6 +16,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod event;
+pub mod filter;
 pub mod guard;
 pub mod invoke;
 pub mod partition;
