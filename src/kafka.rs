@@ -12,21 +12,24 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::event::{Header, KafkaRecord, TimestampType};
 use crate::mapping::StartingPosition;
+use crate::msk_iam::MskIamSigner;
+pub use crate::secrets::{ClientCertificate, Secret, UserPassword};
 use crate::source::{RecordSource, SourceError};
 
-/// How a client connects and how much it buffers.
+/// How a client connects and how much it buffers. Its `Debug` shows no secret: every credential
+/// in [`Security`] is a [`Secret`] or a signer, which print themselves redacted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list.
@@ -46,15 +49,63 @@ pub struct KafkaSettings {
     pub request_timeout: Duration,
 }
 
-/// Transport security to the brokers.
+/// Transport security and authentication to the brokers, as AWS offers them: no SASL without
+/// TLS (AWS refuses `SASL_PLAINTEXT`, and so does kafka-esm), and the broker's certificate and
+/// host name always verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Security {
+    /// No TLS, no authentication.
     Plaintext,
-    /// TLS with the server certificate and host name verified against `ca`.
-    Tls {
-        ca: CaSource,
-    },
+    /// TLS with the server certificate and host name verified against `ca`; with `client`, the
+    /// poller presents a client certificate (mTLS, `CLIENT_CERTIFICATE_TLS_AUTH`).
+    Tls { ca: CaSource, client: Option<ClientCertificate> },
+    /// SASL over verified TLS (`SASL_SSL`).
+    SaslSsl { ca: CaSource, sasl: Sasl },
 }
+
+impl Security {
+    /// A short description for logs: protocol and mechanism, never a credential.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Tls { client: None, .. } => "SSL",
+            Self::Tls { client: Some(_), .. } => "SSL with a client certificate",
+            Self::SaslSsl { sasl, .. } => match sasl {
+                Sasl::ScramSha256(_) => "SASL_SSL/SCRAM-SHA-256",
+                Sasl::ScramSha512(_) => "SASL_SSL/SCRAM-SHA-512",
+                Sasl::Plain(_) => "SASL_SSL/PLAIN",
+                Sasl::MskIam(_) => "SASL_SSL/OAUTHBEARER (MSK IAM)",
+            },
+        }
+    }
+}
+
+/// A SASL mechanism and its credentials.
+#[derive(Debug, Clone)]
+pub enum Sasl {
+    /// `SASL_SCRAM_256_AUTH`.
+    ScramSha256(UserPassword),
+    /// `SASL_SCRAM_512_AUTH`.
+    ScramSha512(UserPassword),
+    /// `BASIC_AUTH` (self-managed clusters only, as in AWS).
+    Plain(UserPassword),
+    /// MSK IAM access control: OAUTHBEARER with a SigV4-signed token from the poller's role.
+    MskIam(Arc<MskIamSigner>),
+}
+
+impl PartialEq for Sasl {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::ScramSha256(a), Self::ScramSha256(b))
+            | (Self::ScramSha512(a), Self::ScramSha512(b))
+            | (Self::Plain(a), Self::Plain(b)) => a == b,
+            (Self::MskIam(a), Self::MskIam(b)) => Arc::ptr_eq(a, b) || a.region() == b.region(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Sasl {}
 
 /// Which certificate authorities a TLS connection trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +116,22 @@ pub enum CaSource {
     Pem(String),
 }
 
-/// Why a client could not do what was asked, phrased for whoever must fix it.
+/// Which side of an authentication failed, for the wording AWS uses in `LastProcessingResult`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// The broker refused the SASL credentials (wrong user or password, a refused IAM token).
+    Sasl,
+    /// The broker refused the client certificate, or wanted one and got none.
+    ClientCertificateRejected,
+    /// The client could not use the certificate or private key (not PEM, wrong password, the
+    /// key does not match the certificate).
+    ClientCertificateInvalid,
+}
+
+/// Why a client could not do what was asked, phrased for whoever must fix it. No variant ever
+/// carries a credential: details come from librdkafka's messages, which name mechanisms, hosts
+/// and TLS alerts, never passwords or keys.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KafkaClientError {
@@ -79,54 +145,175 @@ pub enum KafkaClientError {
     TlsVerification { servers: String, detail: String },
     #[error("topic '{topic}' does not exist on {servers}. Create it, or fix Topics")]
     TopicNotFound { topic: String, servers: String },
+    /// `sasl_denied`: the refusal came as a failed SASL authentication (MSK IAM without
+    /// `kafka-cluster:Connect`), which AWS reports as "SASL authentication failed".
     #[error("the cluster refused access to {what}: {detail}")]
-    Authorization { what: String, detail: String },
+    Authorization { what: String, detail: String, sasl_denied: bool },
     #[error("authentication with {servers} failed: {detail}")]
-    Authentication { servers: String, detail: String },
+    Authentication { servers: String, detail: String, failure: AuthFailure },
     #[error("invalid Kafka client configuration: {detail}")]
     Config { detail: String },
     #[error("Kafka error: {detail}")]
     Other { detail: String },
 }
 
+impl KafkaClientError {
+    /// The mapping's `LastProcessingResult` for this failure: AWS's own wording for the
+    /// authentication and authorization errors it documents, `PROBLEM: …` otherwise.
+    pub fn last_processing_result(&self) -> String {
+        match self {
+            Self::Authentication { failure: AuthFailure::Sasl, .. } | Self::Authorization { sasl_denied: true, .. } => {
+                "SASL authentication failed".into()
+            }
+            Self::Authentication { failure: AuthFailure::ClientCertificateRejected, .. } => {
+                "Server failed to authenticate Lambda".into()
+            }
+            Self::Authentication { failure: AuthFailure::ClientCertificateInvalid, .. } => {
+                "Provided certificate or private key is invalid".into()
+            }
+            Self::TlsVerification { .. } => "Lambda failed to authenticate server".into(),
+            Self::Authorization { sasl_denied: false, .. } => "Cluster failed to authorize Lambda".into(),
+            other => format!("PROBLEM: {other}"),
+        }
+    }
+
+    /// Whether credentials from a secret were refused: the secret may have been rotated since
+    /// it was read, so it is worth reading again before the mapping is stopped.
+    pub const fn may_be_stale_credentials(&self) -> bool {
+        matches!(self, Self::Authentication { .. } | Self::TlsVerification { .. })
+    }
+}
+
 /// librdkafka callbacks: logs go to `tracing` (at DEBUG: a broker that is away makes librdkafka
 /// repeat itself on every reconnect; the consumer reports the failure once, with this context)
 /// tagged with the mapping. The latest client-level failure is kept so a failed request can say
-/// *why*, and a failed certificate verification is kept apart: it only shows up here.
+/// *why*, and an authentication failure is kept apart: it ends the connection (see
+/// [`classify_failure`]). MSK IAM tokens are made here, on librdkafka's request.
 #[derive(Debug)]
 pub struct EsmContext {
     mapping: Arc<str>,
     topic: Arc<str>,
+    servers: Arc<str>,
+    /// Which mechanism is configured, to read librdkafka's failures right.
+    security: SecurityKind,
+    iam: Option<Arc<MskIamSigner>>,
     last_error: Mutex<Option<String>>,
-    tls_verify_failure: Mutex<Option<String>>,
+    auth_failure: Mutex<Option<KafkaClientError>>,
     /// Partition → high watermark, from the statistics callback.
     high_watermarks: Mutex<std::collections::HashMap<i32, i64>>,
 }
 
-impl EsmContext {
-    fn take_failures(&self) -> (Option<String>, Option<String>) {
-        let lock = |m: &Mutex<Option<String>>| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        (lock(&self.last_error), lock(&self.tls_verify_failure))
-    }
+/// What [`classify_failure`] needs to know about the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SecurityKind {
+    tls: bool,
+    client_certificate: bool,
+    sasl: bool,
+    msk_iam: bool,
+}
 
-    fn record(&self, message: &str) {
-        let set = |m: &Mutex<Option<String>>| {
-            *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.to_owned());
-        };
-        if message.contains("certificate verify failed") {
-            set(&self.tls_verify_failure);
+impl SecurityKind {
+    fn of(security: &Security) -> Self {
+        match security {
+            Security::Plaintext => Self { tls: false, client_certificate: false, sasl: false, msk_iam: false },
+            Security::Tls { client, .. } => {
+                Self { tls: true, client_certificate: client.is_some(), sasl: false, msk_iam: false }
+            }
+            Security::SaslSsl { sasl, .. } => {
+                Self { tls: true, client_certificate: false, sasl: true, msk_iam: matches!(sasl, Sasl::MskIam(_)) }
+            }
         }
-        set(&self.last_error);
     }
 }
 
+impl EsmContext {
+    fn take_failures(&self) -> (Option<String>, Option<KafkaClientError>) {
+        (
+            self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(),
+            self.auth_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(),
+        )
+    }
+
+    /// The authentication failure seen, if any, without clearing it.
+    fn auth_failure(&self) -> Option<KafkaClientError> {
+        self.auth_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn record(&self, code: Option<RDKafkaErrorCode>, message: &str) {
+        if let Some(failure) = classify_failure(self.security, &self.servers, code, message) {
+            *self.auth_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure);
+        }
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.to_owned());
+    }
+}
+
+/// Whether librdkafka's failure `message` (with error `code`, when it came as an error event)
+/// means the credentials or certificates were refused, and how AWS names that.
+///
+/// librdkafka reports SASL failures with their own code (`Authentication`, or the broker's
+/// `SaslAuthenticationFailed`); TLS failures only as text from OpenSSL (the error code is a
+/// generic SSL or transport failure), so the certificate cases read OpenSSL's alert and verify
+/// messages, which are stable across OpenSSL versions. Anything else is not an authentication
+/// failure: a broker that is away, restarting or slow is retried.
+fn classify_failure(
+    security: SecurityKind,
+    servers: &str,
+    code: Option<RDKafkaErrorCode>,
+    message: &str,
+) -> Option<KafkaClientError> {
+    let servers = servers.to_owned();
+    let detail = message.to_owned();
+    let lower = message.to_ascii_lowercase();
+    if security.tls && lower.contains("certificate verify failed") {
+        return Some(KafkaClientError::TlsVerification { servers, detail });
+    }
+    // TLS alerts the broker sends when it does not accept the client (no certificate, an
+    // unknown CA, expired, revoked, …). OpenSSL writes them as "… alert <name>".
+    const CLIENT_REJECTED: [&str; 7] = [
+        "alert certificate required",
+        "alert bad certificate",
+        "alert unknown ca",
+        "alert certificate expired",
+        "alert certificate revoked",
+        "alert certificate unknown",
+        "alert unsupported certificate",
+    ];
+    if security.tls && CLIENT_REJECTED.iter().any(|alert| lower.contains(alert)) {
+        return Some(KafkaClientError::Authentication {
+            servers,
+            detail,
+            failure: AuthFailure::ClientCertificateRejected,
+        });
+    }
+    let sasl_code = matches!(code, Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed));
+    if security.sasl && (sasl_code || lower.contains("sasl authentication error")) {
+        // No token (the credential chain is failing right now) is not a refusal: retried.
+        if lower.contains("oauthbearer token") && !lower.contains("sasl authentication error") {
+            return None;
+        }
+        if security.msk_iam && lower.contains("access denied") {
+            return Some(KafkaClientError::Authorization {
+                what: "the cluster (kafka-cluster:Connect)".into(),
+                detail: format!(
+                    "{detail}. Allow kafka-cluster:Connect on the cluster (and DescribeGroup, AlterGroup, DescribeTopic, ReadData on the group and topic) in the poller's role"
+                ),
+                sasl_denied: true,
+            });
+        }
+        return Some(KafkaClientError::Authentication { servers, detail, failure: AuthFailure::Sasl });
+    }
+    None
+}
+
 impl ClientContext for EsmContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 debug!(mapping = %self.mapping, facility = fac, "librdkafka: {message}");
                 if fac == "FAIL" {
-                    self.record(message);
+                    self.record(None, message);
                 }
             }
             RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
@@ -138,7 +325,7 @@ impl ClientContext for EsmContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         debug!(mapping = %self.mapping, error = %error, reason, "Kafka client error.");
-        self.record(reason);
+        self.record(error.rdkafka_error_code(), reason);
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -150,7 +337,27 @@ impl ClientContext for EsmContext {
             }
         }
     }
+
+    /// Called by librdkafka (on the thread serving the main queue) at start and at 80 % of the
+    /// previous token's lifetime. Signing is local and quick; credentials are kept fresh by the
+    /// signer in the background, so this never blocks.
+    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let signer = self.iam.as_ref().ok_or("OAUTHBEARER is only used for MSK IAM access control")?;
+        let token = signer.token().inspect_err(|e| {
+            warn!(mapping = %self.mapping, error = %e, "Cannot make an MSK IAM token; librdkafka will ask again.");
+        })?;
+        debug!(mapping = %self.mapping, expires_at_ms = token.expires_at_ms, "Made an MSK IAM token.");
+        Ok(OAuthToken {
+            token: token.token,
+            principal_name: IAM_PRINCIPAL.to_owned(),
+            lifetime_ms: token.expires_at_ms,
+        })
+    }
 }
+
+/// The principal librdkafka records with an OAUTHBEARER token; MSK identifies the caller from
+/// the signed token, not from this name.
+const IAM_PRINCIPAL: &str = "kafka-esm";
 
 impl ConsumerContext for EsmContext {}
 
@@ -182,12 +389,18 @@ impl KafkaClient {
         let context = EsmContext {
             mapping: Arc::from(mapping),
             topic: Arc::from(topic),
+            servers: Arc::from(settings.bootstrap_servers.as_str()),
+            security: SecurityKind::of(&settings.security),
+            iam: match &settings.security {
+                Security::SaslSsl { sasl: Sasl::MskIam(signer), .. } => Some(signer.clone()),
+                _ => None,
+            },
             last_error: Mutex::new(None),
-            tls_verify_failure: Mutex::new(None),
+            auth_failure: Mutex::new(None),
             high_watermarks: Mutex::new(std::collections::HashMap::new()),
         };
         let consumer: EsmConsumer =
-            config.create_with_context(context).map_err(|e| KafkaClientError::Config { detail: e.to_string() })?;
+            config.create_with_context(context).map_err(|e| creation_error(&settings.security, &e))?;
         Ok(Self { consumer: Arc::new(consumer), topic: Arc::from(topic), settings: Arc::new(settings) })
     }
 
@@ -197,23 +410,23 @@ impl KafkaClient {
 
     fn describe(&self, e: &KafkaError, what: &str) -> KafkaClientError {
         let servers = self.settings.bootstrap_servers.clone();
-        let (last, tls_failure) = self.consumer.context().take_failures();
+        let (last, auth_failure) = self.consumer.context().take_failures();
         let code = e.rdkafka_error_code();
         let detail = match &last {
             Some(reason) => format!("{e} ({reason})"),
             None => e.to_string(),
         };
-        if let Some(reason) = tls_failure {
-            return KafkaClientError::TlsVerification { servers, detail: reason };
+        if let Some(failure) = auth_failure {
+            return failure;
         }
         match code {
             Some(
                 RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::GroupAuthorizationFailed
                 | RDKafkaErrorCode::ClusterAuthorizationFailed,
-            ) => KafkaClientError::Authorization { what: what.to_owned(), detail },
+            ) => KafkaClientError::Authorization { what: what.to_owned(), detail, sasl_denied: false },
             Some(RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::Authentication) => {
-                KafkaClientError::Authentication { servers, detail }
+                KafkaClientError::Authentication { servers, detail, failure: AuthFailure::Sasl }
             }
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
                 KafkaClientError::TopicNotFound { topic: self.topic.to_string(), servers }
@@ -404,10 +617,12 @@ impl KafkaClient {
         (high >= 0 && next_offset >= 0).then(|| u64::try_from(high.saturating_sub(next_offset)).unwrap_or(0))
     }
 
-    /// Serves the client's main queue (callbacks, errors) until it is dropped. Every record is
-    /// read from a partition queue; one showing up here means the split raced a fetch, so this
-    /// returns an error and the caller restarts the consumer from the committed offsets rather
-    /// than skip a record.
+    /// Serves the client's main queue (callbacks, errors, MSK IAM token requests) until it is
+    /// dropped. Every record is read from a partition queue; one showing up here means the split
+    /// raced a fetch, so this returns an error and the caller restarts the consumer from the
+    /// committed offsets rather than skip a record. It also returns when the brokers refuse the
+    /// client's credentials or certificates (or the client refuses the broker's): retrying the
+    /// same credentials cannot succeed, and librdkafka would otherwise retry them forever.
     pub async fn serve_main_queue(&self) -> KafkaClientError {
         loop {
             match self.consumer.recv().await {
@@ -421,6 +636,9 @@ impl KafkaClient {
                     return KafkaClientError::Other { detail: "record routed to the main queue".into() };
                 }
                 Err(e) => {
+                    if let Some(failure) = self.consumer.context().auth_failure() {
+                        return failure;
+                    }
                     info!(error = %e, "Kafka consumer error.");
                 }
             }
@@ -457,19 +675,75 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         // Never subscribed, so no assignor runs; this only lets the incremental assignment calls
         // through whatever librdkafka infers.
         .set("partition.assignment.strategy", "cooperative-sticky");
-    match &settings.security {
+    apply_security(&mut config, &settings.security);
+    config
+}
+
+/// The `security.protocol`, TLS and SASL settings of `security`.
+fn apply_security(config: &mut ClientConfig, security: &Security) {
+    let trust = |config: &mut ClientConfig, ca: &CaSource| {
+        // Host names are verified too (librdkafka's default since 2.0; set so it stays).
+        config.set("ssl.endpoint.identification.algorithm", "https");
+        match ca {
+            CaSource::System => config.set("ssl.ca.location", "probe"),
+            CaSource::Pem(pem) => config.set("ssl.ca.pem", pem),
+        };
+    };
+    match security {
         Security::Plaintext => {
             config.set("security.protocol", "plaintext");
         }
-        Security::Tls { ca } => {
-            config.set("security.protocol", "ssl").set("ssl.endpoint.identification.algorithm", "https");
-            match ca {
-                CaSource::System => config.set("ssl.ca.location", "probe"),
-                CaSource::Pem(pem) => config.set("ssl.ca.pem", pem),
+        Security::Tls { ca, client } => {
+            config.set("security.protocol", "ssl");
+            trust(config, ca);
+            if let Some(client) = client {
+                config
+                    .set("ssl.certificate.pem", client.certificate_pem.expose())
+                    .set("ssl.key.pem", client.private_key_pem.expose());
+                if let Some(password) = &client.private_key_password {
+                    config.set("ssl.key.password", password.expose());
+                }
+            }
+        }
+        Security::SaslSsl { ca, sasl } => {
+            config.set("security.protocol", "sasl_ssl");
+            trust(config, ca);
+            let (mechanism, credentials) = match sasl {
+                Sasl::ScramSha256(c) => ("SCRAM-SHA-256", Some(c)),
+                Sasl::ScramSha512(c) => ("SCRAM-SHA-512", Some(c)),
+                Sasl::Plain(c) => ("PLAIN", Some(c)),
+                // Tokens come from `EsmContext::generate_oauth_token`.
+                Sasl::MskIam(_) => ("OAUTHBEARER", None),
             };
+            config.set("sasl.mechanism", mechanism);
+            if let Some(c) = credentials {
+                config.set("sasl.username", c.username.expose()).set("sasl.password", c.password.expose());
+            }
         }
     }
-    config
+}
+
+/// Why librdkafka would not create the client. Configuration errors name the key, never its
+/// value (rdkafka's own message would print the value, e.g. a private key). A certificate or key
+/// librdkafka cannot load is reported as AWS does ("Provided certificate or private key is
+/// invalid"); librdkafka says which one only in its text ("ssl.key.pem failed: …").
+fn creation_error(security: &Security, e: &KafkaError) -> KafkaClientError {
+    let detail = match e {
+        KafkaError::ClientConfig(_, description, key, _value) => format!("{key}: {description}"),
+        other => other.to_string(),
+    };
+    let lower = detail.to_ascii_lowercase();
+    let client_certificate = matches!(security, Security::Tls { client: Some(_), .. });
+    if client_certificate
+        && ["ssl.key", "ssl.certificate", "private key", "certificate.pem"].iter().any(|k| lower.contains(k))
+    {
+        return KafkaClientError::Authentication {
+            servers: String::new(),
+            detail,
+            failure: AuthFailure::ClientCertificateInvalid,
+        };
+    }
+    KafkaClientError::Config { detail }
 }
 
 fn is_connection_error(e: &KafkaError) -> bool {
@@ -582,5 +856,187 @@ impl Checkpoint for KafkaCheckpoint {
             .await
             .map_err(|e| CheckpointError { message: e.to_string() })?;
         result.map_err(|e| CheckpointError { message: self.client.describe(&e, "commit").to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(security: Security) -> KafkaSettings {
+        KafkaSettings {
+            bootstrap_servers: "b-1:9096".into(),
+            group_id: "g".into(),
+            security,
+            fetch_wait_max_ms: 500,
+            queued_max_kbytes: 2048,
+            fetch_queue_backoff_ms: 10,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn user(password: &str) -> UserPassword {
+        UserPassword { username: Secret::new("alice"), password: Secret::new(password) }
+    }
+
+    #[test]
+    fn each_mechanism_configures_librdkafka_and_verifies_the_broker() {
+        let scram = consumer_config(
+            &settings(Security::SaslSsl { ca: CaSource::System, sasl: Sasl::ScramSha512(user("pw-1")) }),
+            "c",
+        );
+        assert_eq!(scram.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(scram.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!((scram.get("sasl.username"), scram.get("sasl.password")), (Some("alice"), Some("pw-1")));
+        assert_eq!(scram.get("ssl.endpoint.identification.algorithm"), Some("https"));
+        assert_eq!(scram.get("ssl.ca.location"), Some("probe"));
+
+        let plain = consumer_config(
+            &settings(Security::SaslSsl { ca: CaSource::Pem("PEM".into()), sasl: Sasl::Plain(user("pw")) }),
+            "c",
+        );
+        assert_eq!((plain.get("sasl.mechanism"), plain.get("ssl.ca.pem")), (Some("PLAIN"), Some("PEM")));
+
+        let client = ClientCertificate {
+            certificate_pem: Secret::new("CERT"),
+            private_key_pem: Secret::new("KEY"),
+            private_key_password: Some(Secret::new("KEYPW")),
+        };
+        let mtls = consumer_config(&settings(Security::Tls { ca: CaSource::System, client: Some(client) }), "c");
+        assert_eq!(mtls.get("security.protocol"), Some("ssl"));
+        assert_eq!(
+            (mtls.get("ssl.certificate.pem"), mtls.get("ssl.key.pem"), mtls.get("ssl.key.password")),
+            (Some("CERT"), Some("KEY"), Some("KEYPW"))
+        );
+        assert_eq!(mtls.get("sasl.mechanism"), None);
+
+        let provider = aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "test"),
+        );
+        let iam =
+            Security::SaslSsl { ca: CaSource::System, sasl: Sasl::MskIam(MskIamSigner::new("eu-west-1", provider)) };
+        let config = consumer_config(&settings(iam), "c");
+        assert_eq!(
+            (config.get("security.protocol"), config.get("sasl.mechanism")),
+            (Some("sasl_ssl"), Some("OAUTHBEARER"))
+        );
+        assert_eq!(config.get("sasl.password"), None);
+        assert_eq!(consumer_config(&settings(Security::Plaintext), "c").get("security.protocol"), Some("plaintext"));
+    }
+
+    #[test]
+    fn settings_never_print_credentials() {
+        let client = ClientCertificate {
+            certificate_pem: Secret::new("-----BEGIN CERTIFICATE-----"),
+            private_key_pem: Secret::new("-----BEGIN PRIVATE KEY-----"),
+            private_key_password: Some(Secret::new("key-password")),
+        };
+        for security in [
+            Security::SaslSsl { ca: CaSource::System, sasl: Sasl::ScramSha256(user("hunter2")) },
+            Security::Tls { ca: CaSource::System, client: Some(client) },
+        ] {
+            let shown = format!("{:?} {}", settings(security.clone()), security.describe());
+            for secret in ["hunter2", "alice", "PRIVATE KEY", "key-password"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+    }
+
+    const SCRAM: SecurityKind = SecurityKind { tls: true, client_certificate: false, sasl: true, msk_iam: false };
+    const IAM: SecurityKind = SecurityKind { tls: true, client_certificate: false, sasl: true, msk_iam: true };
+    const MTLS: SecurityKind = SecurityKind { tls: true, client_certificate: true, sasl: false, msk_iam: false };
+
+    #[test]
+    fn refusals_are_named_as_aws_names_them_and_outages_are_not_refusals() {
+        let sasl = classify_failure(
+            SCRAM,
+            "b:9096",
+            Some(RDKafkaErrorCode::Authentication),
+            "sasl_ssl://b:9096/bootstrap: SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512 (after 12ms in state AUTH_REQ)",
+        )
+        .expect("a refusal");
+        assert_eq!(sasl.last_processing_result(), "SASL authentication failed");
+        assert!(sasl.may_be_stale_credentials());
+        assert_eq!(
+            crate::error::kafka_disposition(&sasl),
+            crate::error::Disposition::Stop(crate::error::StopReason::EventSourceAuthnError)
+        );
+
+        let denied = classify_failure(
+            IAM,
+            "b:9098",
+            Some(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: SaslAuthenticateRequest failed: [7a2c]: Access denied (after 5ms in state AUTH_REQ)",
+        )
+        .expect("a refusal");
+        assert!(matches!(denied, KafkaClientError::Authorization { sasl_denied: true, .. }));
+        assert_eq!(denied.last_processing_result(), "SASL authentication failed");
+        assert_eq!(
+            crate::error::kafka_disposition(&denied),
+            crate::error::Disposition::Stop(crate::error::StopReason::EventSourceAuthzError)
+        );
+
+        let server = classify_failure(
+            MTLS,
+            "b:9094",
+            Some(RDKafkaErrorCode::SSL),
+            "ssl://b:9094/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed: broker certificate could not be verified",
+        )
+        .expect("a refusal");
+        assert_eq!(server.last_processing_result(), "Lambda failed to authenticate server");
+
+        for alert in [
+            "tlsv13 alert certificate required",
+            "sslv3 alert bad certificate",
+            "tlsv1 alert unknown ca",
+            "sslv3 alert certificate expired",
+        ] {
+            let rejected = classify_failure(
+                MTLS,
+                "b:9094",
+                Some(RDKafkaErrorCode::SSL),
+                &format!("SSL transport error: error:0A00045C:SSL routines::{alert}: SSL alert number 116"),
+            )
+            .expect("a refusal");
+            assert_eq!(rejected.last_processing_result(), "Server failed to authenticate Lambda", "{alert}");
+        }
+
+        for outage in [
+            (
+                Some(RDKafkaErrorCode::BrokerTransportFailure),
+                "Connect to ipv4#127.0.0.1:9096 failed: Connection refused",
+            ),
+            (Some(RDKafkaErrorCode::AllBrokersDown), "1/1 brokers are down"),
+            (Some(RDKafkaErrorCode::Authentication), "Failed to acquire SASL OAUTHBEARER token: no credentials"),
+        ] {
+            assert_eq!(classify_failure(IAM, "b", outage.0, outage.1), None, "{outage:?}");
+        }
+        // SASL codes mean nothing to a connection without SASL.
+        assert_eq!(classify_failure(MTLS, "b", Some(RDKafkaErrorCode::Authentication), "x"), None);
+    }
+
+    #[test]
+    fn unusable_certificates_and_keys_are_named_and_config_errors_never_echo_values() {
+        let client = ClientCertificate {
+            certificate_pem: Secret::new("CERT"),
+            private_key_pem: Secret::new("not a key"),
+            private_key_password: None,
+        };
+        let mtls = Security::Tls { ca: CaSource::System, client: Some(client) };
+        let e = creation_error(&mtls, &KafkaError::ClientCreation("ssl.key.pem failed: not in PEM format?".into()));
+        assert_eq!(e.last_processing_result(), "Provided certificate or private key is invalid");
+        let e = creation_error(
+            &Security::Plaintext,
+            &KafkaError::ClientConfig(
+                rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+                "Invalid value".into(),
+                "sasl.password".into(),
+                "hunter2".into(),
+            ),
+        );
+        assert!(
+            matches!(&e, KafkaClientError::Config { detail } if detail.contains("sasl.password") && !detail.contains("hunter2")),
+            "{e}"
+        );
     }
 }
