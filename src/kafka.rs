@@ -278,7 +278,14 @@ fn classify_failure(
         "alert certificate unknown",
         "alert unsupported certificate",
     ];
-    if security.tls && CLIENT_REJECTED.iter().any(|alert| lower.contains(alert)) {
+    // Alerts that name no certificate but, received during the handshake of a connection that
+    // presents one, mean the broker could not verify it (a certificate whose issuer name matches
+    // a trusted CA but whose signature does not: "decrypt error").
+    const CLIENT_UNVERIFIED: [&str; 3] = ["alert decrypt error", "alert access denied", "alert handshake failure"];
+    if security.tls
+        && (CLIENT_REJECTED.iter().any(|alert| lower.contains(alert))
+            || (security.client_certificate && CLIENT_UNVERIFIED.iter().any(|alert| lower.contains(alert))))
+    {
         return Some(KafkaClientError::Authentication {
             servers,
             detail,
@@ -1011,6 +1018,8 @@ mod tests {
         ] {
             assert_eq!(classify_failure(IAM, "b", outage.0, outage.1), None, "{outage:?}");
         }
+        // A decrypt error without a client certificate is not about one.
+        assert_eq!(classify_failure(SCRAM, "b", Some(RDKafkaErrorCode::SSL), "tlsv1 alert decrypt error"), None);
         // SASL codes mean nothing to a connection without SASL.
         assert_eq!(classify_failure(MTLS, "b", Some(RDKafkaErrorCode::Authentication), "x"), None);
     }

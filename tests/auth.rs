@@ -325,9 +325,7 @@ async fn msk_iam_clusters_without_a_secret_use_oauthbearer_tokens_and_a_denied_c
     let topic = random_topic("iam");
     // The topic exists on both brokers (each is its own tansu); created through the IAM front.
     allowed.create_topic(&topic, 2).await;
-    denied.front.allow_connect(true);
     denied.create_topic(&topic, 1).await;
-    denied.front.allow_connect(false);
     allowed.fill(&topic, 2, 5).await;
 
     // A provisioned cluster with IAM on (and plaintext too: IAM wins, as in AWS) and a Serverless one.

@@ -229,19 +229,16 @@ impl IamCluster {
         config
     }
 
+    /// Creates a topic with `tansu topic create` on the broker's own listener (librdkafka's admin
+    /// client does not serve OAUTHBEARER token requests, and the fronts admit nothing else).
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        let admin: AdminClient<IamContext> = self.iam_config().create_with_context(IamContext).unwrap();
-        let results = admin
-            .create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
+        let out = tokio::process::Command::new(kafka_esm_testkit::services::tool("tansu"))
+            .args(["topic", "create", topic, "--partitions", &partitions.to_string()])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.tansu.port)])
+            .output()
             .await
             .unwrap();
-        for result in results {
-            result.unwrap();
-        }
+        assert!(out.status.success(), "tansu topic create: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Produces with OAUTHBEARER tokens from kafka-esm's signer (the front checks them).
