@@ -3,9 +3,11 @@
 //!
 //! The token is a SigV4-presigned `GET https://kafka.REGION.amazonaws.com/?Action=kafka-cluster:Connect`
 //! (service `kafka-cluster`, valid 900 s, only the `host` header signed, an empty payload), with an
-//! unsigned `User-Agent` parameter appended, URL-safe base64 without padding. Signing uses AWS's
-//! own `aws-sigv4` crate (already in the tree through the SDK); this module only assembles the URL
-//! in the reference's parameter order. `tests/data/msk-iam-reference-tokens.json`, produced by
+//! unsigned `User-Agent` parameter appended, URL-safe base64 without padding. The signing key and
+//! the signature come from AWS's own `aws-sigv4` crate (already in the tree through the SDK); the
+//! canonical request is built here, because `aws-sigv4`'s request signer logs the canonical
+//! request at TRACE, and for a presigned URL that includes the session token (it redacts only
+//! headers). The URL's parameters are in the reference's order. `tests/data/msk-iam-reference-tokens.json`, produced by
 //! the Python reference (`scripts/msk-iam-reference-tokens.py`), pins the bytes: the unit tests
 //! sign the same inputs and compare.
 //!
@@ -23,7 +25,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
 use tracing::{debug, warn};
@@ -38,6 +39,9 @@ pub const USER_AGENT: &str = concat!("kafka-esm/", env!("CARGO_PKG_VERSION"));
 
 const ACTION: &str = "kafka-cluster:Connect";
 const SIGNING_NAME: &str = "kafka-cluster";
+const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// SHA-256 of the empty payload.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Why no token could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,49 +82,40 @@ pub fn sign_token(
     if credentials.access_key_id().is_empty() || credentials.secret_access_key().is_empty() {
         return Err(MskIamError::NoCredentials { detail: "the access key or secret key is empty".into() });
     }
-    let signing_error = |e: &dyn std::fmt::Display| MskIamError::Signing { detail: e.to_string() };
-    let seconds = at.duration_since(UNIX_EPOCH).map_err(|e| signing_error(&e))?.as_secs();
+    let seconds = at.duration_since(UNIX_EPOCH).map_err(|e| MskIamError::Signing { detail: e.to_string() })?.as_secs();
     let at = UNIX_EPOCH + Duration::from_secs(seconds);
-    let endpoint = format!("https://kafka.{region}.amazonaws.com/");
-    let action = format!("Action={}", encode(ACTION));
-    let url = format!("{endpoint}?{action}");
+    let (date, date_time) = amz_dates(seconds);
+    let host = format!("kafka.{region}.amazonaws.com");
+    let scope = format!("{date}/{region}/{SIGNING_NAME}/aws4_request");
 
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(TOKEN_LIFETIME);
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(SIGNING_NAME)
-        .time(at)
-        .settings(settings)
-        .build()
-        .map_err(|e| signing_error(&e))?;
-    let request = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(&[]))
-        .map_err(|e| signing_error(&e))?;
-    let (instructions, _signature) = sign(request, &params.into()).map_err(|e| signing_error(&e))?.into_parts();
-    let param = |name: &str| -> Result<String, MskIamError> {
-        instructions
-            .params()
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| encode(v))
-            .ok_or_else(|| MskIamError::Signing { detail: format!("the signer gave no {name}") })
-    };
+    // The query in the reference's order: the operation's parameter, then the auth parameters
+    // in the order botocore writes them (session token after SignedHeaders).
+    let mut query: Vec<(&str, String)> = vec![
+        ("Action", ACTION.to_owned()),
+        ("X-Amz-Algorithm", ALGORITHM.to_owned()),
+        ("X-Amz-Credential", format!("{}/{scope}", credentials.access_key_id())),
+        ("X-Amz-Date", date_time.clone()),
+        ("X-Amz-Expires", TOKEN_LIFETIME.as_secs().to_string()),
+        ("X-Amz-SignedHeaders", "host".to_owned()),
+    ];
+    if let Some(token) = credentials.session_token() {
+        query.push(("X-Amz-Security-Token", token.to_owned()));
+    }
+    // SigV4: the canonical query string is sorted by name; only `host` is signed; the payload
+    // is empty.
+    let mut sorted: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    sorted.sort();
+    let canonical_request = format!("GET\n/\n{}\nhost:{host}\n\nhost\n{EMPTY_SHA256}", sorted.join("&"));
+    let string_to_sign = format!("{ALGORITHM}\n{date_time}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()));
+    let key = v4::generate_signing_key(credentials.secret_access_key(), at, region, SIGNING_NAME);
+    let signature = v4::calculate_signature(key, string_to_sign.as_bytes());
 
-    // The reference's order: the operation's parameters, then the auth parameters in the order
-    // botocore writes them (session token after SignedHeaders), the signature, the user agent.
-    let mut query = vec![action];
-    for name in ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders"] {
-        query.push(format!("{name}={}", param(name)?));
+    let mut url = format!("https://{host}/?");
+    for (name, value) in &query {
+        url.push_str(&format!("{name}={}&", encode(value)));
     }
-    if credentials.session_token().is_some() {
-        query.push(format!("X-Amz-Security-Token={}", param("X-Amz-Security-Token")?));
-    }
-    query.push(format!("X-Amz-Signature={}", param("X-Amz-Signature")?));
-    query.push(format!("User-Agent={}", encode(user_agent)));
-    let signed_url = format!("{endpoint}?{}", query.join("&"));
+    url.push_str(&format!("X-Amz-Signature={signature}&User-Agent={}", encode(user_agent)));
+    let signed_url = url;
 
     let expires = at + TOKEN_LIFETIME;
     Ok(AuthToken {
@@ -140,6 +135,30 @@ fn encode(value: &str) -> String {
         }
     }
     out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `(YYYYMMDD, YYYYMMDDTHHMMSSZ)` of epoch `seconds`, in UTC.
+fn amz_dates(seconds: u64) -> (String, String) {
+    let days = i64::try_from(seconds / 86_400).unwrap_or(i64::MAX);
+    let rest = seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let date = format!("{year:04}{month:02}{day:02}");
+    let time = format!("{date}T{:02}{:02}{:02}Z", rest / 3_600, rest % 3_600 / 60, rest % 60);
+    (date, time)
 }
 
 fn epoch_ms(t: SystemTime) -> i64 {
