@@ -458,6 +458,16 @@ enum Credentials {
     Client(crate::secrets::ClientCertificate),
 }
 
+/// Checks a mapping's `SourceAccessConfigurations` as AWS does (one authentication type, MSK
+/// without BASIC_AUTH or SCRAM-256, secret ARNs, no VIRTUAL_HOST), without reading anything: for
+/// the API to refuse such a mapping at create/update time, as AWS does.
+///
+/// # Errors
+/// The first rule broken, as the `PROBLEM: …` message the poller would record.
+pub fn validate_source_access(mapping: &EventSourceMapping) -> Result<(), String> {
+    access_plan(mapping, &mapping.cluster()).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// Checks `SourceAccessConfigurations` as AWS does and says what to fetch.
 fn access_plan(mapping: &EventSourceMapping, cluster: &KafkaCluster) -> Result<AccessPlan, ResolveError> {
     let invalid = |detail: String| {

@@ -59,8 +59,25 @@ async fn scram_sha_256_and_512_over_tls_deliver_refuse_a_wrong_password_and_foll
         .create(mapping_request("wrong", &topic, &front.bootstrap, with(SourceAccessType::SaslScram512Auth, &wrong)))
         .await;
 
-    let poller = AuthPoller::start(&h, &sdk_config(&h.stub.endpoint).await).await;
-    let done = wait_for(WAIT, || async { count_to(&h, "scram256") >= 10 && count_to(&h, "scram512") >= 10 }).await;
+    // The same broker as an MSK cluster with SASL/SCRAM on: a SCRAM secret picks its
+    // BootstrapBrokerStringSaslScram, although the cluster also lists plaintext brokers.
+    let msk = MskStub::start().await;
+    let arn = cluster_arn("scram");
+    msk.put_cluster(
+        &arn,
+        MskCluster { brokers_sasl_scram: Some(front.bootstrap.clone()), ..MskCluster::active_plaintext("127.0.0.1:1") },
+    );
+    let mut msk_scram = request("msk-scram", &topic);
+    msk_scram.self_managed_event_source = None;
+    msk_scram.event_source_arn = Some(arn);
+    msk_scram.source_access_configurations = Some(with(SourceAccessType::SaslScram512Auth, &bob));
+    h.create(msk_scram).await;
+
+    let poller = AuthPoller::start(&h, &sdk_config(&msk.endpoint).await).await;
+    let done = wait_for(WAIT, || async {
+        count_to(&h, "scram256") >= 10 && count_to(&h, "scram512") >= 10 && count_to(&h, "msk-scram") >= 10
+    })
+    .await;
     assert!(done.is_some(), "delivered: {} / {}", count_to(&h, "scram256"), count_to(&h, "scram512"));
     let (state, reason, result) = wait_disabled(&h, &bad).await;
     assert_eq!(
@@ -97,8 +114,8 @@ async fn scram_sha_256_and_512_over_tls_deliver_refuse_a_wrong_password_and_foll
         ("sasl.password", "bob-pw-rotated"),
     ];
     Producer::with_config(&front.bootstrap, &sasl_bob).unwrap().fill(&topic, 2, 3, "after").await.unwrap();
-    let rotated = wait_for(WAIT, || async { count_to(&h, "scram512") >= 16 }).await;
-    assert!(rotated.is_some(), "after the rotation: {}", count_to(&h, "scram512"));
+    let rotated = wait_for(WAIT, || async { count_to(&h, "scram512") >= 16 && count_to(&h, "msk-scram") >= 16 }).await;
+    assert!(rotated.is_some(), "after the rotation: {} / {}", count_to(&h, "scram512"), count_to(&h, "msk-scram"));
     assert_eq!(status(&h, &m512).await.0, State::Enabled);
     // alice's password did not change: her mapping reconnects as it was.
     assert!(wait_for(WAIT, || async { count_to(&h, "scram256") >= 16 }).await.is_some());
@@ -228,15 +245,31 @@ async fn mutual_tls_delivers_with_plain_and_encrypted_keys_and_names_each_refusa
         ))
         .await;
 
-    let poller = AuthPoller::start(&h, &sdk_config(&h.stub.endpoint).await).await;
-    for name in ["mtls-plain", "mtls-pbes1", "mtls-pbes2"] {
+    // The same broker as an MSK cluster with TLS client authentication: an mTLS secret picks
+    // its BootstrapBrokerStringTls.
+    let msk = MskStub::start().await;
+    let arn = cluster_arn("mtls");
+    msk.put_cluster(
+        &arn,
+        MskCluster { brokers_tls: Some(broker.bootstrap.clone()), ..MskCluster::active_plaintext("127.0.0.1:1") },
+    );
+    let mut msk_mtls = request("msk-mtls", &topic);
+    msk_mtls.self_managed_event_source = None;
+    msk_mtls.event_source_arn = Some(arn);
+    msk_mtls.source_access_configurations = Some(vec![
+        access(SourceAccessType::ClientCertificateTlsAuth, &good_arn),
+        access(SourceAccessType::ServerRootCaCertificate, &ca_uri),
+    ]);
+    h.create(msk_mtls).await;
+
+    let poller = AuthPoller::start(&h, &sdk_config(&msk.endpoint).await).await;
+    for name in ["mtls-plain", "mtls-pbes1", "mtls-pbes2", "msk-mtls"] {
         assert!(wait_for(WAIT, || async { count_to(&h, name) >= 5 }).await.is_some(), "{name}: {}", count_to(&h, name));
-        let expected = BTreeMap::from([(0, 5)]);
-        assert_eq!(
-            wait_committed(&broker.bootstrap, &mappings[name].uuid, &topic, 1, &mtls, &expected).await,
-            expected,
-            "{name}"
-        );
+        if let Some(mapping) = mappings.get(name) {
+            let expected = BTreeMap::from([(0, 5)]);
+            let got = wait_committed(&broker.bootstrap, &mapping.uuid, &topic, 1, &mtls, &expected).await;
+            assert_eq!(got, expected, "{name}");
+        }
     }
     for (name, wording) in [
         ("mtls-unknown", "Server failed to authenticate Lambda"),
