@@ -7,6 +7,8 @@
 #   cargo-lambda `cargo lambda watch`, a local Invoke API (PyPI ships the binary)
 #   stunnel4     TLS terminator in front of tansu's plain listener (Debian)
 #   confluent-kafka  independent librdkafka client for checks (PyPI)
+#   aws-msk-iam-sasl-signer-python  AWS's MSK IAM token signer: the reference our tokens are
+#                    compared with (scripts/msk-iam-reference-tokens.py), botocore pinned with it
 #
 # Cache directory: $KAFKA_ESM_CACHE (default ~/.cache/kafka-esm). Source `scripts/env.sh` to get
 # the PATH that finds these tools.
@@ -20,6 +22,9 @@ TANSU_VERSION=0.6.0
 DYNALITE_VERSION=4.0.0
 CARGO_LAMBDA_VERSION=1.9.2
 CONFLUENT_KAFKA_VERSION=2.12.1
+MSK_IAM_SIGNER_VERSION=1.0.2
+# The signer signs with botocore: pinned so the reference tokens are reproducible.
+BOTOCORE_VERSION=1.44.8
 
 mkdir -p "$KAFKA_ESM_CACHE"
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -51,6 +56,13 @@ if ! [ -x "$KAFKA_ESM_CACHE/py/bin/cargo-lambda" ] || ! "$KAFKA_ESM_CACHE/py/bin
   python3 -m venv "$KAFKA_ESM_CACHE/py"
   "$KAFKA_ESM_CACHE/py/bin/pip" install --quiet --disable-pip-version-check \
     "cargo-lambda==$CARGO_LAMBDA_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION" >&2
+fi
+
+if ! "$KAFKA_ESM_CACHE/py/bin/python" -c 'import aws_msk_iam_sasl_signer' 2>/dev/null; then
+  log "installing aws-msk-iam-sasl-signer-python $MSK_IAM_SIGNER_VERSION (PyPI, in the venv)"
+  "$KAFKA_ESM_CACHE/py/bin/pip" install --quiet --disable-pip-version-check \
+    "aws-msk-iam-sasl-signer-python==$MSK_IAM_SIGNER_VERSION" \
+    "botocore==$BOTOCORE_VERSION" "boto3==$BOTOCORE_VERSION" >&2
 fi
 
 if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then

@@ -9,7 +9,7 @@
 //! | the EventSourceMapping API | [`api`] |
 //! | the data plane: records → batches → invokes → commits | [`delivery`] |
 //! | the control plane: leases, fair share, scaling, consumers | [`coordination`] |
-//! | adapters: DynamoDB, Lambda ([`aws`]); librdkafka ([`kafka`]); MSK and secrets ([`cluster`]) | |
+//! | adapters: DynamoDB, Lambda, Secrets Manager ([`aws`]); librdkafka, MSK, SASL ([`kafka`]) | |
 //! | configuration and time | [`config`], [`clock`] |
 
 pub mod api;
@@ -18,7 +18,6 @@ pub mod backoff;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
-pub mod cluster;
 pub mod config;
 pub mod coordination;
 pub mod delivery;

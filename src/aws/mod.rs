@@ -8,6 +8,7 @@ pub mod lambda;
 pub mod leases;
 pub mod mappings;
 pub mod poller;
+pub mod secrets;
 
 use std::time::Duration;
 

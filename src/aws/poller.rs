@@ -9,12 +9,12 @@ use super::lambda::{LambdaInvoker, SelfInvoke};
 use super::leases::DynamoLeaseStore;
 use super::mappings::DynamoMappingStore;
 use crate::clock::SystemClock;
-use crate::cluster::ClusterResolver;
 use crate::config::{ConfigError, Settings};
 use crate::coordination::consumer::Deps;
 use crate::coordination::supervisor::{Exit, Start, run_poller};
 use crate::delivery::partition::Metrics;
 use crate::kafka::KafkaConnector;
+use crate::kafka::cluster::ClusterResolver;
 
 /// Everything one poller runs with.
 #[derive(Debug)]

@@ -66,9 +66,26 @@ pub trait Connector: Send + Sync + 'static {
     /// is read yet.
     fn connect(&self, mapping: &EventSourceMapping) -> impl Future<Output = Result<Self::Client, ConnectError>> + Send;
 
-    /// Forgets what was cached for the mapping (brokers, secrets), after the cluster refused the
-    /// credentials: the next [`Connector::connect`] fetches them again.
-    fn invalidate(&self, _mapping: &EventSourceMapping) {}
+    /// After the cluster refused the mapping's credentials: whether to reconnect at once (a
+    /// rotated secret was read again), retry after the usual backoff (a rotation may be half
+    /// done), or stop the mapping.
+    ///
+    /// # Errors
+    /// The credentials cannot be read again now, or any more.
+    fn after_refusal(
+        &self,
+        _mapping: &EventSourceMapping,
+    ) -> impl Future<Output = Result<AfterRefusal, ConnectError>> + Send {
+        async { Ok(AfterRefusal::Stop) }
+    }
+}
+
+/// What to do after the cluster refused a mapping's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRefusal {
+    Reconnect,
+    Backoff,
+    Stop,
 }
 
 /// One mapping's connection to its topic in one poller.

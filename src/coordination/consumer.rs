@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::connector::{ConnectError, Connector, MappingClient, StartAt};
+use super::connector::{AfterRefusal, ConnectError, Connector, MappingClient, StartAt};
 use super::tenure::Tenure;
 use crate::backoff::Backoff;
 use crate::config::Settings;
@@ -114,7 +114,6 @@ pub async fn run_consumer<C: Connector, I: Invoker>(
     let uuid = mapping.uuid.clone();
     let mut held: BTreeMap<i32, Tenure> = BTreeMap::new();
     let mut backoff = Backoff::new(deps.settings.reconnect.base, deps.settings.reconnect.cap);
-    let mut credentials_retried = false;
     loop {
         let started = Instant::now();
         let error = match connected(&deps, &mapping, &mut tenures, &status, &mut held, &stop).await {
@@ -126,13 +125,24 @@ pub async fn run_consumer<C: Connector, I: Invoker>(
             }
             Err(e) => e,
         };
-        // Refused credentials may be a rotated secret: fetch it again once before giving up.
-        if error.credentials_refused && !credentials_retried {
-            credentials_retried = true;
-            deps.connector.invalidate(&mapping);
-            warn!(mapping = %uuid, error = %error, "The cluster refused the credentials; reading the secret again.");
-            continue;
-        }
+        // Refused credentials may be a rotated secret: read it again before giving up.
+        let error = if error.credentials_refused {
+            match deps.connector.after_refusal(&mapping).await {
+                Ok(AfterRefusal::Reconnect) => {
+                    warn!(mapping = %uuid, error = %error, "The cluster refused the credentials; the secret changed, reconnecting with it.");
+                    continue;
+                }
+                Ok(AfterRefusal::Backoff) => ConnectError {
+                    disposition: Disposition::Retry,
+                    message: format!("{} (the secret is read again before the mapping stops)", error.message),
+                    credentials_refused: true,
+                },
+                Ok(AfterRefusal::Stop) => error,
+                Err(e) => e,
+            }
+        } else {
+            error
+        };
         if let Disposition::Stop(reason) = error.disposition {
             error!(mapping = %uuid, reason = reason.as_str(), error = %error, "Mapping stopped: fix the cause, then enable it again.");
             finish_all(&mut held);
@@ -140,7 +150,6 @@ pub async fn run_consumer<C: Connector, I: Invoker>(
         }
         if started.elapsed() > Duration::from_secs(60) {
             backoff.reset();
-            credentials_retried = false;
         }
         let delay = backoff.next_delay();
         status.send_modify(|s| {

@@ -1,15 +1,15 @@
 //! The librdkafka side of [`crate::coordination::connector`]: resolves the mapping's cluster
-//! ([`crate::cluster`]), builds a [`KafkaClient`] for its topic and classifies its errors.
+//! ([`super::cluster`]), builds a [`KafkaClient`] for its topic and classifies its errors.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::cluster::{AuthRetry, ClusterResolver, ResolveError};
 use super::{KafkaCheckpoint, KafkaClient, KafkaClientError, KafkaPartitionSource, KafkaSettings};
-use crate::cluster::{ClusterResolver, ResolveError};
 use crate::config::KafkaTuning;
-use crate::coordination::connector::{ConnectError, Connector, MappingClient, StartAt};
+use crate::coordination::connector::{AfterRefusal, ConnectError, Connector, MappingClient, StartAt};
 use crate::delivery::policy::{Disposition, StopReason};
 use crate::model::mapping::EventSourceMapping;
 
@@ -43,12 +43,12 @@ pub const fn kafka_disposition(error: &KafkaClientError) -> Disposition {
 
 impl From<KafkaClientError> for ConnectError {
     fn from(error: KafkaClientError) -> Self {
-        let credentials_refused = matches!(error, KafkaClientError::Authentication { .. });
         let message = match kafka_disposition(&error) {
-            Disposition::Stop(_) => format!("PROBLEM: {error}"),
+            // AWS's wording where it has one ("SASL authentication failed", …).
+            Disposition::Stop(_) => error.last_processing_result(),
             Disposition::Retry => error.to_string(),
         };
-        Self { disposition: kafka_disposition(&error), message, credentials_refused }
+        Self { disposition: kafka_disposition(&error), message, credentials_refused: error.may_be_stale_credentials() }
     }
 }
 
@@ -63,6 +63,14 @@ impl From<ResolveError> for ConnectError {
 
 impl Connector for KafkaConnector {
     type Client = KafkaMappingClient;
+
+    async fn after_refusal(&self, mapping: &EventSourceMapping) -> Result<AfterRefusal, ConnectError> {
+        Ok(match self.resolver.after_refusal(mapping).await? {
+            AuthRetry::Reconnect => AfterRefusal::Reconnect,
+            AuthRetry::Backoff => AfterRefusal::Backoff,
+            AuthRetry::Stop => AfterRefusal::Stop,
+        })
+    }
 
     async fn connect(&self, mapping: &EventSourceMapping) -> Result<KafkaMappingClient, ConnectError> {
         let connection = self.resolver.connection(mapping).await?;

@@ -1,6 +1,7 @@
 //! The event source mapping as users and pollers see it: its AWS wire shape ([`mapping`]), its
 //! lifecycle ([`state`]), its rules ([`validate`]) and the store seam ([`store`]).
 
+pub mod access;
 pub mod mapping;
 pub mod state;
 pub mod store;

@@ -220,6 +220,7 @@ fn validate_settings(mapping: &EventSourceMapping) -> Result<(), InvalidMapping>
     if let Some(criteria) = &mapping.filter_criteria {
         validate_filter_criteria(criteria).or_else(|m| invalid("FilterCriteria", m))?;
     }
+    super::access::access_plan(mapping, &mapping.cluster())?;
     Ok(())
 }
 

@@ -10,11 +10,14 @@
 
 pub mod invoke_stub;
 pub mod kafka;
+pub mod moto;
 pub mod msk_stub;
+pub mod sasl;
 pub mod services;
 pub mod tls;
 
 pub use invoke_stub::{InvokeStub, StubBehaviour};
+pub use moto::Moto;
 pub use msk_stub::{MskCluster, MskFailure, MskRoute, MskStub};
 pub use services::{Dynalite, Tansu, free_port};
 

@@ -1,11 +1,12 @@
 //! An in-repo Amazon MSK control plane: the two REST routes kafka-esm calls, with the JSON
 //! shapes and errors of the MSK API reference as aws-sdk-kafka reads them.
 //!
-//! - `GET /v1/clusters/{clusterArn}` (DescribeCluster): `{"clusterInfo": {"clusterArn", "state",
-//!   "stateInfo", …}}`.
+//! - `GET /v1/clusters/{clusterArn}` (DescribeCluster) and `GET /api/v2/clusters/{clusterArn}`
+//!   (DescribeClusterV2, with `clusterType` `PROVISIONED` or `SERVERLESS`): `{"clusterInfo":
+//!   {"clusterArn", "state", "stateInfo", …}}`. Both count as [`MskRoute::DescribeCluster`].
 //! - `GET /v1/clusters/{clusterArn}/bootstrap-brokers` (GetBootstrapBrokers):
-//!   `{"bootstrapBrokerString", "bootstrapBrokerStringTls"}`, each present only when the cluster
-//!   has such brokers.
+//!   `{"bootstrapBrokerString", "bootstrapBrokerStringTls", "bootstrapBrokerStringSaslScram",
+//!   "bootstrapBrokerStringSaslIam"}`, each present only when the cluster has such brokers.
 //!
 //! The ARN arrives URL-encoded in one path segment. An unknown cluster is 404
 //! `NotFoundException` on both routes; injected failures answer with any status and error type.
@@ -39,12 +40,35 @@ pub struct MskCluster {
     pub brokers: Option<String>,
     /// TLS brokers (`bootstrapBrokerStringTls`), comma-separated.
     pub brokers_tls: Option<String>,
+    /// SASL/SCRAM brokers (`bootstrapBrokerStringSaslScram`): SCRAM authentication is on.
+    pub brokers_sasl_scram: Option<String>,
+    /// SASL/IAM brokers (`bootstrapBrokerStringSaslIam`): IAM access control is on.
+    pub brokers_sasl_iam: Option<String>,
+    /// MSK Serverless (DescribeClusterV2's `clusterType`); v1 DescribeCluster refuses it.
+    pub serverless: bool,
 }
 
 impl MskCluster {
     /// An `ACTIVE` cluster serving plaintext on `brokers`.
     pub fn active_plaintext(brokers: &str) -> Self {
-        Self { state: "ACTIVE".into(), brokers: Some(brokers.into()), brokers_tls: None }
+        Self {
+            state: "ACTIVE".into(),
+            brokers: Some(brokers.into()),
+            brokers_tls: None,
+            brokers_sasl_scram: None,
+            brokers_sasl_iam: None,
+            serverless: false,
+        }
+    }
+
+    /// An `ACTIVE` MSK Serverless cluster: IAM only.
+    pub fn serverless(brokers_sasl_iam: &str) -> Self {
+        Self {
+            brokers: None,
+            brokers_sasl_iam: Some(brokers_sasl_iam.into()),
+            serverless: true,
+            ..Self::active_plaintext("")
+        }
     }
 }
 
@@ -85,6 +109,7 @@ impl MskStub {
         let state = Arc::new(MskState::default());
         let app = Router::new()
             .route("/v1/clusters/{arn}", get(describe_cluster))
+            .route("/api/v2/clusters/{arn}", get(describe_cluster_v2))
             .route("/v1/clusters/{arn}/bootstrap-brokers", get(get_bootstrap_brokers))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the MSK stub");
@@ -170,6 +195,37 @@ async fn describe_cluster(State(state): State<Arc<MskState>>, Path(arn): Path<St
     })
 }
 
+async fn describe_cluster_v2(State(state): State<Arc<MskState>>, Path(arn): Path<String>) -> Response {
+    answer(&state, MskRoute::DescribeCluster, &arn, |cluster| {
+        let mut info = json!({
+            "clusterArn": arn,
+            "clusterName": arn.split('/').nth(1).unwrap_or_default(),
+            "clusterType": if cluster.serverless { "SERVERLESS" } else { "PROVISIONED" },
+            "creationTime": "2026-01-01T00:00:00.000Z",
+            "currentVersion": "K3AEGXETSR30VB",
+            "state": cluster.state,
+        });
+        if cluster.serverless {
+            info["serverless"] = json!({"clientAuthentication": {"sasl": {"iam": {"enabled": true}}}});
+        } else {
+            info["provisioned"] = json!({
+                "numberOfBrokerNodes": 3,
+                "clientAuthentication": {
+                    "sasl": {
+                        "iam": {"enabled": cluster.brokers_sasl_iam.is_some()},
+                        "scram": {"enabled": cluster.brokers_sasl_scram.is_some()},
+                    },
+                    "unauthenticated": {"enabled": cluster.brokers.is_some() || cluster.brokers_tls.is_some()},
+                },
+            });
+        }
+        if cluster.state == "FAILED" {
+            info["stateInfo"] = json!({"code": "InternalError", "message": "The cluster failed to create."});
+        }
+        json!({"clusterInfo": info})
+    })
+}
+
 async fn get_bootstrap_brokers(State(state): State<Arc<MskState>>, Path(arn): Path<String>) -> Response {
     answer(&state, MskRoute::GetBootstrapBrokers, &arn, |cluster| {
         let mut body = Map::new();
@@ -180,6 +236,12 @@ async fn get_bootstrap_brokers(State(state): State<Arc<MskState>>, Path(arn): Pa
             }
             if let Some(tls) = cluster.brokers_tls {
                 body.insert("bootstrapBrokerStringTls".into(), tls.into());
+            }
+            if let Some(scram) = cluster.brokers_sasl_scram {
+                body.insert("bootstrapBrokerStringSaslScram".into(), scram.into());
+            }
+            if let Some(iam) = cluster.brokers_sasl_iam {
+                body.insert("bootstrapBrokerStringSaslIam".into(), iam.into());
             }
         }
         Value::Object(body)
