@@ -36,8 +36,10 @@
 # aarch64/x86_64 Rust std), perl and make (OpenSSL's Configure), python3 with venv, readelf
 # (binutils) and curl.
 #
-# A first build takes a while: every C library (OpenSSL, librdkafka, zstd, zlib) and every crate
-# is compiled per architecture with LTO; docs/building.md has the measured times.
+# A first build takes a while (about 15 minutes per architecture on 2 idle cores): every C library
+# (OpenSSL, libcurl, librdkafka, zstd, zlib) and every crate is compiled per architecture, then
+# linked with LTO; docs/building.md has the measured times. CARGO_TARGET_DIR is honoured (CI can
+# keep the release build in its cache); the artifacts still go to target/lambda/<arch>/.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -139,7 +141,7 @@ install_tools() {
   exec 8>&-
 
   local missing=() tool
-  for tool in perl make readelf curl; do
+  for tool in perl make readelf strings curl; do
     command -v "$tool" >/dev/null || missing+=("$tool")
   done
   [ ${#missing[@]} = 0 ] || die "missing: ${missing[*]} (Debian: apt-get install perl make binutils curl)"
