@@ -56,8 +56,7 @@ PACKAGES=(
 KAFKA_BINARIES=(poller)
 
 # Pinned tools. CARGO_LAMBDA_VERSION is the one scripts/install-deps.sh installs for `cargo lambda
-# watch`; zig 0.14 is the release cargo-lambda's own CI builds with; cmake 3.31 is the last line
-# that still accepts librdkafka's old cmake_minimum_required without a policy override.
+# watch`; zig 0.14 and cmake 3.31 are the releases cargo-lambda's own CI builds with.
 CARGO_LAMBDA_VERSION=1.9.2
 ZIGLANG_VERSION=0.14.1
 CMAKE_VERSION=3.31.10
