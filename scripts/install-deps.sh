@@ -7,6 +7,7 @@
 #   cargo-lambda `cargo lambda watch`, a local Invoke API (PyPI ships the binary)
 #   stunnel4     TLS terminator in front of tansu's plain listener (Debian)
 #   confluent-kafka  independent librdkafka client for checks (PyPI)
+#   cmake        builds librdkafka (PyPI, in the same venv)
 #   aws-msk-iam-sasl-signer-python  AWS's MSK IAM token signer: the reference our tokens are
 #                    compared with (scripts/msk-iam-reference-tokens.py), botocore pinned with it
 #
@@ -22,6 +23,7 @@ TANSU_VERSION=0.6.0
 DYNALITE_VERSION=4.0.0
 CARGO_LAMBDA_VERSION=1.9.2
 CONFLUENT_KAFKA_VERSION=2.12.1
+CMAKE_VERSION=3.31.10
 MSK_IAM_SIGNER_VERSION=1.0.2
 # The signer signs with botocore: pinned so the reference tokens are reproducible.
 BOTOCORE_VERSION=1.44.8
@@ -63,6 +65,13 @@ if ! "$KAFKA_ESM_CACHE/py/bin/python" -c 'import aws_msk_iam_sasl_signer' 2>/dev
   "$KAFKA_ESM_CACHE/py/bin/pip" install --quiet --disable-pip-version-check \
     "aws-msk-iam-sasl-signer-python==$MSK_IAM_SIGNER_VERSION" \
     "botocore==$BOTOCORE_VERSION" "boto3==$BOTOCORE_VERSION" >&2
+fi
+
+# cmake: librdkafka is built with CMake (rdkafka's cmake-build feature), so every cargo build
+# needs it; the venv is on PATH through scripts/env.sh.
+if ! [ -x "$KAFKA_ESM_CACHE/py/bin/cmake" ]; then
+  log "installing cmake $CMAKE_VERSION (PyPI, in the venv)"
+  "$KAFKA_ESM_CACHE/py/bin/pip" install --quiet --disable-pip-version-check "cmake==$CMAKE_VERSION" >&2
 fi
 
 if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then

@@ -19,7 +19,7 @@ use kafka_esm::clock::SystemClock;
 use kafka_esm::config::Tables;
 use kafka_esm::coordination::consumer::Deps;
 use kafka_esm::coordination::supervisor::{NoSpawner, Start, run_poller};
-use kafka_esm::delivery::partition::Metrics;
+use kafka_esm::delivery::metrics::Metrics;
 use kafka_esm::kafka::KafkaConnector;
 use kafka_esm::kafka::cluster::ClusterResolver;
 use kafka_esm_testkit::kafka::{Producer, TestRecord, committed_offsets_out_of_process, create_topic, random_topic};
@@ -83,7 +83,7 @@ async fn records_reach_the_example_consumer_and_offsets_are_committed() {
     let mut committed = BTreeMap::new();
     while tokio::time::Instant::now() < deadline {
         committed = committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap();
-        if committed == expected && metrics.snapshot().2 >= 2 {
+        if committed == expected && metrics.totals().failed_attempts >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -91,7 +91,7 @@ async fn records_reach_the_example_consumer_and_offsets_are_committed() {
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(60), poller).await.unwrap().unwrap();
     assert_eq!(committed, expected, "everything but partition 2's poison record and what follows it is committed");
-    let (records, _, failed, _) = metrics.snapshot();
+    let (records, failed) = (metrics.totals().invoked, metrics.totals().failed_attempts);
     assert_eq!(records, 310, "each record delivered once");
     assert!(failed >= 2, "the function's failures (HTTP 500 from the emulator) were retried");
 }

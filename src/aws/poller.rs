@@ -12,7 +12,7 @@ use crate::clock::SystemClock;
 use crate::config::{ConfigError, Settings};
 use crate::coordination::consumer::Deps;
 use crate::coordination::supervisor::{Exit, Start, run_poller};
-use crate::delivery::partition::Metrics;
+use crate::delivery::metrics::Metrics;
 use crate::kafka::KafkaConnector;
 use crate::kafka::cluster::ClusterResolver;
 

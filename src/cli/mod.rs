@@ -359,15 +359,30 @@ async fn poll(sdk: &aws_config::SdkConfig, settings: Settings, args: PollArgs) -
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(progress_every) => {}
                 }
-                let (records, batches, failed, oversized) = metrics.snapshot();
-                let rate = records as f64 / start.elapsed().as_secs_f64().max(0.001);
-                info!(records, batches, failed_invokes = failed, oversized, records_per_s = rate.round(), "Progress.");
+                let t = metrics.totals();
+                let rate = t.invoked as f64 / start.elapsed().as_secs_f64().max(0.001);
+                info!(
+                    records = t.invoked,
+                    batches = t.batches,
+                    failed_invokes = t.failed_attempts,
+                    filtered = t.filtered_out,
+                    dropped = t.dropped,
+                    records_per_s = rate.round(),
+                    "Progress."
+                );
             }
         });
     }
     parts.run(Start::Process, stop).await;
-    let (records, batches, failed, oversized) = metrics.snapshot();
-    info!(records, batches, failed_invokes = failed, oversized, "Done.");
+    let t = metrics.totals();
+    info!(
+        records = t.invoked,
+        batches = t.batches,
+        failed_invokes = t.failed_attempts,
+        filtered = t.filtered_out,
+        dropped = t.dropped,
+        "Done."
+    );
     Ok(())
 }
 

@@ -29,7 +29,8 @@ use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
 use crate::delivery::event::{Envelope, EventSource};
 use crate::delivery::guard::LeaseGuard;
 use crate::delivery::invoke::Invoker;
-use crate::delivery::partition::{Metrics, WorkerError, WorkerSpec, consume};
+use crate::delivery::metrics::Metrics;
+use crate::delivery::partition::{WorkerError, WorkerSpec, consume};
 use crate::delivery::policy::{Disposition, StopReason};
 use crate::delivery::record::SourceError;
 use crate::model::mapping::EventSourceMapping;
@@ -242,6 +243,7 @@ async fn serve<C: Connector, I: Invoker>(
             limits: BatchLimits::of(mapping),
             guard: Arc::new(LeaseGuard::unconditional()),
             progress: Arc::default(),
+            metrics: deps.metrics.mapping(&mapping.uuid),
         },
         mapping: mapping.clone(),
     });
@@ -435,7 +437,6 @@ async fn run_tenure<C: Connector, I: Invoker>(
             checkpoint,
             deps.invoker.clone(),
             deps.settings.retry,
-            deps.metrics.clone(),
             &stop,
             tenure.abandoning(),
         )

@@ -19,6 +19,7 @@ pub mod event;
 pub mod filter;
 pub mod guard;
 pub mod invoke;
+pub mod metrics;
 pub mod partition;
 pub mod policy;
 pub mod record;

@@ -18,30 +18,11 @@ use super::checkpoint::{Checkpoint, CommitReport, CommitSender, CommitterSetting
 use super::event::Envelope;
 use super::guard::LeaseGuard;
 use super::invoke::{InvokeError, InvokeOutcome, Invoker};
+use super::metrics::MappingMetrics;
 use super::policy::{Disposition, StopReason, invoke_disposition};
 use super::record::{RecordSource, SourceError};
 use crate::backoff::Backoff;
 use crate::config::Backoffs;
-
-/// Counters for progress lines and benchmarks.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub records: AtomicU64,
-    pub batches: AtomicU64,
-    pub failed_invokes: AtomicU64,
-    pub oversized_records: AtomicU64,
-}
-
-impl Metrics {
-    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
-        (
-            self.records.load(Ordering::Relaxed),
-            self.batches.load(Ordering::Relaxed),
-            self.failed_invokes.load(Ordering::Relaxed),
-            self.oversized_records.load(Ordering::Relaxed),
-        )
-    }
-}
 
 /// Progress of a partition, written by its worker, read by the control plane (lag, status).
 #[derive(Debug)]
@@ -82,6 +63,8 @@ pub struct WorkerSpec {
     pub guard: Arc<LeaseGuard>,
     /// Updated after every delivered batch.
     pub progress: Arc<Progress>,
+    /// The mapping's counters in this poller.
+    pub metrics: Arc<MappingMetrics>,
 }
 
 /// Why a partition worker gave up.
@@ -105,7 +88,6 @@ pub async fn consume<S, C, I>(
     checkpoint: C,
     invoker: Arc<I>,
     retry: Backoffs,
-    metrics: Arc<Metrics>,
     stop: &CancellationToken,
     abandon: &CancellationToken,
 ) -> Result<CommitReport, WorkerError>
@@ -119,7 +101,7 @@ where
     let (commits, committer) =
         spawn_committer(checkpoint, spec.mapping.clone(), spec.guard.clone(), committer_settings);
     let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits);
-    let result = run_partition(batcher, spec, invoker, commits, retry, metrics, stop, abandon).await;
+    let result = run_partition(batcher, spec, invoker, commits, retry, stop, abandon).await;
     let report = committer.await.unwrap_or_default();
     result.map(|()| report)
 }
@@ -131,10 +113,10 @@ async fn run_partition<S: RecordSource, I: Invoker>(
     invoker: Arc<I>,
     commits: CommitSender,
     retry: Backoffs,
-    metrics: Arc<Metrics>,
     stop: &CancellationToken,
     abandon: &CancellationToken,
 ) -> Result<(), WorkerError> {
+    let metrics = &spec.metrics;
     loop {
         if stop.is_cancelled() {
             return Ok(());
@@ -147,7 +129,9 @@ async fn run_partition<S: RecordSource, I: Invoker>(
                     payload_bytes = record.payload_bytes, limit_bytes = batcher.limits().max_payload_bytes,
                     "Record too large for a synchronous invoke even alone (MaximumPayloadSizeExceeded); skipped."
                 );
-                metrics.oversized_records.fetch_add(1, Ordering::Relaxed);
+                MappingMetrics::add(&metrics.polled, 1);
+                MappingMetrics::add(&metrics.oversized, 1);
+                MappingMetrics::add(&metrics.dropped, 1);
                 spec.progress.position.store(record.offset + 1, Ordering::Relaxed);
                 commits.delivered(record.partition, record.offset + 1);
                 continue;
@@ -155,11 +139,13 @@ async fn run_partition<S: RecordSource, I: Invoker>(
             NextBatch::Batch(batch) => batch,
         };
         let body = batch.payload.finish();
-        let (partition, first_offset, last_offset, records) =
-            (batch.partition, batch.first_offset, batch.last_offset, batch.payload.len());
+        let (partition, first_offset, last_offset, records, bytes) =
+            (batch.partition, batch.first_offset, batch.last_offset, batch.payload.len(), body.len());
+        MappingMetrics::add(&metrics.polled, records as u64);
         // The encoded records live on in `body`; free the parts now.
         drop(batch);
         let mut backoff = Backoff::new(retry.base, retry.cap);
+        let started = tokio::time::Instant::now();
         loop {
             if !spec.guard.is_valid() {
                 warn!(mapping = %spec.mapping, partition, "Lease no longer held; stopping this partition without invoking.");
@@ -183,7 +169,8 @@ async fn run_partition<S: RecordSource, I: Invoker>(
                     Disposition::Retry => error.to_string(),
                 },
             };
-            metrics.failed_invokes.fetch_add(1, Ordering::Relaxed);
+            MappingMetrics::add(&metrics.failed_attempts, 1);
+            MappingMetrics::add(&metrics.failed_invoke, records as u64);
             let delay = backoff.next_delay();
             warn!(
                 mapping = %spec.mapping, partition, first_offset, last_offset, attempt = backoff.attempts(), retry_in_ms = delay.as_millis(),
@@ -195,8 +182,11 @@ async fn run_partition<S: RecordSource, I: Invoker>(
                 () = tokio::time::sleep(delay) => {}
             }
         }
-        metrics.records.fetch_add(records as u64, Ordering::Relaxed);
-        metrics.batches.fetch_add(1, Ordering::Relaxed);
+        MappingMetrics::add(&metrics.invoked, records as u64);
+        MappingMetrics::add(&metrics.batches, 1);
+        metrics.invoke_ms.record(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        metrics.batch_records.record(records as u64);
+        metrics.batch_bytes.record(bytes as u64);
         spec.progress.position.store(last_offset + 1, Ordering::Relaxed);
         spec.progress.batches.fetch_add(1, Ordering::Relaxed);
         commits.delivered(partition, last_offset + 1);
@@ -264,6 +254,7 @@ mod tests {
             limits: BatchLimits { max_records, window: Duration::from_millis(100), ..BatchLimits::default() },
             guard: Arc::new(LeaseGuard::unconditional()),
             progress: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -297,7 +288,6 @@ mod tests {
                 checkpoint.clone(),
                 invoker.clone(),
                 retry(),
-                Arc::default(),
                 &stop,
                 &never
             ),
@@ -307,7 +297,6 @@ mod tests {
                 checkpoint.clone(),
                 invoker.clone(),
                 retry(),
-                Arc::default(),
                 &stop,
                 &never
             ),
@@ -353,7 +342,6 @@ mod tests {
             checkpoint.clone(),
             invoker.clone(),
             retry(),
-            Arc::default(),
             &stop,
             &CancellationToken::new(),
         )
@@ -379,7 +367,6 @@ mod tests {
             checkpoint.clone(),
             invoker,
             retry(),
-            Arc::default(),
             &CancellationToken::new(),
             &CancellationToken::new(),
         )
@@ -395,7 +382,6 @@ mod tests {
         let mut recs = records(0, 5);
         recs[2].value = Some(vec![b'x'; 7_000_000]);
         let checkpoint = MemoryCheckpoint::default();
-        let metrics = Arc::new(Metrics::default());
         let mut s = spec(100);
         s.limits.window = Duration::ZERO;
         let report = consume(
@@ -404,7 +390,6 @@ mod tests {
             checkpoint.clone(),
             invoker.clone(),
             retry(),
-            metrics.clone(),
             &CancellationToken::new(),
             &CancellationToken::new(),
         )
@@ -413,6 +398,11 @@ mod tests {
         assert_eq!(report.committed, BTreeMap::from([(0, 5)]));
         let calls = invoker.calls.lock().unwrap().clone();
         assert_eq!(delivered_offsets(&calls, 0), [0, 1, 3, 4]);
-        assert_eq!(metrics.snapshot(), (4, 2, 0, 1));
+        let m = &s.metrics;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(
+            (get(&m.polled), get(&m.invoked), get(&m.batches), get(&m.oversized), get(&m.dropped)),
+            (5, 4, 2, 1, 1)
+        );
     }
 }

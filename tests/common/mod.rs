@@ -15,7 +15,7 @@ use kafka_esm::clock::SystemClock;
 use kafka_esm::config::{Backoffs, KafkaTuning, Settings, Tables};
 use kafka_esm::coordination::consumer::Deps;
 use kafka_esm::coordination::supervisor::{NoSpawner, Start, run_poller};
-use kafka_esm::delivery::partition::Metrics;
+use kafka_esm::delivery::metrics::Metrics;
 use kafka_esm::kafka::KafkaConnector;
 use kafka_esm::kafka::cluster::ClusterResolver;
 use kafka_esm::model::mapping::{Endpoints, EventSourceMapping, SelfManagedEventSource, StartingPosition};

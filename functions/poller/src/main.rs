@@ -55,10 +55,10 @@ async fn handle(parts: &PollerParts, event: LambdaEvent<Value>) -> Result<Value,
             stop.cancel();
         })
     };
-    let before = parts.deps.metrics.snapshot();
+    let before = parts.deps.metrics.totals();
     let exit = parts.run(start, stop).await;
     timer.abort();
-    let after = parts.deps.metrics.snapshot();
+    let after = parts.deps.metrics.totals();
     Ok(json!({
         "start": format!("{start:?}"),
         "exit": match exit {
@@ -66,10 +66,11 @@ async fn handle(parts: &PollerParts, event: LambdaEvent<Value>) -> Result<Value,
             Exit::NotNeeded => "not-needed",
             Exit::Idle => "idle",
         },
-        "records": after.0 - before.0,
-        "batches": after.1 - before.1,
-        "failedInvokes": after.2 - before.2,
-        "oversizedRecords": after.3 - before.3,
+        "records": after.invoked - before.invoked,
+        "batches": after.batches - before.batches,
+        "failedInvokes": after.failed_attempts - before.failed_attempts,
+        "filteredOut": after.filtered_out - before.filtered_out,
+        "dropped": after.dropped - before.dropped,
     }))
 }
 
