@@ -15,10 +15,10 @@
 # invokes its successor asynchronously and hands over. After HANDOFF_RUN_S production stops and
 # the script waits for lag 0.
 #
-# The test kit's own librdkafka client samples the group's committed offsets and the high watermarks every
-# 50 ms; the report prints per handoff the longest time a partition's committed offset did not
-# advance while records were waiting (max over partitions), the overall maximum, each poller
-# invocation's time left before its deadline, and the final lag. It exits non-zero when a check
+# The test kit's own librdkafka client samples the group's committed offsets and the high
+# watermarks every 50 ms; the report prints per handoff the longest time a partition's committed
+# offset did not advance while records were waiting (max over partitions), the overall maximum,
+# each poller invocation's time left before its deadline, and the final lag. It exits non-zero when a check
 # fails (an invocation overran its deadline, fewer than 2 successors/handoffs, records not all
 # committed, lag not 0) -- never on the gap figure.
 #

@@ -69,21 +69,55 @@ require_free_ports() {
   done
 }
 
-# The live (not zombie) processes of session $1, one pid a line.
-session_pids() {
-  local sid=$1 f stat rest
+# The live (not zombie) processes of session $1 and all their descendants, as `pid:starttime`
+# lines. Descendants count even when they moved to sessions of their own: `cargo lambda watch`
+# starts each function instance with setsid.
+service_tree() {
+  local sid=$1 f stat rest pid changed=1
   local -a fields
+  local -A ppid_of=() start_of=() in_tree=()
   for f in /proc/[0-9]*/stat; do
     { read -r stat <"$f"; } 2>/dev/null || continue
     rest=${stat##*) }
     read -r -a fields <<<"$rest"
-    # fields: state ppid pgrp session ...
-    if [ "${fields[3]}" = "$sid" ] && [ "${fields[0]}" != Z ]; then
-      f=${f#/proc/}
-      echo "${f%/stat}"
-    fi
+    # fields: state ppid pgrp session ... (starttime is the 20th)
+    [ "${fields[0]}" = Z ] && continue
+    pid=${f#/proc/}
+    pid=${pid%/stat}
+    ppid_of[$pid]=${fields[1]}
+    start_of[$pid]=${fields[19]}
+    if [ "${fields[3]}" = "$sid" ]; then in_tree[$pid]=1; fi
   done
+  while ((changed)); do
+    changed=0
+    for pid in "${!ppid_of[@]}"; do
+      if [ -z "${in_tree[$pid]:-}" ] && [ -n "${in_tree[${ppid_of[$pid]}]:-}" ]; then
+        in_tree[$pid]=1
+        changed=1
+      fi
+    done
+  done
+  for pid in "${!in_tree[@]}"; do echo "$pid:${start_of[$pid]}"; done
 }
+
+# Which of the `pid:starttime` lines on stdin are still running (same process, not a zombie).
+still_running() {
+  local entry pid started stat rest
+  local -a fields
+  while read -r entry; do
+    [ -n "$entry" ] || continue
+    pid=${entry%%:*}
+    started=${entry#*:}
+    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
+    rest=${stat##*) }
+    read -r -a fields <<<"$rest"
+    if [ "${fields[0]}" != Z ] && [ "${fields[19]}" = "$started" ]; then echo "$entry"; fi
+  done
+  return 0
+}
+
+# Pids of `pid:starttime` lines.
+pids_of() { sed 's/:.*//' | tr '\n' ' '; }
 
 # The start time (clock ticks since boot) of process $1, to tell a reused pid from ours.
 start_time() {
@@ -140,32 +174,39 @@ service_session() {
 service_alive() {
   local sid
   sid=$(service_session "$1")
-  [ -n "$sid" ] && [ -n "$(session_pids "$sid")" ]
+  [ -n "$sid" ] && [ -n "$(service_tree "$sid")" ]
 }
 
-# stop_service NAME [GRACE_SECONDS=${SERVICE_GRACE[NAME]:-5}]: SIGTERM to the whole session, SIGKILL to what is left after
-# the grace period, then checks that nothing is left (returns 1 and says so otherwise).
+# stop_service NAME [GRACE_SECONDS=${SERVICE_GRACE[NAME]:-5}]: SIGTERM to the service's session
+# and every descendant, SIGKILL to what is left after the grace period, then checks that nothing
+# is left (returns 1 and says so otherwise).
 stop_service() {
-  local name=$1 grace=${2:-${SERVICE_GRACE[$1]:-5}} sid pids deadline
+  local name=$1 grace=${2:-${SERVICE_GRACE[$1]:-5}} sid tree left deadline
   sid=$(service_session "$name")
   if [ -n "$sid" ]; then
-    pids=$(session_pids "$sid")
-    if [ -n "$pids" ]; then
+    # The tree is read before anything is signalled: an orphan cannot be traced to us later.
+    tree=$(service_tree "$sid")
+    if [ -n "$tree" ]; then
       kill -TERM -- "-$sid" 2>/dev/null || true
-      # shellcheck disable=SC2086 # members that moved to process groups of their own
-      kill -TERM $pids 2>/dev/null || true
+      # shellcheck disable=SC2046
+      kill -TERM $(pids_of <<<"$tree") 2>/dev/null || true
       deadline=$((SECONDS + grace))
-      while [ -n "$(session_pids "$sid")" ] && ((SECONDS < deadline)); do sleep 0.1; done
-      pids=$(session_pids "$sid")
-      if [ -n "$pids" ]; then
-        # shellcheck disable=SC2086
-        kill -KILL $pids 2>/dev/null || true
+      while :; do
+        # Children started meanwhile are part of the service too.
+        tree=$(printf '%s\n%s\n' "$tree" "$(service_tree "$sid")" | sort -u)
+        left=$(still_running <<<"$tree")
+        [ -n "$left" ] && ((SECONDS < deadline)) || break
+        sleep 0.1
+      done
+      if [ -n "$left" ]; then
+        # shellcheck disable=SC2046
+        kill -KILL $(pids_of <<<"$left") 2>/dev/null || true
         deadline=$((SECONDS + 5))
-        while [ -n "$(session_pids "$sid")" ] && ((SECONDS < deadline)); do sleep 0.1; done
+        while [ -n "$(still_running <<<"$left")" ] && ((SECONDS < deadline)); do sleep 0.1; done
+        left=$(still_running <<<"$left")
       fi
-      pids=$(session_pids "$sid")
-      if [ -n "$pids" ]; then
-        log "could not stop $name: still running: $(echo "$pids" | tr '\n' ' ')"
+      if [ -n "$left" ]; then
+        log "could not stop $name: still running: $(pids_of <<<"$left")"
         return 1
       fi
     fi
