@@ -10,8 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -21,9 +19,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -189,92 +189,111 @@ impl Producer {
     }
 
     /// Produces `workload` (see [`Workload`]) until it is complete or `stop` resolves, with up to
-    /// `workload.in_flight` records awaiting acknowledgement. Delivery errors are counted, not
-    /// fatal: the report says how many records each partition got.
+    /// `workload.in_flight` records awaiting acknowledgement. Each record is handed to librdkafka
+    /// when it is due (paced by `workload.rate`), and acknowledgements are collected meanwhile.
+    /// Delivery errors are counted, not fatal: the report says how many records each partition
+    /// got.
     pub async fn run(&self, workload: &Workload, stop: impl Future<Output = ()>) -> Produced {
         let started = Instant::now();
         let started_at = epoch_s();
-        let partitions = workload.partitions.max(1);
-        let counts: Vec<AtomicU64> = (0..partitions).map(|_| AtomicU64::new(0)).collect();
-        let counts = Arc::new(counts);
-        let mut errors = Vec::new();
-        let mut error_count = 0u64;
+        let partitions = usize::try_from(workload.partitions.max(1)).unwrap_or(1);
+        let mut tally = Tally { partitions: vec![0; partitions], errors: Vec::new(), error_count: 0 };
         let mut pending = FuturesUnordered::new();
         let mut stop = std::pin::pin!(stop);
-        let mut stopped = false;
         let mut i: u64 = 0;
-        loop {
-            let more = workload.count.is_none_or(|n| i < n);
-            if !more || stopped {
-                break;
-            }
-            // Pace: record i leaves at start + i / rate.
-            if let Some(rate) = workload.rate.filter(|r| *r > 0.0) {
-                let due = started + Duration::from_secs_f64(i as f64 / rate);
-                let now = Instant::now();
-                if due > now {
-                    tokio::select! {
-                        () = &mut stop => { stopped = true; continue; }
-                        () = tokio::time::sleep(due - now) => {}
-                    }
+        'produce: while workload.count.is_none_or(|n| i < n) {
+            // Record i is due at start + i / rate (now, without a rate); room for it is needed.
+            let due = workload.rate.filter(|r| *r > 0.0).map(|rate| started + Duration::from_secs_f64(i as f64 / rate));
+            loop {
+                let waiting = due.is_some_and(|d| d > Instant::now()) || pending.len() >= workload.in_flight.max(1);
+                if !waiting {
+                    break;
+                }
+                let sleep = tokio::time::sleep_until(due.map_or_else(tokio::time::Instant::now, Into::into));
+                tokio::select! {
+                    biased;
+                    () = &mut stop => break 'produce,
+                    Some(result) = pending.next(), if !pending.is_empty() => tally.add(result),
+                    () = sleep, if due.is_some_and(|d| d > Instant::now()) => {}
                 }
             }
-            while pending.len() >= workload.in_flight.max(1) {
-                if let Some(Err(e)) = pending.next().await {
-                    error_count += 1;
-                    if errors.len() < 5 {
-                        errors.push(e);
-                    }
-                }
-            }
-            // A stop request ends production between records.
             if futures::poll!(&mut stop).is_ready() {
                 break;
             }
             let record = workload.record(i);
-            let counts = counts.clone();
-            let inner = &self.inner;
-            let topic = workload.topic.as_str();
-            pending.push(async move {
-                let mut headers = OwnedHeaders::new();
-                for (key, value) in &record.headers {
-                    headers = headers.insert(Header { key, value: value.as_deref() });
-                }
-                let mut future = FutureRecord::<[u8], [u8]>::to(topic).partition(record.partition).headers(headers);
-                if let Some(k) = &record.key {
-                    future = future.key(k.as_slice());
-                }
-                if let Some(v) = &record.value {
-                    future = future.payload(v.as_slice());
-                }
-                match inner.send(future, Timeout::After(Duration::from_secs(60))).await {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header { key, value: value.as_deref() });
+            }
+            let mut future =
+                FutureRecord::<[u8], [u8]>::to(&workload.topic).partition(record.partition).headers(headers);
+            if let Some(k) = &record.key {
+                future = future.key(k.as_slice());
+            }
+            if let Some(v) = &record.value {
+                future = future.payload(v.as_slice());
+            }
+            // Enqueued now (an async `send` would only enqueue when first polled).
+            loop {
+                match self.inner.send_result(future) {
                     Ok(delivery) => {
-                        if let Some(c) = usize::try_from(delivery.partition).ok().and_then(|p| counts.get(p)) {
-                            c.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(())
+                        pending.push(delivery);
+                        break;
                     }
-                    Err((e, _)) => Err(format!("partition {}: {e}", record.partition)),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        future = back;
+                        match pending.next().await {
+                            Some(result) => tally.add(result),
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    Err((e, _)) => {
+                        tally.error(format!("partition {}: {e}", record.partition));
+                        break;
+                    }
                 }
-            });
+            }
             i += 1;
         }
         let stopped_at = epoch_s();
         while let Some(result) = pending.next().await {
-            if let Err(e) = result {
-                error_count += 1;
-                if errors.len() < 5 {
-                    errors.push(e);
-                }
-            }
+            tally.add(result);
         }
         Produced {
-            partitions: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            partitions: tally.partitions,
             started_at,
             stopped_at,
             seconds: started.elapsed().as_secs_f64(),
-            errors,
-            error_count,
+            errors: tally.errors,
+            error_count: tally.error_count,
+        }
+    }
+}
+
+/// Acknowledgements counted per partition, and the first few errors.
+struct Tally {
+    partitions: Vec<u64>,
+    errors: Vec<String>,
+    error_count: u64,
+}
+
+impl Tally {
+    fn add(&mut self, result: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>) {
+        match result {
+            Ok(Ok(delivery)) => {
+                if let Some(n) = usize::try_from(delivery.partition).ok().and_then(|p| self.partitions.get_mut(p)) {
+                    *n += 1;
+                }
+            }
+            Ok(Err((e, message))) => self.error(format!("partition {}: {e}", message.partition())),
+            Err(_) => self.error("the producer went away before acknowledging".to_owned()),
+        }
+    }
+
+    fn error(&mut self, error: String) {
+        self.error_count += 1;
+        if self.errors.len() < 5 {
+            self.errors.push(error);
         }
     }
 }
