@@ -5,12 +5,12 @@
 #   scripts/bench.sh                      # 200,000 x 1 KB records over 8 partitions, BatchSize 1000
 #   BENCH_RECORDS=20000 scripts/bench.sh  # quick
 #
-# Builds `esm` and `kafka-esm-bench` (release), then `kafka-esm-bench run` measures in one run:
+# Builds `esm` and `kafka-esm-testkit` (release), then `kafka-esm-testkit bench` measures in one run:
 #   (a) the raw fetch rate of the product's Kafka client setup (rdkafka StreamConsumer with the
 #       product's settings, split partition queues read in parallel tasks) on a fresh tansu,
 #   (b) the end-to-end rate through a real `esm poll` into a counting Invoke stub, on another
 #       fresh tansu with the same records (tansu slows down with every full read), offsets
-#       checked afterwards with scripts/kafka-offsets.py,
+#       checked afterwards by the test kit's own offsets reader,
 #   (c) the poller's peak RSS (VmHWM),
 # and prints both rates, their ratio, the peak RSS, CPU seconds per process and the command that
 # reproduces the run. Targets (e2e >= 0.8 x raw, RSS <= 64 MiB) are reported, never asserted; the
@@ -26,21 +26,21 @@
 #   BENCH_STUB_DELAY_MS=1000   a slow function: fetch-ahead buffers stay full (worst-case RSS)
 #   BENCH_RAW_CONFIG=k=v,k=v   extra librdkafka settings for the raw reader only
 #   BENCH_RAW_ONLY=1 BENCH_RAW_RUNS=N   only raw reads; BENCH_RDKAFKA_DEBUG=fetch logs them
+#   BENCH_BATCHED=1            pre-fill producer-batched (linger.ms 5), as real producers send
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=scripts/env.sh
-source "$repo/scripts/env.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$repo"
+LOG_TAG=bench
 
 bash scripts/install-deps.sh
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-log "building esm and kafka-esm-bench (release; several minutes on 2 cores the first time)"
+log "building esm and kafka-esm-testkit (release; several minutes on 2 cores the first time)"
 # Two invocations, so `esm` is built exactly as `cargo build --release --bin esm` builds it
 # (features are unified over the packages of one invocation).
 cargo build --release --quiet -p kafka-esm --bin esm
-cargo build --release --quiet -p kafka-esm-testkit --bin kafka-esm-bench
+cargo build --release --quiet -p kafka-esm-testkit --bin kafka-esm-testkit
 
 target=${CARGO_TARGET_DIR:-$repo/target}
-exec "$target/release/kafka-esm-bench" run --esm "$target/release/esm" "$@"
+exec "$target/release/kafka-esm-testkit" bench --esm "$target/release/esm" "$@"

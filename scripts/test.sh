@@ -2,13 +2,16 @@
 # Runs every test on a fresh machine: installs what is missing (cached outside the clone),
 # checks formatting and lints, runs the unit and integration tests against real local services
 # (tansu, dynalite and stunnel started by the test kit; `cargo lambda watch` serving the example
-# consumer), then the infra checks (CDK jest tests, cdk synth, cfn-lint, sam validate).
+# consumer), the demo as a new user runs it (a fresh clone, nothing running), then the infra
+# checks (CDK jest tests, cdk synth, cfn-lint, sam validate).
+#
+#   TEST_SKIP_DEMO=1   skip the clean-clone demo
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$repo"
-# shellcheck source=scripts/env.sh
-source scripts/env.sh
+LOG_TAG=test
 started=$SECONDS
 step() { printf '\n==> %s (%ds)\n' "$*" $((SECONDS - started)) >&2; }
 
@@ -23,6 +26,11 @@ cargo build --workspace --all-targets --locked
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if [ "${TEST_SKIP_DEMO:-0}" != 1 ]; then
+  step "the demo from a clean clone, nothing running (scripts/demo-clean.sh)"
+  bash scripts/demo-clean.sh
+fi
 
 # `cargo lambda watch` runs the example consumer behind the Invoke API for the end-to-end test.
 # Its own ports and state, so a demo left running does not interfere.

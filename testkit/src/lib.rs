@@ -5,6 +5,10 @@
 //!
 //! Services are started through a watchdog shell that ends them when the test process exits, so
 //! a failed or killed test run leaves nothing behind. Every wait has a timeout.
+//!
+//! The scripts use the same code through one binary, `kafka-esm-testkit` (`src/bin/`): producers,
+//! the offsets reader, the counting Invoke stub, the DynamoDB counting proxy, the Lambda front
+//! for `cargo lambda watch`, and the benchmarks.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -16,10 +20,10 @@ pub mod sasl;
 pub mod services;
 pub mod tls;
 
-pub use invoke_stub::{InvokeStub, StubBehaviour};
+pub use invoke_stub::{InvokeStub, Outcome, Reply, Rule, StubBehaviour};
 pub use moto::Moto;
 pub use msk_stub::{MskCluster, MskFailure, MskRoute, MskStub};
-pub use services::{Dynalite, Tansu, free_port};
+pub use services::{Dynalite, Tansu, TansuStorage, free_port};
 
 /// SDK configuration pointing every client at `endpoint`, with fixed local credentials and
 /// region (the tests run several endpoints in one process, so they cannot use the

@@ -1,24 +1,23 @@
-//! `kafka-esm-bench`: measures the poller's throughput and memory against local services and
-//! prints the numbers with the command that reproduces them (`scripts/bench.sh` builds and runs
-//! it). Nothing here asserts a timing; targets are reported as met or not met.
+//! `bench`: measures the poller's throughput and memory against local services and prints the
+//! numbers with the command that reproduces them (`scripts/bench.sh` builds and runs it). Nothing
+//! here asserts a timing; targets are reported as met or not met.
 //!
-//! `run` pre-fills a topic on a fresh tansu with one record per producer batch (tansu 0.6 skips
-//! the rest of a multi-record batch when a fetch starts inside it) and measures:
+//! It pre-fills a topic on a fresh tansu (one record per producer batch by default: a tansu 0.6
+//! fetch that starts inside a multi-record batch skips the rest of it; `--batched` sends batches
+//! as real producers do) and measures:
 //!
 //! - (a) on broker A, the raw fetch rate of the product's Kafka client setup: an rdkafka
 //!   `StreamConsumer` with the product's settings, every partition assigned from offset 0 and
 //!   split into its own queue, one tokio task per partition (as `kafka_esm::kafka` does), reading
 //!   every record;
 //! - (b) on broker B (fresh, same records), the end-to-end rate through a real `esm poll` process
-//!   into a counting Invoke stub served by this process, with commits, checked afterwards through
-//!   `scripts/kafka-offsets.py` (committed == end offset, lag 0);
+//!   into a counting Invoke stub served by this process, with commits, checked afterwards by the
+//!   test kit's own offsets reader (committed == end offset, lag 0);
 //! - (c) the poller's peak RSS (`VmHWM`), read just before it is stopped.
 //!
 //! Each rate is the first read of a fresh broker because tansu 0.6 gets slower with every full
 //! read of a topic; a last raw read of broker B shows by how much. CPU seconds of every process
 //! are printed per phase, so a run on a busy 2-core machine can be told apart from a slow poller.
-//!
-//! `stub` serves only the counting Invoke stub, for running `esm poll` by hand.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,37 +26,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
-use futures::{StreamExt, TryStreamExt};
-use kafka_esm_testkit::{Dynalite, InvokeStub, Tansu, kafka, services};
+use clap::Args;
+use kafka_esm_testkit::kafka::{Batching, ValueShape, Workload};
+use kafka_esm_testkit::{Dynalite, InvokeStub, Tansu, kafka};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
-/// Throughput and memory benchmark of `esm poll` on local services.
-#[derive(Debug, Parser)]
-#[command(name = "kafka-esm-bench")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Start the services, pre-fill a topic, measure raw fetch and end-to-end rates and peak RSS.
-    Run(RunArgs),
-    /// Serve only the counting Invoke stub and print its counts every second.
-    Stub {
-        #[arg(long, default_value_t = 0)]
-        port: u16,
-    },
-}
-
 #[derive(Debug, Clone, Args)]
-struct RunArgs {
+pub struct RunArgs {
     /// Records to pre-fill (spread round-robin over the partitions).
     #[arg(long, env = "BENCH_RECORDS", default_value_t = 200_000)]
     records: u64,
@@ -82,9 +60,14 @@ struct RunArgs {
     /// The poller's `fetch.queue.backoff.ms`, also used by the raw reader.
     #[arg(long, env = "ESM_FETCH_QUEUE_BACKOFF_MS", default_value_t = 10)]
     fetch_queue_backoff_ms: u32,
-    /// Produce requests in flight while pre-filling (each carries one record).
+    /// Produce requests in flight while pre-filling.
     #[arg(long, env = "BENCH_PRODUCE_IN_FLIGHT", default_value_t = 64)]
     produce_in_flight: usize,
+    /// Pre-fill with producer batches as real producers send them (`linger.ms` 5, up to 10,000
+    /// records per batch) instead of one record per batch. tansu 0.6 may skip records of a batch
+    /// a fetch starts inside of: for real Kafka, or to see the effect.
+    #[arg(long, env = "BENCH_BATCHED", value_parser = clap::builder::BoolishValueParser::new())]
+    batched: bool,
     /// The `esm` binary to run.
     #[arg(long, env = "BENCH_ESM", default_value = "target/release/esm")]
     esm: PathBuf,
@@ -128,7 +111,7 @@ impl RunArgs {
         let command = if self.esm.ends_with("target/release/esm") {
             "scripts/bench.sh".to_owned()
         } else {
-            format!("BENCH_ESM={} target/release/kafka-esm-bench run", self.esm.display())
+            format!("BENCH_ESM={} target/release/kafka-esm-testkit bench", self.esm.display())
         };
         let mut extra = String::new();
         let raw_config: Vec<&str> = self.raw_config.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
@@ -140,6 +123,9 @@ impl RunArgs {
         }
         if self.raw_only {
             let _ = write!(extra, "BENCH_RAW_ONLY=1 BENCH_RAW_RUNS={} ", self.raw_runs);
+        }
+        if self.batched {
+            extra.push_str("BENCH_BATCHED=1 ");
         }
         format!(
             "BENCH_RECORDS={} BENCH_PARTITIONS={} BENCH_RECORD_BYTES={} BENCH_BATCH_SIZE={} \
@@ -153,31 +139,6 @@ impl RunArgs {
             self.queued_max_kbytes,
             self.fetch_queue_backoff_ms
         )
-    }
-}
-
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Run(args) => run(args).await,
-        Command::Stub { port } => serve_stub(port).await,
-    }
-}
-
-async fn serve_stub(port: u16) -> Result<()> {
-    let stub = InvokeStub::start_on(port, false).await;
-    println!("Invoke stub at {}", stub.endpoint);
-    let mut last = (u64::MAX, 0);
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        let counts = stub.counts();
-        if counts != last {
-            println!("invocations={} records={}", counts.0, counts.1);
-            last = counts;
-        }
     }
 }
 
@@ -298,46 +259,26 @@ fn per_s(count: f64, elapsed: Duration) -> f64 {
 
 const MB: f64 = 1_000_000.0;
 
-/// Writes `records` round-robin over the partitions, one record per produce batch, many sends
-/// in flight. Returns the time it took.
+/// Writes `records` round-robin over the partitions, many sends in flight. Returns the time it
+/// took.
 async fn prefill(bootstrap: &str, topic: &str, args: &RunArgs) -> Result<Duration> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .set("enable.idempotence", "false")
-        .set("max.in.flight.requests.per.connection", args.produce_in_flight.to_string())
-        .set("message.max.bytes", "10000000")
-        .create()
-        .context("create the pre-fill producer")?;
-    let started = Instant::now();
-    let template = vec![b'x'; args.record_bytes];
-    let partitions = u64::from(args.partitions);
-    futures::stream::iter(0..args.records)
-        .map(|i| {
-            let (producer, template) = (&producer, &template);
-            async move {
-                let partition = i32::try_from(i % partitions)?;
-                let key = format!("k{i}");
-                let mut value = template.clone();
-                let tag = i.to_string();
-                let n = tag.len().min(value.len());
-                value[..n].copy_from_slice(&tag.as_bytes()[..n]);
-                producer
-                    .send(
-                        FutureRecord::to(topic).partition(partition).key(key.as_bytes()).payload(&value),
-                        Timeout::Never,
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .with_context(|| format!("produce record {i}"))?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(args.produce_in_flight.max(1) * 4)
-        .try_collect::<()>()
-        .await?;
-    Ok(started.elapsed())
+    let batching = if args.batched { Batching::Batched } else { Batching::OnePerBatch };
+    let in_flight = args.produce_in_flight.to_string();
+    let producer = kafka::Producer::with_batching(
+        bootstrap,
+        batching,
+        &[("max.in.flight.requests.per.connection", in_flight.as_str())],
+    )?;
+    let mut workload = Workload::new(topic, i32::try_from(args.partitions)?, args.records);
+    workload.value = ValueShape::Fill;
+    workload.record_bytes = args.record_bytes;
+    workload.key_prefix = "k".to_owned();
+    workload.in_flight = if args.batched { 100_000 } else { args.produce_in_flight.max(1) * 4 };
+    let produced = producer.run(&workload, std::future::pending()).await;
+    if produced.error_count > 0 {
+        bail!("pre-fill: {} records failed, e.g. {}", produced.error_count, produced.errors.join("; "));
+    }
+    Ok(Duration::from_secs_f64(produced.seconds))
 }
 
 const COMMIT_PROBES: u32 = 20;
@@ -698,31 +639,28 @@ async fn end_to_end(
     })
 }
 
-/// Committed offsets and lag of the mapping's group, read by confluent-kafka in another process.
+/// Committed offsets and lag of the mapping's group, read by the test kit's own client.
 async fn check_offsets(bootstrap: &str, group: &str, topic: &str) -> Result<OffsetCheck> {
-    let out = tokio::process::Command::new(services::tool("python"))
-        .arg(repo_root().join("scripts/kafka-offsets.py"))
-        .args(["--bootstrap", bootstrap, "--group", group, "--topic", topic, "--json"])
-        .output()
-        .await
-        .context("run scripts/kafka-offsets.py")?;
-    if !out.status.success() {
-        bail!("kafka-offsets.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let lag = value["lag"].as_i64().unwrap_or(-1);
-    let mut behind = Vec::new();
-    let rows = value["partitions"].as_array().cloned().unwrap_or_default();
-    for row in &rows {
-        if row["committed"].as_i64() != row["high"].as_i64() {
-            behind.push(format!("{}: committed {} end {}", row["partition"], row["committed"], row["high"]));
-        }
-    }
-    let ok = lag == 0 && behind.is_empty() && !rows.is_empty();
+    let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
+    let offsets = tokio::task::spawn_blocking(move || kafka::group_offsets(&bootstrap, &group, &topic, &[])).await??;
+    let behind: Vec<String> = offsets
+        .partitions
+        .iter()
+        .filter(|p| p.committed != Some(p.high))
+        .map(|p| {
+            format!(
+                "{}: committed {} end {}",
+                p.partition,
+                p.committed.map_or_else(|| "null".to_owned(), |c| c.to_string()),
+                p.high
+            )
+        })
+        .collect();
+    let ok = offsets.lag == 0 && behind.is_empty() && !offsets.partitions.is_empty();
     let summary = if ok {
-        format!("committed == end offset on all {} partitions, lag 0", rows.len())
+        format!("committed == end offset on all {} partitions, lag 0", offsets.partitions.len())
     } else {
-        format!("MISMATCH: lag {lag}; {}", behind.join("; "))
+        format!("MISMATCH: lag {}; {}", offsets.lag, behind.join("; "))
     };
     Ok(OffsetCheck { ok, summary })
 }
@@ -755,10 +693,11 @@ async fn fresh_broker(args: &RunArgs, label: &str) -> Result<Filled> {
     let total = u64::try_from(lookups.ends.values().sum::<i64>())?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{label}: fresh tansu, {} records pre-filled in {:.1} s ({:.0} records/s, one record per produce batch)",
+        "{label}: fresh tansu, {} records pre-filled in {:.1} s ({:.0} records/s, {})",
         args.records,
         fill.as_secs_f64(),
-        per_s(args.records as f64, fill)
+        per_s(args.records as f64, fill),
+        if args.batched { "producer-batched" } else { "one record per produce batch" }
     );
     println!(
         "    offset requests: watermarks of {} partitions one by one (as the poller resolves a starting position) {:.0} ms; earliest offsets of all in one ListOffsets request {:.0} ms; one synchronous OffsetCommit of all {:.1} ms (mean of {COMMIT_PROBES})",
@@ -785,7 +724,7 @@ async fn measure_raw(label: &str, broker: &Filled, args: &RunArgs, ticks: f64) -
 }
 
 #[allow(clippy::too_many_lines)]
-async fn run(args: RunArgs) -> Result<()> {
+pub async fn run(args: RunArgs) -> Result<()> {
     if args.partitions == 0 || args.records == 0 {
         bail!("BENCH_RECORDS and BENCH_PARTITIONS must be positive");
     }
