@@ -345,8 +345,11 @@ impl ClientContext for EsmContext {
         let Some(topic) = statistics.topics.get(&*self.topic) else { return };
         let mut marks = self.high_watermarks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (&partition, p) in &topic.partitions {
-            if partition >= 0 && p.hi_offset >= 0 {
-                marks.insert(partition, p.hi_offset);
+            // The last stable offset: what a read_committed consumer (librdkafka's default) can
+            // reach; the high watermark would count open transactions' records as lag forever.
+            let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+            if partition >= 0 && end >= 0 {
+                marks.insert(partition, end);
             }
         }
     }
@@ -544,13 +547,8 @@ impl KafkaClient {
                 start.insert(partition, offset);
                 continue;
             }
-            let (low, high) = self.watermarks(partition).await?;
-            let offset = match position {
-                StartingPosition::TrimHorizon => low,
-                StartingPosition::Latest => high,
-                // No record at or after the timestamp: start at the end.
-                StartingPosition::AtTimestamp => by_time.get(&partition).copied().filter(|o| *o >= 0).unwrap_or(high),
-            };
+            let watermarks = self.watermarks(partition).await?;
+            let offset = resolve_start(position, watermarks, by_time.get(&partition).copied());
             start.insert(partition, offset);
             resolved.insert(partition, offset);
         }
@@ -561,7 +559,7 @@ impl KafkaClient {
         &self,
         partitions: &[i32],
         timestamp_ms: i64,
-    ) -> Result<BTreeMap<i32, i64>, KafkaClientError> {
+    ) -> Result<BTreeMap<i32, Offset>, KafkaClientError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             tpl.add_partition_offset(&self.topic, p, Offset::Offset(timestamp_ms))
@@ -570,14 +568,16 @@ impl KafkaClient {
         let timeout = self.settings.request_timeout;
         let result = self.blocking(move |c| c.offsets_for_times(tpl, timeout)).await?;
         let tpl = result.map_err(|e| self.describe(&e, "offsets for timestamp"))?;
-        Ok(tpl
-            .elements_for_topic(&self.topic)
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect())
+        let mut out = BTreeMap::new();
+        for e in tpl.elements_for_topic(&self.topic) {
+            // librdkafka may report a failed partition inside a successful call: that is no
+            // answer, not "no record at or after the time" (which would start at the end).
+            if let Err(error) = e.error() {
+                return Err(self.describe(&error, &format!("offsets for timestamp of partition {}", e.partition())));
+            }
+            out.insert(e.partition(), e.offset());
+        }
+        Ok(out)
     }
 
     /// Starts reading `partition` at `offset` and returns its record source. The partition's queue
@@ -661,6 +661,21 @@ impl KafkaClient {
     /// The checkpoint seam over this client's consumer group.
     pub fn checkpoint(&self) -> KafkaCheckpoint {
         KafkaCheckpoint { client: self.clone() }
+    }
+}
+
+/// Where a partition without a committed offset starts, from its `(low, high)` watermarks and,
+/// for `AT_TIMESTAMP`, the broker's answer to a timestamp lookup: the earliest offset whose
+/// record is at or after the time; none (Kafka answers -1, librdkafka `Offset::End`) when every
+/// record is older, which starts at the end, as Kafka's `auto.offset.reset` by time does.
+fn resolve_start(position: StartingPosition, (low, high): (i64, i64), by_time: Option<Offset>) -> i64 {
+    match position {
+        StartingPosition::TrimHorizon => low,
+        StartingPosition::Latest => high,
+        StartingPosition::AtTimestamp => match by_time {
+            Some(Offset::Offset(o)) if o >= 0 => o.clamp(low, high),
+            _ => high,
+        },
     }
 }
 
@@ -855,6 +870,16 @@ impl Checkpoint for KafkaCheckpoint {
             .map_err(|e| CheckpointError { message: self.client.describe(&e, "committed offsets").to_string() })?;
         let mut out: BTreeMap<i32, Option<i64>> = partitions.iter().map(|p| (*p, None)).collect();
         for elem in tpl.elements_for_topic(&self.client.topic) {
+            // A failed partition inside a successful call is no answer: taking it for "no commit"
+            // would re-resolve the starting position (LATEST: past unread records).
+            if let Err(e) = elem.error() {
+                return Err(CheckpointError {
+                    message: self
+                        .client
+                        .describe(&e, &format!("committed offset of partition {}", elem.partition()))
+                        .to_string(),
+                });
+            }
             if let Offset::Offset(o) = elem.offset() {
                 out.insert(elem.partition(), Some(o));
             }
@@ -880,6 +905,22 @@ impl Checkpoint for KafkaCheckpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starting_positions_resolve_as_kafka_answers() {
+        use StartingPosition::*;
+        let marks = (5, 20);
+        assert_eq!(resolve_start(TrimHorizon, marks, None), 5);
+        assert_eq!(resolve_start(Latest, marks, None), 20);
+        // AT_TIMESTAMP: the first offset at or after the time ...
+        assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::Offset(12))), 12);
+        // ... before the first record: the earliest one still there ...
+        assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::Offset(0))), 5);
+        // ... after the last record (Kafka answers -1): the end, nothing replayed.
+        assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::End)), 20);
+        assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::Offset(-1))), 20);
+        assert_eq!(resolve_start(AtTimestamp, marks, None), 20);
+    }
 
     fn settings(security: Security) -> KafkaSettings {
         KafkaSettings {
