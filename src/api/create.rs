@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{ApiError, FunctionResolver};
 use crate::clock::now_epoch_seconds;
 use crate::model::mapping::{
-    EventSourceMapping, KafkaEventSourceConfig, ProvisionedPollerConfig, SelfManagedEventSource,
+    EventSourceMapping, KafkaCluster, KafkaEventSourceConfig, ProvisionedPollerConfig, SelfManagedEventSource,
     SourceAccessConfiguration, StartingPosition, State,
 };
 use crate::model::store::{Loaded, MappingStore};
@@ -129,25 +129,48 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         config.consumer_group_id.get_or_insert_with(|| uuid.clone());
     }
     mapping.validate()?;
-    ensure_group_unused(store, &mapping).await?;
+    ensure_unique(store, &mapping).await?;
     store.create(&mapping).await.map_err(|e| ApiError::service(&e))?;
     Ok(mapping)
 }
 
-/// Two mappings sharing a consumer group on one cluster would steal each other's offsets.
-async fn ensure_group_unused<S: MappingStore>(store: &S, mapping: &EventSourceMapping) -> Result<(), ApiError> {
+/// Two mappings sharing a consumer group on one cluster would steal each other's offsets; two
+/// mappings of one topic to one function deliver every record twice (a retried create is the
+/// usual cause). AWS refuses both.
+async fn ensure_unique<S: MappingStore>(store: &S, mapping: &EventSourceMapping) -> Result<(), ApiError> {
     let group = mapping.consumer_group_id();
+    let same_cluster = |other: &EventSourceMapping| normalized(other) == normalized(mapping);
     for other in store.list().await.map_err(|e| ApiError::service(&e))? {
-        if let Loaded::Valid(other) | Loaded::Invalid { mapping: other, .. } = other
-            && other.uuid != mapping.uuid
-            && other.consumer_group_id() == group
-            && other.cluster() == mapping.cluster()
-        {
+        let (Loaded::Valid(other) | Loaded::Invalid { mapping: other, .. }) = other else { continue };
+        if other.uuid == mapping.uuid || !same_cluster(&other) {
+            continue;
+        }
+        if other.consumer_group_id() == group {
             return Err(ApiError::conflict(format!(
                 "Consumer group {group} is already used by event source mapping {} on this cluster. Choose another ConsumerGroupId.",
                 other.uuid
             )));
         }
+        if other.topic() == mapping.topic() && other.function_arn == mapping.function_arn {
+            return Err(ApiError::conflict(format!(
+                "An event source mapping of topic {} to function {} already exists on this cluster: {}. Update or delete it instead.",
+                mapping.topic(),
+                mapping.function_arn,
+                other.uuid
+            )));
+        }
     }
     Ok(())
+}
+
+/// The cluster, with a self-managed broker list compared as a set.
+fn normalized(mapping: &EventSourceMapping) -> KafkaCluster {
+    match mapping.cluster() {
+        KafkaCluster::SelfManaged { mut bootstrap_servers } => {
+            bootstrap_servers.sort();
+            bootstrap_servers.dedup();
+            KafkaCluster::SelfManaged { bootstrap_servers }
+        }
+        msk => msk,
+    }
 }
