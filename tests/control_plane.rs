@@ -55,6 +55,8 @@ struct FlakyHeartbeats {
     inner: Mortal<MemoryLeaseStore>,
     failing: Arc<AtomicBool>,
     hang: Duration,
+    /// The id the poller registered under.
+    registered: Arc<Mutex<Option<String>>>,
 }
 
 impl LeaseStore for FlakyHeartbeats {
@@ -74,6 +76,7 @@ impl LeaseStore for FlakyHeartbeats {
         self.inner.delete_malformed(key).await
     }
     async fn register(&self, poller: &str, beat: Heartbeat) -> Result<(), LeaseError> {
+        *self.registered.lock().unwrap() = Some(poller.to_owned());
         self.inner.register(poller, beat).await
     }
     async fn heartbeat(&self, poller: &str, beat: Heartbeat) -> Result<(), LeaseError> {
@@ -348,20 +351,21 @@ async fn a_lost_heartbeat_never_leaves_an_invoke_running_while_another_poller_in
         inner: Mortal::new(w.leases.clone(), dead.clone()),
         failing: failing.clone(),
         hang: Duration::ZERO,
+        registered: Arc::default(),
     };
     let t0 = tokio::time::Instant::now();
     let a = w.poller_with(flaky, dead, None::<Arc<NoSpawner>>, Start::Process);
-    until(t0, 10.0).await;
+    until(t0, 4.0).await;
     assert_eq!(w.shares(&uuid).await, [2]);
     let b = w.poller();
-    // a renews at 8 s and 16 s; its renewals fail from 16.5 s to 34.5 s, so its guard (from the
-    // 16 s renewal) lapses at 33 s while the invoke it started at 20 s runs until 50 s; b sees
-    // the heartbeat move again before it could call a dead.
-    until(t0, 16.5).await;
+    // a renews every 5 s; its renewals fail from 10.5 s to 18.2 s, so its guard (from the 10 s
+    // renewal) lapses at 18 s while the invoke it started at 12 s runs until 42 s; b sees the
+    // heartbeat move again before it could call a dead (no sooner than 20 s).
+    until(t0, 10.5).await;
     failing.store(true, Ordering::Relaxed);
-    until(t0, 20.0).await;
+    until(t0, 12.0).await;
     w.produce("orders", 2, 5);
-    until(t0, 34.5).await;
+    until(t0, 18.2).await;
     failing.store(false, Ordering::Relaxed);
     assert!(w.caught_up(&uuid, "orders", Duration::from_secs(300)).await);
     assert!(w.all_delivered("orders"));
@@ -381,17 +385,18 @@ async fn a_one_off_heartbeat_failure_under_default_settings_keeps_the_identity()
         inner: Mortal::new(w.leases.clone(), dead.clone()),
         failing: failing.clone(),
         hang: Duration::from_secs(5),
+        registered: Arc::default(),
     };
     let t0 = tokio::time::Instant::now();
     let a = w.poller_with(flaky, dead, None::<Arc<NoSpawner>>, Start::Process);
-    until(t0, 10.0).await;
+    until(t0, 4.0).await;
     let owners = w.owners(&uuid).await;
     assert!(owners.values().all(Option::is_some));
-    // The renewal at 16 s fails; DynamoDB is back at 17.5 s. The guard of the 8 s renewal runs
-    // until 25 s: the retry must land before then.
-    until(t0, 15.0).await;
+    // The renewal at 15 s hangs and fails; DynamoDB is back at 15.7 s. The guard of the 10 s
+    // renewal runs until 18 s: the retry must land before then.
+    until(t0, 14.5).await;
     failing.store(true, Ordering::Relaxed);
-    until(t0, 17.5).await;
+    until(t0, 15.7).await;
     failing.store(false, Ordering::Relaxed);
     until(t0, 60.0).await;
     assert_eq!(w.owners(&uuid).await, owners, "the poller kept its identity and its leases");
@@ -616,4 +621,73 @@ async fn an_unrecoverable_error_disables_the_mapping_even_after_its_state_was_se
     assert_eq!(m.state_transition_reason.as_deref(), Some("EVENT_SOURCE_AUTHN_ERROR"));
     assert_eq!(m.last_processing_result.as_deref(), Some("SASL authentication failed"));
     a.stop().await;
+}
+
+/// The trade-off between crash takeover time and DynamoDB writes, measured on the real control
+/// plane (in-process, virtual time): three pollers over 12 partitions, one killed at several
+/// points of its heartbeat cycle. `cargo test --test control_plane -- --ignored --nocapture`.
+#[tokio::test(start_paused = true)]
+#[ignore = "a measurement that prints the curve for the README"]
+async fn takeover_and_write_rate_trade_off() {
+    use kafka_esm::config::LeaseSettings;
+    println!("lease duration | renew | margin | scan | writes/partition-min | takeover min / avg / max (s)");
+    for (d, r, m, scan) in [(20, 8, 3, 5), (15, 6, 2, 5), (12, 5, 2, 5), (10, 5, 2, 5), (10, 4, 2, 5), (10, 4, 2, 2), (10, 4, 2, 1), (6, 2, 1, 1)] {
+        let mut takeovers = Vec::new();
+        let mut rate = 0.0;
+        for phase in [0.1, 0.35, 0.6, 0.85] {
+            let mut w = World::new();
+            w.settings.lease = LeaseSettings {
+                duration: Duration::from_secs(d),
+                renew_every: Duration::from_secs(r),
+                safety_margin: Duration::from_secs(m),
+            };
+            w.settings.scan_every = Duration::from_secs(scan);
+            let uuid = w.mapping("orders", 12, |_| {}).await;
+            let t0 = tokio::time::Instant::now();
+            let dead = CancellationToken::new();
+            let failing = Arc::new(AtomicBool::new(false));
+            let tagged = FlakyHeartbeats {
+                inner: Mortal::new(w.leases.clone(), dead.clone()),
+                failing,
+                hang: Duration::ZERO,
+                registered: Arc::default(),
+            };
+            let victim_id = tagged.registered.clone();
+            let victim = w.poller_with(tagged, dead, None::<Arc<NoSpawner>>, Start::Process);
+            let others: Vec<Poller> = (0..2).map(|_| w.poller()).collect();
+            sleep(Duration::from_secs(40)).await;
+            assert_eq!(w.shares(&uuid).await, [4, 4, 4]);
+            let writes_before = w.leases.writes();
+            sleep(Duration::from_secs(60)).await;
+            #[allow(clippy::cast_precision_loss)]
+            let per_partition_minute = (w.leases.writes() - writes_before) as f64 / 12.0;
+            rate = per_partition_minute;
+            // The victim registered at t0 and renews every r seconds: kill it `phase` of a
+            // cycle after one of its renewals.
+            let cycles = (t0.elapsed().as_secs_f64() / r as f64).ceil();
+            until(t0, (cycles + phase) * r as f64).await;
+            let victim_id = victim_id.lock().unwrap().clone();
+            assert!(victim_id.is_some());
+            victim.kill();
+            let killed = tokio::time::Instant::now();
+            let mut moved = None;
+            while killed.elapsed() < Duration::from_secs(d * 4) {
+                let owners = w.owners(&uuid).await;
+                let left = owners.values().flatten().filter(|o| Some(*o) == victim_id.as_ref()).count();
+                if left == 0 && owners.values().all(Option::is_some) {
+                    moved = Some(killed.elapsed());
+                    break;
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+            takeovers.push(moved.expect("the killed poller's partitions moved").as_secs_f64());
+            for p in others {
+                p.stop().await;
+            }
+        }
+        let min = takeovers.iter().copied().fold(f64::MAX, f64::min);
+        let max = takeovers.iter().copied().fold(0.0, f64::max);
+        let avg = takeovers.iter().sum::<f64>() / takeovers.len() as f64;
+        println!("{d:>14} s | {r:>3} s | {m:>4} s | {scan:>2} s | {rate:>20.2} | {min:.1} / {avg:.1} / {max:.1}");
+    }
 }

@@ -55,6 +55,17 @@ impl Liveness {
         self.seen.get(id).is_some_and(|seen| now.duration_since(seen.since) < self.duration)
     }
 
+    /// Whether some live poller's heartbeat is overdue (unchanged for longer than `renew_every`
+    /// and a second): it may be dead, so the observer should scan often to act the moment it
+    /// can be declared so.
+    pub fn any_overdue(&self, now: Instant, renew_every: Duration) -> bool {
+        let late = renew_every + Duration::from_secs(1);
+        self.seen.values().any(|seen| {
+            let silent = now.duration_since(seen.since);
+            silent > late && silent < self.duration
+        })
+    }
+
     /// The pollers seen unchanged for more than `factor` lease durations: their items can be
     /// removed from the table.
     pub fn long_dead<'a>(&self, pollers: &'a [PollerInfo], now: Instant, factor: u32) -> Vec<&'a PollerInfo> {

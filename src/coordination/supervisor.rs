@@ -649,7 +649,9 @@ where
         }
         self.stop_idle_consumers(&views);
         self.clean_up(&snapshot, &live, &id, now).await;
-        self.fast_scan = plan.fast_scan || lost_race;
+        // Scan often while partitions are about to move, or a heartbeat is overdue (its poller
+        // may be dead: its partitions move the moment it can be declared so).
+        self.fast_scan = plan.fast_scan || lost_race || self.liveness.any_overdue(now, self.deps.settings.lease.renew_every);
         let own_lag = self.update_load();
         // Others' lag as their heartbeats report it; this poller's as measured now.
         let others_lag: u64 =
@@ -907,7 +909,9 @@ async fn heartbeat_loop<L: LeaseStore>(
                 expires_at_ms: clock.epoch_ms().saturating_add(ttl),
                 load: *load.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             };
-            let attempt = HEARTBEAT_ATTEMPT_TIMEOUT.min(settings.renew_every);
+            // Leave room for a second attempt within the guard's slack.
+            let slack = settings.duration.saturating_sub(settings.renew_every + settings.safety_margin);
+            let attempt = HEARTBEAT_ATTEMPT_TIMEOUT.min(slack / 2).max(Duration::from_millis(200));
             match tokio::time::timeout(attempt, leases.heartbeat(&id, beat)).await {
                 Ok(Ok(())) => {
                     if !root.extend_if_valid(sent + settings.duration - settings.safety_margin) {
