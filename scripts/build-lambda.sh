@@ -172,7 +172,11 @@ build() { # arch
   for package in "${PACKAGES[@]}"; do args+=(--package "$package"); done
   # The tools' bin directory first: cargo-zigbuild finds zig as `python3 -m ziglang`, and the cmake
   # crate runs the first `cmake` on PATH.
-  PATH="$tools/bin:$PATH" cargo lambda build --release "$(cargo_lambda_flag "$arch")" --locked \
+  # LAMBDA_PROFILE=lambda-ci: the same toolchain, C libraries and checks without LTO and with
+  # light optimisation, so CI can afford it; deploys use the release profile.
+  local profile=(--release)
+  if [ -n "${LAMBDA_PROFILE:-}" ] && [ "$LAMBDA_PROFILE" != release ]; then profile=(--profile "$LAMBDA_PROFILE"); fi
+  PATH="$tools/bin:$PATH" cargo lambda build "${profile[@]}" "$(cargo_lambda_flag "$arch")" --locked \
     --lambda-dir "target/lambda/$arch" "${args[@]}"
 }
 

@@ -3,7 +3,7 @@
 # invokes; how long do records wait at each handoff?
 #
 #   scripts/handoff-gap.sh
-#   HANDOFF_TIMEOUT_MS=20000 HANDOFF_STOP_MARGIN_MS=5000 HANDOFF_RUN_S=60 HANDOFF_RATE=20 \
+#   HANDOFF_TIMEOUT_MS=25000 HANDOFF_STOP_MARGIN_MS=12000 HANDOFF_RUN_S=60 HANDOFF_RATE=20 \
 #     HANDOFF_PARTITIONS=4 scripts/handoff-gap.sh
 #
 # On its own ports (Kafka 49092, DynamoDB 48000, cargo lambda watch 49001, Lambda front 49002) it
@@ -43,16 +43,17 @@ KAFKA_PORT=${HANDOFF_KAFKA_PORT:-49092}
 DYNAMODB_PORT=${HANDOFF_DYNAMODB_PORT:-48000}
 LAMBDA_PORT=${HANDOFF_LAMBDA_PORT:-49001}
 FRONT_PORT=${HANDOFF_FRONT_PORT:-49002}
-TIMEOUT_MS=${HANDOFF_TIMEOUT_MS:-20000}
-STOP_MARGIN_MS=${HANDOFF_STOP_MARGIN_MS:-5000}
+TIMEOUT_MS=${HANDOFF_TIMEOUT_MS:-25000}
+STOP_MARGIN_MS=${HANDOFF_STOP_MARGIN_MS:-12000}
 RUN_S=${HANDOFF_RUN_S:-60}
 RATE=${HANDOFF_RATE:-20}
 PARTITIONS=${HANDOFF_PARTITIONS:-4}
 POLLER_INSTANCES=${HANDOFF_POLLER_INSTANCES:-3}
 MIN_HANDOFFS=${HANDOFF_MIN_HANDOFFS:-2}
 LAG_TIMEOUT_S=${HANDOFF_LAG_TIMEOUT_S:-90}
-# In-flight invokes must finish (or be abandoned) well inside the stop margin.
-DRAIN_MS=${ESM_DRAIN_TIMEOUT_MS:-$((STOP_MARGIN_MS * 3 / 5))}
+# In-flight invokes must finish (or be abandoned) inside the stop margin, with 10 s left to
+# commit and release (the poller refuses a margin that does not cover drain + 10 s).
+DRAIN_MS=${ESM_DRAIN_TIMEOUT_MS:-$((STOP_MARGIN_MS - 10000))}
 
 STATE=${KAFKA_ESM_STATE:-$repo/.local}/handoff-gap
 rm -rf "$STATE"

@@ -6,7 +6,6 @@
 #   dynalite     DynamoDB emulator (npm)
 #   cargo-lambda `cargo lambda watch`, a local Invoke API (PyPI ships the binary)
 #   stunnel4     TLS terminator in front of tansu's plain listener (Debian)
-#   confluent-kafka  independent librdkafka client for checks (PyPI)
 #   cmake        builds librdkafka (PyPI, in the same venv)
 #   aws-msk-iam-sasl-signer-python  AWS's MSK IAM token signer: the reference our tokens are
 #                    compared with (scripts/msk-iam-reference-tokens.py), botocore pinned with it
@@ -22,7 +21,6 @@ source "$here/env.sh"
 TANSU_VERSION=0.6.0
 DYNALITE_VERSION=4.0.0
 CARGO_LAMBDA_VERSION=1.9.2
-CONFLUENT_KAFKA_VERSION=2.12.1
 CMAKE_VERSION=3.31.10
 MSK_IAM_SIGNER_VERSION=1.0.2
 # The signer signs with botocore: pinned so the reference tokens are reproducible.
@@ -53,11 +51,11 @@ if ! [ -x "$KAFKA_ESM_CACHE/node/node_modules/.bin/dynalite" ]; then
     "dynalite@$DYNALITE_VERSION" >&2
 fi
 
-if ! [ -x "$KAFKA_ESM_CACHE/py/bin/cargo-lambda" ] || ! "$KAFKA_ESM_CACHE/py/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
-  log "installing cargo-lambda $CARGO_LAMBDA_VERSION and confluent-kafka $CONFLUENT_KAFKA_VERSION (PyPI, in a venv)"
+if ! [ -x "$KAFKA_ESM_CACHE/py/bin/cargo-lambda" ]; then
+  log "installing cargo-lambda $CARGO_LAMBDA_VERSION (PyPI, in a venv)"
   python3 -m venv "$KAFKA_ESM_CACHE/py"
   "$KAFKA_ESM_CACHE/py/bin/pip" install --quiet --disable-pip-version-check \
-    "cargo-lambda==$CARGO_LAMBDA_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION" >&2
+    "cargo-lambda==$CARGO_LAMBDA_VERSION" >&2
 fi
 
 if ! "$KAFKA_ESM_CACHE/py/bin/python" -c 'import aws_msk_iam_sasl_signer' 2>/dev/null; then

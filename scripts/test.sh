@@ -50,7 +50,16 @@ cargo test --workspace --locked --no-fail-fast
 step "poller Lambda relay under cargo lambda watch (scripts/handoff-gap.sh)"
 bash scripts/handoff-gap.sh
 
+step "MSK IAM tokens still equal the reference signer's (scripts/msk-iam-reference-tokens.py)"
+"$KAFKA_ESM_CACHE/py/bin/python" scripts/msk-iam-reference-tokens.py --check tests/data/msk-iam-reference-tokens.json
+
 step "infra checks"
 bash scripts/test-infra.sh
+
+# The Lambda artifact for this machine's architecture, built the way deploys build it (cargo
+# lambda, zig, cmake) and checked: ELF machine, glibc <= 2.34, static C libraries, starts under
+# the Runtime API. The lambda-ci profile skips LTO to fit CI's time; deploys use release.
+step "Lambda artifact for this architecture (scripts/build-lambda.sh, lambda-ci profile)"
+LAMBDA_PROFILE=lambda-ci bash scripts/build-lambda.sh "$(uname -m | sed 's/aarch64/arm64/')"
 
 step "all tests passed"

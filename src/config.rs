@@ -76,7 +76,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     EnvVar {
         name: "ESM_STOP_MARGIN_MS",
         default: "derived",
-        meaning: "poller Lambda: stop this long before the deadline; at least drain timeout + 15000 (derived from it when unset)",
+        meaning: "poller Lambda: stop this long before the deadline; at least drain timeout + 10000 (derived from it when unset)",
     },
     EnvVar {
         name: "ESM_LEASE_DURATION_MS",
@@ -120,9 +120,9 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
 ];
 
-/// Time a hand-over needs after the drain: abandoning, the final commit (with its retries) and
-/// the lease release.
-pub const HANDOVER_SLACK: Duration = Duration::from_secs(15);
+/// Time a hand-over needs after the drain: abandoning an invoke that outlived it (up to 5 s for
+/// the consumer to notice), the final commit with its retries, and the lease release.
+pub const HANDOVER_SLACK: Duration = Duration::from_secs(10);
 
 /// A setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -454,15 +454,15 @@ mod tests {
     fn the_stop_margin_covers_the_drain_by_construction() {
         // One given: the other follows.
         let s = parse(&[("ESM_DRAIN_TIMEOUT_MS", "60000")]).unwrap();
-        assert_eq!(s.stop_margin, Duration::from_secs(75));
+        assert_eq!(s.stop_margin, Duration::from_secs(70));
         let s = parse(&[("ESM_STOP_MARGIN_MS", "20000")]).unwrap();
-        assert_eq!((s.drain_timeout, s.stop_margin), (Duration::from_secs(5), Duration::from_secs(20)));
+        assert_eq!((s.drain_timeout, s.stop_margin), (Duration::from_secs(10), Duration::from_secs(20)));
         // Both given and contradictory: refused, naming both.
         let err = parse(&[("ESM_DRAIN_TIMEOUT_MS", "30000"), ("ESM_STOP_MARGIN_MS", "10000")]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("ESM_STOP_MARGIN_MS") && text.contains("ESM_DRAIN_TIMEOUT_MS"), "{text}");
         // A margin too small to drain at all.
-        assert!(parse(&[("ESM_STOP_MARGIN_MS", "15000")]).is_err());
+        assert!(parse(&[("ESM_STOP_MARGIN_MS", "10000")]).is_err());
     }
 
     #[test]

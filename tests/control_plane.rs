@@ -631,7 +631,16 @@ async fn an_unrecoverable_error_disables_the_mapping_even_after_its_state_was_se
 async fn takeover_and_write_rate_trade_off() {
     use kafka_esm::config::LeaseSettings;
     println!("lease duration | renew | margin | scan | writes/partition-min | takeover min / avg / max (s)");
-    for (d, r, m, scan) in [(20, 8, 3, 5), (15, 6, 2, 5), (12, 5, 2, 5), (10, 5, 2, 5), (10, 4, 2, 5), (10, 4, 2, 2), (10, 4, 2, 1), (6, 2, 1, 1)] {
+    for (d, r, m, scan) in [
+        (20, 8, 3, 5),
+        (15, 6, 2, 5),
+        (12, 5, 2, 5),
+        (10, 5, 2, 5),
+        (10, 4, 2, 5),
+        (10, 4, 2, 2),
+        (10, 4, 2, 1),
+        (6, 2, 1, 1),
+    ] {
         let mut takeovers = Vec::new();
         let mut rate = 0.0;
         for phase in [0.1, 0.35, 0.6, 0.85] {

@@ -651,7 +651,8 @@ where
         self.clean_up(&snapshot, &live, &id, now).await;
         // Scan often while partitions are about to move, or a heartbeat is overdue (its poller
         // may be dead: its partitions move the moment it can be declared so).
-        self.fast_scan = plan.fast_scan || lost_race || self.liveness.any_overdue(now, self.deps.settings.lease.renew_every);
+        self.fast_scan =
+            plan.fast_scan || lost_race || self.liveness.any_overdue(now, self.deps.settings.lease.renew_every);
         let own_lag = self.update_load();
         // Others' lag as their heartbeats report it; this poller's as measured now.
         let others_lag: u64 =
