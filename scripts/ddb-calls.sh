@@ -26,8 +26,8 @@
 #                              do not depend on it
 #   Ports: DDB_CALLS_KAFKA_PORT (39092), DDB_CALLS_DYNAMODB_PORT (38000, dynalite),
 #          DDB_CALLS_PROXY_PORT (38001, the counting proxy), DDB_CALLS_LAMBDA_PORT (39001)
-#   ESM_* variables reach the pollers unchanged: ESM_LEASE_DURATION_MS (20000),
-#   ESM_LEASE_RENEW_MS (duration x 2/5), ESM_LEASE_SCAN_MS (5000), ESM_REFRESH_INTERVAL_MS (3000);
+#   ESM_* variables reach the pollers unchanged: ESM_LEASE_DURATION_MS (10000),
+#   ESM_LEASE_RENEW_MS (duration / 2), ESM_LEASE_SCAN_MS (5000), ESM_REFRESH_INTERVAL_MS (3000);
 #   ESM_FETCH_WAIT_MS defaults to 100 here (tansu holds every fetch that long; no DynamoDB effect).
 # Logs: $KAFKA_ESM_STATE/ddb-calls/ (default .local/ddb-calls/).
 set -euo pipefail
@@ -182,11 +182,11 @@ done
 after_rc=0
 after_text=$(leases --save "$STATE/leases-after.json" --compare "$STATE/leases-before.json") || after_rc=$?
 
-duration_ms=${ESM_LEASE_DURATION_MS:-20000}
+duration_ms=${ESM_LEASE_DURATION_MS:-10000}
 if [ -n "${ESM_LEASE_RENEW_MS:-}" ]; then
   renew_ms=$ESM_LEASE_RENEW_MS renew_note=""
 else
-  renew_ms=$(awk -v d="$duration_ms" 'BEGIN { r = d * 2 / 5; if (r == int(r)) printf "%.1f", r; else print r }') renew_note=" (duration x 2/5)"
+  renew_ms=$(awk -v d="$duration_ms" 'BEGIN { r = d / 2; if (r == int(r)) printf "%.1f", r; else print r }') renew_note=" (duration / 2)"
 fi
 settings="ESM_LEASE_DURATION_MS=$duration_ms ESM_LEASE_RENEW_MS=$renew_ms$renew_note"
 settings+=" ESM_LEASE_SCAN_MS=${ESM_LEASE_SCAN_MS:-5000} ESM_REFRESH_INTERVAL_MS=${ESM_REFRESH_INTERVAL_MS:-3000}"

@@ -201,6 +201,12 @@ fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     base.iter().chain(extra).copied().collect()
 }
 
+/// `args` with topic `orders` replaced: one topic maps to one function once per cluster, so a test
+/// that creates several mappings gives each its own topic.
+fn on_topic<'a>(args: &[&'a str], topic: &'a str) -> Vec<&'a str> {
+    args.iter().map(|&a| if a == "orders" { topic } else { a }).collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Golden files
 
@@ -484,7 +490,7 @@ async fn scram_source_access_types_use_the_aws_spelling() {
     let esm = Esm::new().await;
     for kind in ["SASL_SCRAM_512_AUTH", "SASL_SCRAM_256_AUTH"] {
         let config = format!("Type={kind},URI=arn:aws:secretsmanager:us-east-1:123456789012:secret:scram");
-        let m = esm.create(&with(&SELF_MANAGED, &["--source-access-configurations", &config])).await;
+        let m = esm.create(&with(&on_topic(&SELF_MANAGED, kind), &["--source-access-configurations", &config])).await;
         assert_eq!(m["SourceAccessConfigurations"][0]["Type"], kind);
         assert_eq!(esm.get(&uuid_of(&m)).await, m);
     }
@@ -632,7 +638,7 @@ async fn state_rules_and_missing_things_give_the_aws_errors() {
     esm.fails(&["get-event-source-mapping", "--uuid", &uuid], "ResourceNotFoundException", "GetEventSourceMapping")
         .await;
     // An Updating mapping can be deleted; a Deleting one cannot be changed or deleted again.
-    let uuid = uuid_of(&esm.create(&SELF_MANAGED).await);
+    let uuid = uuid_of(&esm.create(&on_topic(&SELF_MANAGED, "orders-updating")).await);
     esm.set_state(&uuid, State::Enabled, "OK").await;
     let updating = esm.ok(&["update-event-source-mapping", "--uuid", &uuid, "--batch-size", "5"]).await;
     assert_eq!(updating["State"], "Updating");
@@ -646,6 +652,15 @@ async fn state_rules_and_missing_things_give_the_aws_errors() {
         assert!(msg.contains("Deleting"), "{msg}");
     }
     assert_eq!(esm.get(&uuid).await, deleting, "a refused command changes nothing");
+    // A Deleting mapping still holds its topic and function.
+    let msg = esm
+        .fails(
+            &with(&["create-event-source-mapping"], &on_topic(&SELF_MANAGED, "orders-updating")),
+            "ResourceConflictException",
+            "CreateEventSourceMapping",
+        )
+        .await;
+    assert!(msg.contains(&uuid), "{msg}");
     let uuid = uuid_of(&esm.create(&SELF_MANAGED).await);
 
     // The function must exist on update too.
@@ -684,10 +699,10 @@ async fn state_rules_and_missing_things_give_the_aws_errors() {
 
     // One consumer group per cluster.
     let group = ["--self-managed-kafka-event-source-config", "ConsumerGroupId=shared-group"];
-    esm.create(&with(&SELF_MANAGED, &group)).await;
+    esm.create(&with(&on_topic(&SELF_MANAGED, "orders-grouped"), &group)).await;
     let msg = esm
         .fails(
-            &with(&with(&["create-event-source-mapping"], &SELF_MANAGED), &group),
+            &with(&with(&["create-event-source-mapping"], &on_topic(&SELF_MANAGED, "orders-other")), &group),
             "ResourceConflictException",
             "CreateEventSourceMapping",
         )
@@ -842,8 +857,9 @@ async fn every_invalid_create_is_refused_naming_the_field() {
     assert_eq!(esm.ok(&["list-event-source-mappings"]).await, json!({"EventSourceMappings": []}));
 
     // A timestamp in the past is fine with AT_TIMESTAMP, in either form.
-    for ts in ["1700000000", "2023-11-14T22:13:20Z"] {
-        let mut args: Vec<&str> = SELF_MANAGED.map(|a| if a == "TRIM_HORIZON" { "AT_TIMESTAMP" } else { a }).to_vec();
+    for (ts, topic) in [("1700000000", "orders-seconds"), ("2023-11-14T22:13:20Z", "orders-iso")] {
+        let mut args: Vec<&str> = on_topic(&SELF_MANAGED, topic);
+        args.iter_mut().filter(|a| **a == "TRIM_HORIZON").for_each(|a| *a = "AT_TIMESTAMP");
         args.extend(["--starting-position-timestamp", ts]);
         let m = esm.create(&args).await;
         assert_eq!(m["StartingPositionTimestamp"], json!(1_700_000_000.0));
@@ -851,7 +867,7 @@ async fn every_invalid_create_is_refused_naming_the_field() {
     // Edges that are valid.
     let m = esm
         .create(&with(
-            &SELF_MANAGED,
+            &on_topic(&SELF_MANAGED, "orders-edges"),
             &[
                 "--batch-size",
                 "10000",
@@ -1045,7 +1061,7 @@ async fn racing_updates_never_lose_a_write_or_corrupt_the_item() {
     assert_eq!(unchanging(&after), unchanging(&before), "nothing else changed");
 
     // An Enabled mapping goes to Updating on the first write and stays there: the same rule.
-    let m = esm.create(&SELF_MANAGED).await;
+    let m = esm.create(&on_topic(&SELF_MANAGED, "orders-enabled")).await;
     let uuid = uuid_of(&m);
     esm.set_state(&uuid, State::Enabled, "OK").await;
     let before = esm.stored(&uuid).await;
