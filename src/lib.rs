@@ -10,6 +10,7 @@
 //! | the data plane: records → batches → invokes → commits | [`delivery`] |
 //! | the control plane: leases, fair share, scaling, consumers | [`coordination`] |
 //! | adapters: DynamoDB, Lambda, Secrets Manager ([`aws`]); librdkafka, MSK, SASL ([`kafka`]) | |
+//! | operating it: progress, metrics, status, offset reset | [`ops`] |
 //! | configuration and time | [`config`], [`clock`] |
 
 pub mod api;
@@ -23,5 +24,6 @@ pub mod coordination;
 pub mod delivery;
 pub mod kafka;
 pub mod model;
+pub mod ops;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

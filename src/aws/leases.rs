@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use crate::coordination::leases::{
-    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, MalformedLease, PollerInfo, Snapshot,
+    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, MalformedLease, OffsetReset, PollerInfo, Snapshot,
 };
 
 /// The table's partition key.
@@ -34,6 +34,12 @@ const STARTED_AT_MS: &str = "StartedAtMs";
 const HELD: &str = "Held";
 const LAG: &str = "Lag";
 const STOPPING: &str = "Stopping";
+/// On heartbeat items: the poller's partitions' progress (JSON, for `esm status`).
+const PROGRESS: &str = "Progress";
+/// On lease items: an offset reset requested by `esm reset-offsets`, and the last one applied.
+const RESET_REQUEST: &str = "ResetRequest";
+const RESET_TO: &str = "ResetTo";
+const RESET_APPLIED: &str = "ResetApplied";
 
 const LEASE_PREFIX: &str = "lease#";
 const POLLER_PREFIX: &str = "poller#";
@@ -100,6 +106,23 @@ impl DynamoLeaseStore {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| self.err(&format!("{prefix}*"), e))
+    }
+
+    /// Every heartbeat item's progress.
+    ///
+    /// # Errors
+    /// The table cannot be read.
+    pub async fn progress(&self) -> Result<Vec<PollerProgress>, LeaseError> {
+        let items = self.scan_prefix(POLLER_PREFIX, None).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let poller = key_of(item).strip_prefix(POLLER_PREFIX)?.to_owned();
+                let expires_at_ms = item.get(EXPIRES_AT_MS)?.as_n().ok()?.parse().ok()?;
+                let progress = item.get(PROGRESS).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                Some(PollerProgress { poller, expires_at_ms, progress })
+            })
+            .collect())
     }
 }
 
@@ -173,6 +196,24 @@ fn parse_poller(item: &HashMap<String, AttributeValue>) -> Option<PollerInfo> {
         expires_at_ms: number(EXPIRES_AT_MS)?.parse().ok()?,
         load,
     })
+}
+
+/// The reset a lease item asks for and that was not applied yet.
+fn pending_reset(id: &LeaseId, item: &HashMap<String, AttributeValue>) -> Option<OffsetReset> {
+    let string = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+    let request = string(RESET_REQUEST)?;
+    let offset = item.get(RESET_TO)?.as_n().ok()?.parse().ok()?;
+    (string(RESET_APPLIED) != Some(request)).then(|| OffsetReset { id: id.clone(), request: request.clone(), offset })
+}
+
+/// One heartbeat item as `esm status` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerProgress {
+    pub poller: String,
+    /// Wall-clock expiry the poller wrote (display only: liveness is never judged on it).
+    pub expires_at_ms: i64,
+    /// The `Progress` JSON, empty when the poller wrote none.
+    pub progress: String,
 }
 
 fn n(value: impl ToString) -> AttributeValue {
@@ -327,6 +368,62 @@ impl LeaseStore for DynamoLeaseStore {
         Ok(())
     }
 
+    async fn heartbeat_with_progress(&self, poller: &str, beat: Heartbeat, progress: &str) -> Result<(), LeaseError> {
+        let key = poller_key(poller);
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .update_expression("SET #p = :p, #e = :e, #t = :t, #h = :h, #l = :l, #x = :x, #g = :g ADD #c :one")
+            .condition_expression("attribute_exists(#k)")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_names("#g", PROGRESS)
+            .expression_attribute_values(":g", s(progress));
+        Self::beat_values(update, poller, beat).send().await.map_err(|e| self.err(&key, e))?;
+        Ok(())
+    }
+
+    async fn request_reset(&self, id: &LeaseId, request: &str, offset: i64) -> Result<(), LeaseError> {
+        let key = lease_key(id);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .update_expression("SET #r = :r, #t = :t")
+            .condition_expression("attribute_exists(#k)")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_names("#r", RESET_REQUEST)
+            .expression_attribute_names("#t", RESET_TO)
+            .expression_attribute_values(":r", s(request))
+            .expression_attribute_values(":t", n(offset))
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        Ok(())
+    }
+
+    async fn reset_applied(&self, lease: &Lease, owner: &str, request: &str) -> Result<(), LeaseError> {
+        let key = lease_key(&lease.id);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .update_expression("SET #a = :r")
+            .condition_expression("#o = :o AND #c = :c AND #r = :r")
+            .expression_attribute_names("#o", OWNER)
+            .expression_attribute_names("#c", COUNTER)
+            .expression_attribute_names("#r", RESET_REQUEST)
+            .expression_attribute_names("#a", RESET_APPLIED)
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":c", n(lease.counter))
+            .expression_attribute_values(":r", s(request))
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        Ok(())
+    }
+
     async fn remove_poller(&self, poller: &str) -> Result<(), LeaseError> {
         let key = poller_key(poller);
         self.client
@@ -376,7 +473,10 @@ impl LeaseStore for DynamoLeaseStore {
                 let mapping = parts.next().unwrap_or_default().to_owned();
                 let entry = snapshot.mappings.entry(mapping).or_default();
                 match parse_lease(item) {
-                    Ok(lease) => entry.leases.push(lease),
+                    Ok(lease) => {
+                        entry.resets.extend(pending_reset(&lease.id, item));
+                        entry.leases.push(lease);
+                    }
                     Err(problem) => entry.malformed.push(MalformedLease {
                         partition: parts.nth(1).and_then(|p| p.parse().ok()),
                         key,

@@ -29,11 +29,12 @@ use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
 use crate::delivery::event::{Envelope, EventSource};
 use crate::delivery::guard::LeaseGuard;
 use crate::delivery::invoke::Invoker;
-use crate::delivery::metrics::Metrics;
+use crate::delivery::metrics::{MappingMetrics, Metrics};
 use crate::delivery::partition::{WorkerError, WorkerSpec, consume};
 use crate::delivery::policy::{Disposition, StopReason};
 use crate::delivery::record::SourceError;
 use crate::model::mapping::EventSourceMapping;
+use crate::ops::reset::commit_reset;
 
 /// How often a consumer re-reads its topic's partitions (new ones get leases) and measures lag.
 const METADATA_EVERY: Duration = Duration::from_secs(30);
@@ -414,10 +415,19 @@ async fn run_tenure<C: Connector, I: Invoker>(
         if tenure.ended() {
             return Ok(());
         }
-        let checkpoint = client.checkpoint();
+        let checkpoint = TimedCheckpoint { inner: client.checkpoint(), metrics: shared.spec.metrics.clone() };
+        // A reset requested before the partition started here is applied before anything is read.
+        if let Some(reset) = tenure.reset.take() {
+            if !tenure.guard.is_valid() {
+                return Ok(());
+            }
+            commit_reset(&checkpoint, &reset).await?;
+            tenure.reset.applied(&reset.request);
+            info!(mapping = %shared.spec.mapping, partition, offset = reset.offset, request = %reset.request, "Offset reset applied.");
+        }
         let committed = checkpoint.committed(&[partition]).await?.get(&partition).copied().flatten();
         let start_at = StartAt::for_partition(&shared.mapping, tenure.lease.from_earliest);
-        let (offset, resolved) = client.start_offset(partition, committed, start_at).await?;
+        let (mut offset, resolved) = client.start_offset(partition, committed, start_at).await?;
         if resolved {
             if !tenure.guard.is_valid() {
                 return Ok(());
@@ -427,26 +437,68 @@ async fn run_tenure<C: Connector, I: Invoker>(
             checkpoint.commit(&BTreeMap::from([(partition, offset)])).await?;
             info!(mapping = %shared.spec.mapping, partition, position = ?start_at.position, offset, "Starting position resolved and committed.");
         }
-        tenure.progress.position.store(offset, Ordering::Relaxed);
-        let source = client.open(partition, offset)?;
-        info!(mapping = %shared.spec.mapping, partition, offset, "Partition started.");
         let spec = WorkerSpec { guard: tenure.guard.clone(), progress: tenure.progress.clone(), ..shared.spec.clone() };
-        let result = consume(
-            &spec,
-            source,
-            checkpoint,
-            deps.invoker.clone(),
-            deps.settings.retry,
-            &stop,
-            tenure.abandoning(),
-        )
-        .await;
-        client.close(partition);
-        let report = result?;
-        info!(mapping = %shared.spec.mapping, partition, committed = ?report.committed, "Partition stopped.");
-        Ok(())
+        loop {
+            tenure.progress.position.store(offset, Ordering::Relaxed);
+            let source = client.open(partition, offset)?;
+            info!(mapping = %shared.spec.mapping, partition, offset, "Partition started.");
+            // An offset reset stops intake like a hand-over: the batch in flight finishes and
+            // commits first.
+            let run_stop = stop.child_token();
+            let on_reset = {
+                let (slot, run_stop) = (tenure.reset.clone(), run_stop.clone());
+                tokio::spawn(async move {
+                    slot.requested().await;
+                    run_stop.cancel();
+                })
+            };
+            let result = consume(
+                &spec,
+                source,
+                checkpoint.clone(),
+                deps.invoker.clone(),
+                deps.settings.retry,
+                &run_stop,
+                tenure.abandoning(),
+            )
+            .await;
+            on_reset.abort();
+            client.close(partition);
+            let report = result?;
+            let reset = if stop.is_cancelled() || !tenure.guard.is_valid() { None } else { tenure.reset.take() };
+            let Some(reset) = reset else {
+                info!(mapping = %shared.spec.mapping, partition, committed = ?report.committed, "Partition stopped.");
+                return Ok(());
+            };
+            commit_reset(&checkpoint, &reset).await?;
+            tenure.reset.applied(&reset.request);
+            info!(mapping = %shared.spec.mapping, partition, from = ?report.committed.get(&partition), offset = reset.offset, request = %reset.request, "Offset reset applied.");
+            offset = reset.offset;
+        }
     }
     .await;
     forward.abort();
     (partition, tenure.counter(), result)
+}
+
+/// The group's offsets, with every commit's latency counted (`CommitLatency`).
+#[derive(Debug, Clone)]
+struct TimedCheckpoint<C> {
+    inner: C,
+    metrics: Arc<MappingMetrics>,
+}
+
+impl<C: Checkpoint> Checkpoint for TimedCheckpoint<C> {
+    async fn committed(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, CheckpointError> {
+        self.inner.committed(partitions).await
+    }
+
+    async fn commit(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), CheckpointError> {
+        let started = Instant::now();
+        let result = self.inner.commit(offsets).await;
+        if result.is_ok() {
+            self.metrics.commit_ms.record(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        }
+        result
+    }
 }

@@ -122,11 +122,24 @@ pub struct MalformedLease {
     pub problem: String,
 }
 
+/// A request, written on a lease item by `esm reset-offsets`, to move the partition's committed
+/// offset. Whoever runs the partition applies it between batches (or before its first one),
+/// commits `offset` and marks the request applied; see [`crate::ops::reset`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReset {
+    pub id: LeaseId,
+    /// Tells requests apart; the lease item keeps the last one applied.
+    pub request: String,
+    pub offset: i64,
+}
+
 /// One mapping's lease items.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MappingLeases {
     /// Ordered by topic and partition.
     pub leases: Vec<Lease>,
+    /// Offset resets requested and not yet applied, by topic and partition.
+    pub resets: Vec<OffsetReset>,
     /// Items that cannot be read: their partitions are not consumed until repaired.
     pub malformed: Vec<MalformedLease>,
 }
@@ -147,6 +160,7 @@ impl Snapshot {
         for m in self.mappings.values_mut() {
             m.leases.sort_by(|a, b| a.id.cmp(&b.id));
             m.malformed.sort_by(|a, b| a.key.cmp(&b.key));
+            m.resets.sort_by(|a, b| a.id.cmp(&b.id));
         }
         self
     }
@@ -215,6 +229,40 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// Every heartbeat and every mapping's leases, in one consistent read of the table.
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, LeaseError>> + Send;
+
+    /// [`LeaseStore::heartbeat`] carrying the poller's per-partition progress (JSON, for
+    /// `esm status`) in the same write. A store that keeps no progress writes the heartbeat alone.
+    fn heartbeat_with_progress(
+        &self,
+        poller: &str,
+        beat: Heartbeat,
+        _progress: &str,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        self.heartbeat(poller, beat)
+    }
+
+    /// Asks whoever runs the partition to commit `offset` (no counter bump: the owner keeps its
+    /// lease). `Lost` when the lease item does not exist. A store without resets refuses.
+    fn request_reset(
+        &self,
+        id: &LeaseId,
+        _request: &str,
+        _offset: i64,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        let what = id.to_string();
+        async move { Err(LeaseError::Dynamo { table: what, message: "this lease store keeps no offset resets".into() }) }
+    }
+
+    /// Marks `request` applied by `owner`, who holds `lease` unchanged.
+    fn reset_applied(
+        &self,
+        lease: &Lease,
+        _owner: &str,
+        _request: &str,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        let what = lease.id.to_string();
+        async move { Err(LeaseError::Dynamo { table: what, message: "this lease store keeps no offset resets".into() }) }
+    }
 }
 
 impl<S: LeaseStore> LeaseStore for Arc<S> {
@@ -256,6 +304,33 @@ impl<S: LeaseStore> LeaseStore for Arc<S> {
 
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, LeaseError>> + Send {
         (**self).snapshot()
+    }
+
+    fn heartbeat_with_progress(
+        &self,
+        poller: &str,
+        beat: Heartbeat,
+        progress: &str,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).heartbeat_with_progress(poller, beat, progress)
+    }
+
+    fn request_reset(
+        &self,
+        id: &LeaseId,
+        request: &str,
+        offset: i64,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).request_reset(id, request, offset)
+    }
+
+    fn reset_applied(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        request: &str,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).reset_applied(lease, owner, request)
     }
 }
 

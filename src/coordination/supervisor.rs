@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 use super::balance::{BalanceInput, MappingView, plan};
 use super::connector::Connector;
 use super::consumer::{ConsumerExit, ConsumerStatus, Deps, run_consumer};
-use super::leases::{Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, Snapshot};
+use super::leases::{Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, OffsetReset, Snapshot};
 use super::liveness::Liveness;
 use super::reconcile::{Write, fingerprint, reconcile};
 use super::scaling::{ScaleDecision, ScaleInput, Scaling};
@@ -37,10 +37,12 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::delivery::guard::LeaseGuard;
 use crate::delivery::invoke::Invoker;
+use crate::delivery::metrics::{MappingInfo, Metrics};
 use crate::delivery::policy::StopReason;
 use crate::model::mapping::EventSourceMapping;
 use crate::model::state::State;
 use crate::model::store::{Loaded, MappingStore, Status, StoreError};
+use crate::ops::progress::ProgressBook;
 
 /// Starts another poller: the Lambda invokes its own function asynchronously.
 pub trait Spawner: Send + Sync + 'static {
@@ -176,6 +178,8 @@ struct Supervisor<S, L, C, I, P> {
     malformed: BTreeMap<String, u32>,
     /// What this poller last wrote as a mapping's `LastProcessingResult`.
     reported: HashMap<String, String>,
+    /// Its partitions' progress between scans, for the heartbeat and the metrics.
+    progress: ProgressBook,
 }
 
 impl<S, L, C, I, P> Supervisor<S, L, C, I, P>
@@ -219,6 +223,7 @@ where
             fast_scan: false,
             malformed: BTreeMap::new(),
             reported: HashMap::new(),
+            progress: ProgressBook::default(),
             deps,
         }
     }
@@ -359,6 +364,7 @@ where
                     root.clone(),
                     lease,
                     self.load.clone(),
+                    self.deps.metrics.clone(),
                     self.clock.clone(),
                 ));
                 info!(poller = %id, "Poller registered.");
@@ -596,6 +602,9 @@ where
                 discovered,
             });
         }
+        let resets: BTreeMap<LeaseId, OffsetReset> =
+            snapshot.mappings.values().flat_map(|m| m.resets.iter().map(|r| (r.id.clone(), r.clone()))).collect();
+        self.apply_resets(&resets, &id).await;
         let held: BTreeMap<LeaseId, u64> = self.held.iter().map(|(id, t)| (id.clone(), t.counter())).collect();
         let busy: BTreeSet<LeaseId> = self.handovers.keys().cloned().collect();
         let plan = plan(&BalanceInput {
@@ -642,7 +651,10 @@ where
                 break;
             }
             match self.leases.acquire(&lease, &id).await {
-                Ok(acquired) => self.run_tenure(acquired),
+                Ok(acquired) => {
+                    let reset = resets.get(&acquired.id).cloned();
+                    self.run_tenure(acquired, reset);
+                }
                 Err(LeaseError::Lost { .. }) => lost_race = true,
                 Err(e) => warn!(lease = %lease.id, error = %e, "Cannot take the lease."),
             }
@@ -660,11 +672,29 @@ where
         self.scale(&id, &active, own_lag + others_lag, &views)
     }
 
-    /// Hands a taken lease to its mapping's consumer.
-    fn run_tenure(&mut self, lease: Lease) {
+    /// Hands offset resets to the partitions they are for, and marks on the lease items those
+    /// the partitions applied ([`crate::ops::reset`]).
+    async fn apply_resets(&mut self, pending: &BTreeMap<LeaseId, OffsetReset>, id: &str) {
+        for (lease_id, tenure) in &self.held {
+            if let Some(reset) = pending.get(lease_id) {
+                tenure.reset.request(reset.clone());
+            }
+            let Some(request) = tenure.reset.to_acknowledge() else { continue };
+            match self.leases.reset_applied(&tenure.lease, id, &request).await {
+                Ok(()) | Err(LeaseError::Lost { .. }) => tenure.reset.acknowledged(&request),
+                Err(e) => warn!(lease = %lease_id, error = %e, "Cannot mark the offset reset applied; retrying."),
+            }
+        }
+    }
+
+    /// Hands a taken lease to its mapping's consumer, with the offset reset it must apply first.
+    fn run_tenure(&mut self, lease: Lease, reset: Option<OffsetReset>) {
         let Some(root) = self.identity.as_ref().map(|i| i.root.clone()) else { return };
         let Some(mapping) = self.wanted.iter().find(|m| *m.uuid == *lease.id.mapping).cloned() else { return };
         let tenure = Tenure::new(lease, Arc::new(LeaseGuard::child(root)));
+        if let Some(reset) = reset {
+            tenure.reset.request(reset);
+        }
         info!(lease = %tenure.id(), counter = tenure.counter(), "Lease taken.");
         let consumer = self.ensure_consumer(&mapping);
         if consumer.tenures.send(tenure.clone()).is_err() {
@@ -746,8 +776,29 @@ where
         }
     }
 
-    /// The load reported with the next heartbeat; returns this poller's lag.
-    fn update_load(&self) -> u64 {
+    /// The load reported with the next heartbeat, and the progress published with it and in the
+    /// metrics; returns this poller's lag.
+    fn update_load(&mut self) -> u64 {
+        let reports = self.progress.observe(
+            self.held.iter().map(|(id, t)| (id, t.counter(), &*t.progress)),
+            Instant::now(),
+            self.clock.epoch_ms(),
+        );
+        let infos = self
+            .wanted
+            .iter()
+            .map(|m| {
+                let metrics = m
+                    .metrics_config
+                    .as_ref()
+                    .and_then(|c| c.get("Metrics"))
+                    .and_then(|v| v.as_array())
+                    .map(|v| v.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                (m.uuid.clone(), MappingInfo { function: m.function_arn.clone(), metrics })
+            })
+            .collect();
+        self.deps.metrics.publish(reports, infos);
         let lag: u64 = self.held.values().map(|t| t.progress.lag()).sum();
         let mut load = self.load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         load.held = u32::try_from(self.held.len()).unwrap_or(u32::MAX);
@@ -898,6 +949,7 @@ async fn heartbeat_loop<L: LeaseStore>(
     root: Arc<LeaseGuard>,
     settings: crate::config::LeaseSettings,
     load: Arc<Mutex<Load>>,
+    metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 ) {
     let ttl = i64::try_from(settings.duration.as_millis()).unwrap_or(i64::MAX);
@@ -913,7 +965,8 @@ async fn heartbeat_loop<L: LeaseStore>(
             // Leave room for a second attempt within the guard's slack.
             let slack = settings.duration.saturating_sub(settings.renew_every + settings.safety_margin);
             let attempt = HEARTBEAT_ATTEMPT_TIMEOUT.min(slack / 2).max(Duration::from_millis(200));
-            match tokio::time::timeout(attempt, leases.heartbeat(&id, beat)).await {
+            let progress = crate::ops::progress::encode(&metrics.partitions());
+            match tokio::time::timeout(attempt, leases.heartbeat_with_progress(&id, beat, &progress)).await {
                 Ok(Ok(())) => {
                     if !root.extend_if_valid(sent + settings.duration - settings.safety_margin) {
                         warn!(poller = %id, "Heartbeat confirmed too late; this poller's leases may have moved.");

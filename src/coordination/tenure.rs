@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::leases::{Lease, LeaseId};
 use crate::delivery::guard::LeaseGuard;
 use crate::delivery::partition::Progress;
+use crate::ops::reset::ResetSlot;
 
 /// How long an abandoned partition may take to notice and report done.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
@@ -37,6 +38,8 @@ pub struct Tenure {
     /// Checked before every invoke and every commit.
     pub guard: Arc<LeaseGuard>,
     pub progress: Arc<Progress>,
+    /// An offset reset to apply between batches ([`crate::ops::reset`]).
+    pub reset: Arc<ResetSlot>,
     stop: CancellationToken,
     abandon: CancellationToken,
     done: CancellationToken,
@@ -48,6 +51,7 @@ impl Tenure {
             lease,
             guard,
             progress: Arc::default(),
+            reset: Arc::default(),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
             done: CancellationToken::new(),

@@ -1,23 +1,36 @@
 //! What happens to records, counted per mapping: the numbers behind the CloudWatch metrics (AWS's
 //! `EventCount` names where they exist), `esm poll`'s progress line and the poller Lambda's
-//! summary. Counting is a few relaxed atomic adds per batch; emitting is elsewhere.
+//! summary; and what the poller last published about its partitions (lag, position, last error)
+//! for the metrics and the heartbeat. Counting is a few relaxed atomic adds per batch; emitting
+//! is [`crate::ops::emf`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A distribution measured over an interval: count, sum, min, max.
+/// How many values of one interval a [`Timings`] keeps (the EMF limit for one metric's values).
+pub const MAX_SAMPLES: usize = 100;
+
+/// A distribution measured over an interval: count, sum, min, max, and its first
+/// [`MAX_SAMPLES`] values.
 #[derive(Debug)]
 pub struct Timings {
     count: AtomicU64,
     sum: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
+    samples: Mutex<Vec<u64>>,
 }
 
 impl Default for Timings {
     fn default() -> Self {
-        Self { count: AtomicU64::new(0), sum: AtomicU64::new(0), min: AtomicU64::new(u64::MAX), max: AtomicU64::new(0) }
+        Self {
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            min: AtomicU64::new(u64::MAX),
+            max: AtomicU64::new(0),
+            samples: Mutex::default(),
+        }
     }
 }
 
@@ -36,6 +49,15 @@ impl Timings {
         self.sum.fetch_add(value, Ordering::Relaxed);
         self.min.fetch_min(value, Ordering::Relaxed);
         self.max.fetch_max(value, Ordering::Relaxed);
+        let mut samples = self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if samples.len() < MAX_SAMPLES {
+            samples.push(value);
+        }
+    }
+
+    /// The values kept since the last call, and a fresh interval for them.
+    pub fn take_samples(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The interval so far, and a fresh one from now.
@@ -98,10 +120,47 @@ pub struct Totals {
     pub oversized: u64,
 }
 
+/// One partition this poller runs, as published with its heartbeat (for `esm status`) and in
+/// the metrics. Times are epoch milliseconds on this poller's clock.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PartitionReport {
+    pub mapping: String,
+    pub topic: String,
+    pub partition: i32,
+    /// Next offset to deliver; -1 until known.
+    pub position: i64,
+    /// Records after `position`, as last measured.
+    pub lag: u64,
+    /// Offsets delivered per second over the last interval.
+    pub records_per_second: f64,
+    /// When `position` last moved (or the partition started here).
+    pub advanced_at_ms: i64,
+    /// The last successful invoke seen, if any since the partition started here.
+    pub last_invoke_ms: Option<i64>,
+    /// The last failed attempt's error, while the batch it hit is not yet delivered.
+    pub last_error: Option<String>,
+}
+
+/// What the metrics need to know about a mapping this poller runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingInfo {
+    pub function: String,
+    /// `MetricsConfig.Metrics`: `EventCount`, `ErrorCount`, `KafkaMetrics`.
+    pub metrics: Vec<String>,
+}
+
 /// Every mapping's counters in one poller.
 #[derive(Debug, Default)]
 pub struct Metrics {
     mappings: Mutex<BTreeMap<String, Arc<MappingMetrics>>>,
+    published: Mutex<Published>,
+}
+
+#[derive(Debug, Default)]
+struct Published {
+    partitions: Vec<PartitionReport>,
+    infos: BTreeMap<String, MappingInfo>,
 }
 
 impl Metrics {
@@ -123,6 +182,22 @@ impl Metrics {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Replaces what this poller publishes about its partitions and mappings.
+    pub fn publish(&self, partitions: Vec<PartitionReport>, infos: BTreeMap<String, MappingInfo>) {
+        let mut published = self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *published = Published { partitions, infos };
+    }
+
+    /// The partitions as last published.
+    pub fn partitions(&self) -> Vec<PartitionReport> {
+        self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).partitions.clone()
+    }
+
+    /// The mappings as last published.
+    pub fn infos(&self) -> BTreeMap<String, MappingInfo> {
+        self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).infos.clone()
     }
 
     /// Sums over every mapping.

@@ -33,11 +33,18 @@ pub struct Progress {
     pub lag: AtomicU64,
     /// Batches delivered successfully.
     pub batches: AtomicU64,
+    /// The error of the last failed attempt, until its batch is delivered (for `esm status`).
+    pub last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Progress {
     fn default() -> Self {
-        Self { position: AtomicI64::new(-1), lag: AtomicU64::new(0), batches: AtomicU64::new(0) }
+        Self {
+            position: AtomicI64::new(-1),
+            lag: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
+        }
     }
 }
 
@@ -48,6 +55,15 @@ impl Progress {
 
     pub fn lag(&self) -> u64 {
         self.lag.load(Ordering::Relaxed)
+    }
+
+    /// Hook for `esm status`: the batch in flight failed with `error` (`None`: it was delivered).
+    pub fn note_attempt(&self, error: Option<&str>) {
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error.map(str::to_owned);
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -171,6 +187,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
             };
             MappingMetrics::add(&metrics.failed_attempts, 1);
             MappingMetrics::add(&metrics.failed_invoke, records as u64);
+            spec.progress.note_attempt(Some(&failure));
             let delay = backoff.next_delay();
             warn!(
                 mapping = %spec.mapping, partition, first_offset, last_offset, attempt = backoff.attempts(), retry_in_ms = delay.as_millis(),
@@ -189,6 +206,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
         metrics.batch_bytes.record(bytes as u64);
         spec.progress.position.store(last_offset + 1, Ordering::Relaxed);
         spec.progress.batches.fetch_add(1, Ordering::Relaxed);
+        spec.progress.note_attempt(None);
         commits.delivered(partition, last_offset + 1);
     }
 }

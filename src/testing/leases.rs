@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::coordination::leases::{
-    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, MalformedLease, MappingLeases, PollerInfo, Snapshot,
+    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, MalformedLease, MappingLeases, OffsetReset, PollerInfo,
+    Snapshot,
 };
 
 /// In-memory leases and heartbeats.
@@ -22,6 +23,8 @@ struct MemoryInner {
     /// Items that cannot be parsed, by the partition whose key they occupy.
     malformed: BTreeMap<LeaseId, MalformedLease>,
     pollers: BTreeMap<String, PollerInfo>,
+    /// Offset resets: the last requested (request, offset) and the last applied request.
+    resets: BTreeMap<LeaseId, ((String, i64), Option<String>)>,
     failures_left: usize,
     writes: u64,
 }
@@ -179,9 +182,37 @@ impl LeaseStore for MemoryLeaseStore {
         for lease in inner.leases.values() {
             mappings.entry(lease.id.mapping.to_string()).or_default().leases.push(lease.clone());
         }
+        for (id, ((request, offset), applied)) in &inner.resets {
+            if applied.as_ref() != Some(request) {
+                let reset = OffsetReset { id: id.clone(), request: request.clone(), offset: *offset };
+                mappings.entry(id.mapping.to_string()).or_default().resets.push(reset);
+            }
+        }
         for (id, bad) in &inner.malformed {
             mappings.entry(id.mapping.to_string()).or_default().malformed.push(bad.clone());
         }
         Ok(Snapshot { pollers: inner.pollers.values().cloned().collect(), mappings }.sorted())
+    }
+
+    async fn request_reset(&self, id: &LeaseId, request: &str, offset: i64) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        if !inner.leases.contains_key(id) {
+            return Err(LeaseError::Lost { what: id.to_string() });
+        }
+        let applied = inner.resets.get(id).and_then(|(_, applied)| applied.clone());
+        inner.resets.insert(id.clone(), ((request.to_owned(), offset), applied));
+        Ok(())
+    }
+
+    async fn reset_applied(&self, lease: &Lease, owner: &str, request: &str) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        let held = inner.leases.get(&lease.id).is_some_and(|l| l.owner.as_deref() == Some(owner) && l.counter == lease.counter);
+        match inner.resets.get_mut(&lease.id) {
+            Some(((requested, _), applied)) if held && requested == request => {
+                *applied = Some(request.to_owned());
+                Ok(())
+            }
+            _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
+        }
     }
 }

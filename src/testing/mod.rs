@@ -4,6 +4,7 @@
 //! kill one poller. Compiled for the crate's own tests and with the `test-util` feature.
 
 mod checkpoint;
+pub mod emf;
 mod invoker;
 mod kafka;
 mod leases;

@@ -74,6 +74,18 @@ impl<S: LeaseStore> LeaseStore for Mortal<S> {
     async fn snapshot(&self) -> Result<Snapshot, LeaseError> {
         self.call(self.inner.snapshot()).await
     }
+
+    async fn heartbeat_with_progress(&self, poller: &str, beat: Heartbeat, progress: &str) -> Result<(), LeaseError> {
+        self.call(self.inner.heartbeat_with_progress(poller, beat, progress)).await
+    }
+
+    async fn request_reset(&self, id: &LeaseId, request: &str, offset: i64) -> Result<(), LeaseError> {
+        self.call(self.inner.request_reset(id, request, offset)).await
+    }
+
+    async fn reset_applied(&self, lease: &Lease, owner: &str, request: &str) -> Result<(), LeaseError> {
+        self.call(self.inner.reset_applied(lease, owner, request)).await
+    }
 }
 
 impl<S: MappingStore> MappingStore for Mortal<S> {
