@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -46,6 +47,11 @@ enum Command {
     DeleteEventSourceMapping(UuidArg),
     /// Run the poll loop here over every enabled mapping until Ctrl-C / SIGTERM (or --duration).
     Poll(PollArgs),
+    /// Per mapping and partition: owner, committed and end offsets, lag, rate, last invoke and
+    /// error, stuck partitions.
+    Status(crate::ops::command::StatusArgs),
+    /// Move a mapping's committed offsets (replay, skip), applied by the running pollers.
+    ResetOffsets(crate::ops::command::ResetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +164,10 @@ struct PollArgs {
     /// Seconds between progress lines on stderr (0: none).
     #[arg(long, default_value_t = 5.0)]
     progress_interval: f64,
+    /// `text`: a progress line on stderr; `emf`: CloudWatch Embedded Metric Format lines on
+    /// stdout every --progress-interval (crate::ops::emf).
+    #[arg(long, default_value = "text", value_parser = ["text", "emf"])]
+    metrics_format: String,
 }
 
 /// A failed command: printed the way the AWS CLI prints it.
@@ -324,6 +334,12 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
                 .map_err(|error| Failure { operation: "DeleteEventSourceMapping", error })?;
             Ok(Some(item_json(&item)))
         }
+        Command::Status(args) => crate::ops::command::status(&sdk, &settings, args)
+            .await
+            .map_err(|error| Failure { operation: "Status", error }),
+        Command::ResetOffsets(args) => crate::ops::command::reset_offsets(&sdk, &settings, args)
+            .await
+            .map_err(|error| Failure { operation: "ResetOffsets", error }),
         Command::Poll(args) => {
             poll(&sdk, settings, args)
                 .await
@@ -350,7 +366,13 @@ async fn poll(sdk: &aws_config::SdkConfig, settings: Settings, args: PollArgs) -
             stop.cancel();
         });
     }
-    if !progress_every.is_zero() {
+    if args.metrics_format == "emf" && !progress_every.is_zero() {
+        let poller = format!("esm-poll-{}", std::process::id());
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+        tokio::spawn(crate::ops::emf::print_every(metrics.clone(), poller, progress_every, clock, stop.clone(), |line| {
+            println!("{line}");
+        }));
+    } else if !progress_every.is_zero() {
         let (metrics, stop) = (metrics.clone(), stop.clone());
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();

@@ -7,7 +7,10 @@
 //! | CloudWatch Embedded Metric Format lines, namespace and dimensions | [`emf`] |
 //! | `esm status`: owner, committed/end offsets, lag, rate, stuck | [`status`] |
 //! | `esm reset-offsets`: the request, how pollers apply it, the direct path | [`reset`] |
+//! | the two commands' flags and output | `command` (with the `cli` feature) |
 
+#[cfg(feature = "cli")]
+pub mod command;
 pub mod emf;
 pub mod progress;
 pub mod reset;

@@ -55,9 +55,21 @@ async fn handle(parts: &PollerParts, event: LambdaEvent<Value>) -> Result<Value,
             stop.cancel();
         })
     };
+    // CloudWatch Embedded Metric Format on stdout (kafka_esm::ops::emf): no API call, no permission.
+    let metrics_stop = CancellationToken::new();
+    let metrics = tokio::spawn(kafka_esm::ops::emf::print_every(
+        parts.deps.metrics.clone(),
+        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "poller".to_owned()),
+        kafka_esm::ops::emf::DEFAULT_INTERVAL,
+        std::sync::Arc::new(kafka_esm::clock::SystemClock),
+        metrics_stop.clone(),
+        |line| println!("{line}"),
+    ));
     let before = parts.deps.metrics.totals();
     let exit = parts.run(start, stop).await;
     timer.abort();
+    metrics_stop.cancel();
+    let _ = metrics.await;
     let after = parts.deps.metrics.totals();
     Ok(json!({
         "start": format!("{start:?}"),
