@@ -122,9 +122,7 @@ say "What the function logged (last 3 invocations)"
 
 say "esm get-event-source-mapping --uuid $uuid"
 limited "$esm" get-event-source-mapping --uuid "$uuid"
-if "$esm" status --help >/dev/null 2>&1; then
-  say "esm status --uuid $uuid"
-  limited "$esm" status --uuid "$uuid"
-fi
+say "esm status --uuid $uuid (per partition: owner, committed and end offsets, lag, stuck)"
+limited "$esm" status --uuid "$uuid"
 echo
 echo "Done in $((SECONDS - started)) s: $records records delivered to example-consumer, lag 0."

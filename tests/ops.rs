@@ -99,7 +99,10 @@ async fn status_shows_exact_offsets_and_lag_per_partition_while_records_flow() {
     for doc in &docs {
         kafka_esm::testing::emf::validate(&doc.to_string()).unwrap_or_else(|e| panic!("{e}: {doc}"));
     }
-    let line = docs.iter().find(|d| d["EventSourceMappingUUID"] == mapping.uuid.as_str() && d.get("Partition").is_none()).unwrap();
+    let line = docs
+        .iter()
+        .find(|d| d["EventSourceMappingUUID"] == mapping.uuid.as_str() && d.get("Partition").is_none())
+        .unwrap();
     assert!(line["PolledEventCount"].as_u64().unwrap() >= 35, "{line}");
     assert!(docs.iter().any(|d| d["Partition"] == "0"), "KafkaMetrics: one line per partition");
     h.stub.clear_rules();
@@ -158,7 +161,10 @@ async fn reset_to_earliest_on_a_running_mapping_redelivers_everything_once_more_
     h.stub.add_rule(Rule::reply(Reply::function_error("down")));
     let deps = h.env(settings());
     let moves = reset::plan(&deps.connector, &mapping, &Target::Earliest).await.unwrap();
-    assert_eq!(moves.iter().map(|m| (m.partition, m.current_offset, m.new_offset)).collect::<Vec<_>>(), [(0, Some(10), 0), (1, Some(10), 0)]);
+    assert_eq!(
+        moves.iter().map(|m| (m.partition, m.current_offset, m.new_offset)).collect::<Vec<_>>(),
+        [(0, Some(10), 0), (1, Some(10), 0)]
+    );
     let applied = reset::apply(&*h.leases, &deps.connector, &mapping, moves, apply_settings(), now_ms).await.unwrap();
     let owners = common::live_owners(&h, &mapping.uuid).await;
     for m in &applied {
@@ -167,7 +173,13 @@ async fn reset_to_earliest_on_a_running_mapping_redelivers_everything_once_more_
     let reset_committed = BTreeMap::from([(0, Some(0)), (1, Some(0))]);
     assert_eq!(committed(&h, &mapping).await, reset_committed);
     // The poller keeps retrying the first batch; nothing moves the commit meanwhile.
-    assert!(wait_for(Duration::from_secs(10), || async { h.stub.invocations().iter().filter(|i| !i.succeeded).count() >= 4 }).await.is_some());
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            h.stub.invocations().iter().filter(|i| !i.succeeded).count() >= 4
+        })
+        .await
+        .is_some()
+    );
     assert_eq!(committed(&h, &mapping).await, reset_committed, "a poller committed over the reset");
 
     h.stub.clear_rules();

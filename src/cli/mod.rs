@@ -369,9 +369,16 @@ async fn poll(sdk: &aws_config::SdkConfig, settings: Settings, args: PollArgs) -
     if args.metrics_format == "emf" && !progress_every.is_zero() {
         let poller = format!("esm-poll-{}", std::process::id());
         let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
-        tokio::spawn(crate::ops::emf::print_every(metrics.clone(), poller, progress_every, clock, stop.clone(), |line| {
-            println!("{line}");
-        }));
+        tokio::spawn(crate::ops::emf::print_every(
+            metrics.clone(),
+            poller,
+            progress_every,
+            clock,
+            stop.clone(),
+            |line| {
+                println!("{line}");
+            },
+        ));
     } else if !progress_every.is_zero() {
         let (metrics, stop) = (metrics.clone(), stop.clone());
         tokio::spawn(async move {

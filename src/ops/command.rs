@@ -80,16 +80,13 @@ fn service(message: impl ToString) -> ApiError {
 }
 
 async fn mappings(store: &DynamoMappingStore, uuid: Option<&str>) -> Result<Vec<EventSourceMapping>, ApiError> {
-    let loaded = match uuid {
-        Some(uuid) => vec![
-            store
-                .get(uuid)
-                .await
-                .map_err(service)?
-                .ok_or_else(|| ApiError::not_found(format!("The resource you requested does not exist. (UUID {uuid})")))?,
-        ],
-        None => store.list().await.map_err(service)?,
-    };
+    let loaded =
+        match uuid {
+            Some(uuid) => vec![store.get(uuid).await.map_err(service)?.ok_or_else(|| {
+                ApiError::not_found(format!("The resource you requested does not exist. (UUID {uuid})"))
+            })?],
+            None => store.list().await.map_err(service)?,
+        };
     Ok(loaded
         .into_iter()
         .filter_map(|l| match l {
@@ -103,7 +100,11 @@ async fn mappings(store: &DynamoMappingStore, uuid: Option<&str>) -> Result<Vec<
 ///
 /// # Errors
 /// The mapping does not exist, or a table cannot be read.
-pub async fn status(sdk: &aws_config::SdkConfig, settings: &Settings, args: StatusArgs) -> Result<Option<Value>, ApiError> {
+pub async fn status(
+    sdk: &aws_config::SdkConfig,
+    settings: &Settings,
+    args: StatusArgs,
+) -> Result<Option<Value>, ApiError> {
     let dynamo = crate::aws::dynamodb_client(sdk);
     let store = DynamoMappingStore::new(dynamo.clone(), &settings.tables.mappings);
     let leases = DynamoLeaseStore::new(dynamo, &settings.tables.leases);
@@ -115,7 +116,14 @@ pub async fn status(sdk: &aws_config::SdkConfig, settings: &Settings, args: Stat
     for mapping in &mappings {
         let offsets = status::offsets(&connector, mapping).await;
         let stuck_after = args.stuck_after.map_or_else(|| status::stuck_after(mapping), Duration::from_secs);
-        statuses.push(status::build(mapping, offsets.as_ref().map_err(String::as_str), &snapshot, &progress, now_ms(), stuck_after));
+        statuses.push(status::build(
+            mapping,
+            offsets.as_ref().map_err(String::as_str),
+            &snapshot,
+            &progress,
+            now_ms(),
+            stuck_after,
+        ));
     }
     match args.output {
         Output::Json => Ok(Some(json!({ "EventSourceMappings": statuses }))),
@@ -138,12 +146,18 @@ fn target(args: &ResetArgs) -> Result<Target, ApiError> {
     }
     let mut offsets = BTreeMap::new();
     for pair in &args.to_offset {
-        let parsed = pair.split_once('=').and_then(|(p, o)| Some((p.trim().parse::<i32>().ok()?, o.trim().parse::<i64>().ok()?)));
+        let parsed = pair
+            .split_once('=')
+            .and_then(|(p, o)| Some((p.trim().parse::<i32>().ok()?, o.trim().parse::<i64>().ok()?)));
         match parsed {
             Some((p, o)) if p >= 0 && o >= 0 => {
                 offsets.insert(p, o);
             }
-            _ => return Err(ApiError::invalid(format!("--to-offset {pair}: expected PARTITION=OFFSET, both non-negative integers"))),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "--to-offset {pair}: expected PARTITION=OFFSET, both non-negative integers"
+                )));
+            }
         }
     }
     Ok(Target::Offsets(offsets))
@@ -162,7 +176,9 @@ pub fn parse_time_ms(raw: &str) -> Result<i64, ApiError> {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .ok_or_else(|| ApiError::invalid(format!("--to-timestamp '{raw}' is neither epoch milliseconds nor an ISO 8601 time")))
+        .ok_or_else(|| {
+            ApiError::invalid(format!("--to-timestamp '{raw}' is neither epoch milliseconds nor an ISO 8601 time"))
+        })
 }
 
 /// `esm reset-offsets`. Prints the table itself; returns the JSON to print.
@@ -179,7 +195,11 @@ pub async fn reset_offsets(
     let store = DynamoMappingStore::new(dynamo.clone(), &settings.tables.mappings);
     let leases = DynamoLeaseStore::new(dynamo, &settings.tables.leases);
     let connector = KafkaConnector::new(ClusterResolver::new(sdk), settings.kafka.clone());
-    let mapping = mappings(&store, Some(&args.uuid)).await?.into_iter().next().ok_or_else(|| ApiError::not_found(args.uuid.clone()))?;
+    let mapping = mappings(&store, Some(&args.uuid))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found(args.uuid.clone()))?;
     let refused = |e: reset::ResetError| ApiError::invalid(e.to_string());
     let mut moves = reset::plan(&connector, &mapping, &target).await.map_err(refused)?;
     if !args.dry_run {

@@ -217,7 +217,10 @@ mod tests {
         metrics.publish(
             vec![report("a", 0, 3), report("a", 1, 4), report("b", 0, 9)],
             BTreeMap::from([
-                ("a".to_owned(), MappingInfo { function: "fa".into(), metrics: vec!["EventCount".into(), "KafkaMetrics".into()] }),
+                (
+                    "a".to_owned(),
+                    MappingInfo { function: "fa".into(), metrics: vec!["EventCount".into(), "KafkaMetrics".into()] },
+                ),
                 ("b".to_owned(), MappingInfo { function: "fb".into(), metrics: vec!["ErrorCount".into()] }),
             ]),
         );
@@ -229,7 +232,12 @@ mod tests {
         // a: mapping line + one per partition (KafkaMetrics); b: mapping line only.
         assert_eq!(docs.len(), 4);
         let names = |d: &Value| -> Vec<String> {
-            d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap().to_owned()).collect()
+            d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["Name"].as_str().unwrap().to_owned())
+                .collect()
         };
         assert_eq!(docs[0]["OffsetLag"], 7);
         assert_eq!(docs[0]["PolledEventCount"], 10);

@@ -47,7 +47,15 @@ impl ProgressBook {
             let position = progress.position();
             let batches = progress.batches.load(Ordering::Relaxed);
             let entry = match self.seen.remove(id).filter(|s| s.counter == counter) {
-                None => Seen { counter, position, batches, at: now, advanced_at_ms: now_ms, last_invoke_ms: None, rate: 0.0 },
+                None => Seen {
+                    counter,
+                    position,
+                    batches,
+                    at: now,
+                    advanced_at_ms: now_ms,
+                    last_invoke_ms: None,
+                    rate: 0.0,
+                },
                 Some(prev) => {
                     let elapsed = now.duration_since(prev.at).as_secs_f64();
                     let moved = position > prev.position && prev.position >= 0;
@@ -130,7 +138,10 @@ mod tests {
         progress.batches.fetch_add(1, Ordering::Relaxed);
         progress.note_attempt(Some("function error (Unhandled): boom"));
         let second = book.observe([(&id, 1, &progress)], Instant::now(), 3_000);
-        assert_eq!((second[0].advanced_at_ms, second[0].last_invoke_ms, second[0].records_per_second), (3_000, Some(3_000), 10.0));
+        assert_eq!(
+            (second[0].advanced_at_ms, second[0].last_invoke_ms, second[0].records_per_second),
+            (3_000, Some(3_000), 10.0)
+        );
         assert_eq!(second[0].last_error.as_deref(), Some("function error (Unhandled): boom"));
         tokio::time::advance(Duration::from_secs(2)).await;
         let third = book.observe([(&id, 1, &progress)], Instant::now(), 5_000);

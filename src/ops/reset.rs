@@ -195,13 +195,18 @@ async fn plan_with<M: MappingClient>(
     let at = |position, timestamp_ms| StartAt { position, timestamp_ms };
     let mut moves = Vec::new();
     for partition in partitions {
-        let (start, _) = client.start_offset(partition, None, at(StartingPosition::TrimHorizon, None)).await.map_err(kafka)?;
+        let (start, _) =
+            client.start_offset(partition, None, at(StartingPosition::TrimHorizon, None)).await.map_err(kafka)?;
         let (end, _) = client.start_offset(partition, None, at(StartingPosition::Latest, None)).await.map_err(kafka)?;
         let new_offset = match target {
             Target::Earliest => start,
             Target::Latest => end,
             Target::Timestamp(ms) => {
-                client.start_offset(partition, None, at(StartingPosition::AtTimestamp, Some(*ms))).await.map_err(kafka)?.0
+                client
+                    .start_offset(partition, None, at(StartingPosition::AtTimestamp, Some(*ms)))
+                    .await
+                    .map_err(kafka)?
+                    .0
             }
             Target::Offsets(offsets) => {
                 let offset = offsets.get(&partition).copied().unwrap_or(start);
@@ -261,7 +266,11 @@ pub async fn apply<L: LeaseStore, C: Connector>(
     let snapshot = leases.snapshot().await?;
     let dead = |owner: &str| {
         let grace = i64::try_from(settings.lease_duration.as_millis()).unwrap_or(i64::MAX);
-        snapshot.pollers.iter().find(|p: &&PollerInfo| p.id == owner).is_none_or(|p| p.expires_at_ms.saturating_add(grace) < now_ms())
+        snapshot
+            .pollers
+            .iter()
+            .find(|p: &&PollerInfo| p.id == owner)
+            .is_none_or(|p| p.expires_at_ms.saturating_add(grace) < now_ms())
     };
     let stored = snapshot.of(&mapping.uuid);
     let me = format!("esm-{request}");
@@ -287,9 +296,17 @@ pub async fn apply<L: LeaseStore, C: Connector>(
             Ok(()) => leases.reset_applied(&held, &me, &request).await,
             Err(_) => Ok(()),
         };
-        leases.release(&held, &me).await?;
+        // `Lost`: a poller took the lease meanwhile; it applies the same request itself.
+        match leases.release(&held, &me).await {
+            Ok(()) | Err(LeaseError::Lost { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         committed.map_err(|e| refused(mapping, &e.to_string()))?;
-        marked?;
+        match marked {
+            Ok(()) => {}
+            Err(LeaseError::Lost { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
         m.applied_by = Some("esm".to_owned());
     }
     if let Some(client) = client {
@@ -336,7 +353,8 @@ fn refused(mapping: &EventSourceMapping, message: &str) -> ResetError {
 
 /// The moves as `kafka-consumer-groups.sh --reset-offsets` prints them.
 pub fn table(moves: &[PartitionMove]) -> String {
-    let mut rows = vec![["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET", "LOG-END-OFFSET", "APPLIED-BY"].map(str::to_owned)];
+    let mut rows =
+        vec![["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET", "LOG-END-OFFSET", "APPLIED-BY"].map(str::to_owned)];
     for m in moves {
         rows.push([
             m.topic.clone(),

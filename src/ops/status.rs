@@ -88,7 +88,8 @@ pub async fn offsets<C: Connector>(
     let at = |position| StartAt { position, timestamp_ms: None };
     let mut out = BTreeMap::new();
     for p in partitions {
-        let (earliest, _) = client.start_offset(p, None, at(StartingPosition::TrimHorizon)).await.map_err(|e| e.to_string())?;
+        let (earliest, _) =
+            client.start_offset(p, None, at(StartingPosition::TrimHorizon)).await.map_err(|e| e.to_string())?;
         let (end, _) = client.start_offset(p, None, at(StartingPosition::Latest)).await.map_err(|e| e.to_string())?;
         out.insert(p, Offsets { earliest, end, committed: committed.get(&p).copied().flatten() });
     }
@@ -169,14 +170,16 @@ pub fn table(statuses: &[MappingStatus], format_time: impl Fn(i64) -> String) ->
         if let Some(e) = &s.error {
             out.push_str(&format!("  Kafka: {e}\n"));
         }
-        let mut rows = vec![[
-            "PARTITION", "OWNER", "COMMITTED", "END", "LAG", "REC/S", "LAST INVOKE", "STUCK", "LAST ERROR",
-        ]
-        .map(str::to_owned)];
+        let mut rows = vec![
+            ["PARTITION", "OWNER", "COMMITTED", "END", "LAG", "REC/S", "LAST INVOKE", "STUCK", "LAST ERROR"]
+                .map(str::to_owned),
+        ];
         for p in &s.partitions {
             rows.push([
                 p.partition.to_string(),
-                p.owner.as_ref().map_or_else(dash, |o| if p.owner_expired { format!("{o} (expired)") } else { o.clone() }),
+                p.owner
+                    .as_ref()
+                    .map_or_else(dash, |o| if p.owner_expired { format!("{o} (expired)") } else { o.clone() }),
                 p.committed_offset.map_or_else(dash, |o| o.to_string()),
                 p.end_offset.map_or_else(dash, |o| o.to_string()),
                 p.lag.map_or_else(dash, |o| o.to_string()),

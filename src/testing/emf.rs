@@ -9,10 +9,33 @@
 use serde_json::{Map, Value};
 
 const UNITS: [&str; 27] = [
-    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes", "Bits",
-    "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count", "Bytes/Second", "Kilobytes/Second",
-    "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second",
-    "Gigabits/Second", "Terabits/Second", "Count/Second", "None",
+    "Seconds",
+    "Microseconds",
+    "Milliseconds",
+    "Bytes",
+    "Kilobytes",
+    "Megabytes",
+    "Gigabytes",
+    "Terabytes",
+    "Bits",
+    "Kilobits",
+    "Megabits",
+    "Gigabits",
+    "Terabits",
+    "Percent",
+    "Count",
+    "Bytes/Second",
+    "Kilobytes/Second",
+    "Megabytes/Second",
+    "Gigabytes/Second",
+    "Terabytes/Second",
+    "Bits/Second",
+    "Kilobits/Second",
+    "Megabits/Second",
+    "Gigabits/Second",
+    "Terabits/Second",
+    "Count/Second",
+    "None",
 ];
 
 /// Checks one log line.
@@ -30,7 +53,8 @@ pub fn validate(line: &str) -> Result<(), String> {
     if !timestamp.as_u64().is_some_and(|t| t > 0) {
         return Err(format!("_aws.Timestamp {timestamp} is not epoch milliseconds"));
     }
-    let directives = aws.get("CloudWatchMetrics").and_then(Value::as_array).ok_or("_aws.CloudWatchMetrics is not an array")?;
+    let directives =
+        aws.get("CloudWatchMetrics").and_then(Value::as_array).ok_or("_aws.CloudWatchMetrics is not an array")?;
     if directives.is_empty() {
         return Err("_aws.CloudWatchMetrics is empty".into());
     }
@@ -89,7 +113,8 @@ fn check_directive(root: &Map<String, Value>, directive: &Value) -> Result<(), S
         }
         match root.get(name) {
             Some(Value::Number(_)) => {}
-            Some(Value::Array(values)) if !values.is_empty() && values.len() <= 100 && values.iter().all(Value::is_number) => {}
+            Some(Value::Array(values))
+                if !values.is_empty() && values.len() <= 100 && values.iter().all(Value::is_number) => {}
             Some(other) => return Err(format!("metric {name} is {other}: not a number or 1–100 numbers")),
             None => return Err(format!("metric {name} has no root member")),
         }

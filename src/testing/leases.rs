@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::coordination::leases::{
-    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, MalformedLease, MappingLeases, OffsetReset, PollerInfo,
-    Snapshot,
+    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, MalformedLease, MappingLeases, OffsetReset, PollerInfo, Snapshot,
 };
 
 /// In-memory leases and heartbeats.
@@ -206,7 +205,10 @@ impl LeaseStore for MemoryLeaseStore {
 
     async fn reset_applied(&self, lease: &Lease, owner: &str, request: &str) -> Result<(), LeaseError> {
         let mut inner = self.write()?;
-        let held = inner.leases.get(&lease.id).is_some_and(|l| l.owner.as_deref() == Some(owner) && l.counter == lease.counter);
+        let held = inner
+            .leases
+            .get(&lease.id)
+            .is_some_and(|l| l.owner.as_deref() == Some(owner) && l.counter == lease.counter);
         match inner.resets.get_mut(&lease.id) {
             Some(((requested, _), applied)) if held && requested == request => {
                 *applied = Some(request.to_owned());
