@@ -108,7 +108,7 @@ pub async fn status(
     let dynamo = crate::aws::dynamodb_client(sdk);
     let store = DynamoMappingStore::new(dynamo.clone(), &settings.tables.mappings);
     let leases = DynamoLeaseStore::new(dynamo, &settings.tables.leases);
-    let connector = KafkaConnector::new(ClusterResolver::new(sdk), settings.kafka.clone());
+    let connector = KafkaConnector::new(ClusterResolver::new(sdk), settings.kafka);
     let mappings = mappings(&store, args.uuid.as_deref()).await?;
     let snapshot = leases.snapshot().await.map_err(service)?;
     let progress = leases.progress().await.map_err(service)?;
@@ -194,7 +194,7 @@ pub async fn reset_offsets(
     let dynamo = crate::aws::dynamodb_client(sdk);
     let store = DynamoMappingStore::new(dynamo.clone(), &settings.tables.mappings);
     let leases = DynamoLeaseStore::new(dynamo, &settings.tables.leases);
-    let connector = KafkaConnector::new(ClusterResolver::new(sdk), settings.kafka.clone());
+    let connector = KafkaConnector::new(ClusterResolver::new(sdk), settings.kafka);
     let mapping = mappings(&store, Some(&args.uuid))
         .await?
         .into_iter()

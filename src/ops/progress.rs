@@ -110,7 +110,7 @@ pub fn encode(reports: &[PartitionReport]) -> String {
             return json;
         }
         // Keep the partitions an operator is most likely looking for: the most behind.
-        kept.sort_by(|a, b| b.lag.cmp(&a.lag));
+        kept.sort_by_key(|r| std::cmp::Reverse(r.lag));
         kept.truncate(kept.len() * 3 / 4);
     }
 }

@@ -50,7 +50,7 @@ pub fn validate(line: &str) -> Result<(), String> {
     let root = root.as_object().ok_or("root is not an object")?;
     let aws = root.get("_aws").and_then(Value::as_object).ok_or("_aws is missing or not an object")?;
     let timestamp = aws.get("Timestamp").ok_or("_aws.Timestamp is missing")?;
-    if !timestamp.as_u64().is_some_and(|t| t > 0) {
+    if timestamp.as_u64().is_none_or(|t| t == 0) {
         return Err(format!("_aws.Timestamp {timestamp} is not epoch milliseconds"));
     }
     let directives =
@@ -101,15 +101,15 @@ fn check_directive(root: &Map<String, Value>, directive: &Value) -> Result<(), S
         if name.is_empty() || name.len() > 255 {
             return Err(format!("metric name {name:?} is not 1–255 characters"));
         }
-        if let Some(unit) = metric.get("Unit") {
-            if !unit.as_str().is_some_and(|u| UNITS.contains(&u)) {
-                return Err(format!("metric {name}: Unit {unit} is not a CloudWatch unit"));
-            }
+        if let Some(unit) = metric.get("Unit")
+            && !unit.as_str().is_some_and(|u| UNITS.contains(&u))
+        {
+            return Err(format!("metric {name}: Unit {unit} is not a CloudWatch unit"));
         }
-        if let Some(resolution) = metric.get("StorageResolution") {
-            if !matches!(resolution.as_u64(), Some(1 | 60)) {
-                return Err(format!("metric {name}: StorageResolution {resolution} is neither 1 nor 60"));
-            }
+        if let Some(resolution) = metric.get("StorageResolution")
+            && !matches!(resolution.as_u64(), Some(1 | 60))
+        {
+            return Err(format!("metric {name}: StorageResolution {resolution} is neither 1 nor 60"));
         }
         match root.get(name) {
             Some(Value::Number(_)) => {}
