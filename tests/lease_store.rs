@@ -72,6 +72,35 @@ async fn conformance<S: LeaseStore>(store: &S) {
     heartbeats_move_the_counter_and_carry_load(store).await;
     a_dead_poller_is_removed_only_if_it_has_not_moved(store).await;
     delete_mapping_removes_all_its_leases_and_nothing_else(store).await;
+    an_offset_reset_is_pending_until_its_holder_marks_it_applied(store).await;
+}
+
+async fn an_offset_reset_is_pending_until_its_holder_marks_it_applied<S: LeaseStore>(store: &S) {
+    let m = new_mapping();
+    lost(store.request_reset(&id(&m, 0), "r1", 5).await, "request on a missing lease");
+    store.ensure(&id(&m, 0), false).await.unwrap();
+    store.ensure(&id(&m, 1), false).await.unwrap();
+    let free = read(store, &m, 0).await;
+    store.request_reset(&id(&m, 0), "r1", 5).await.unwrap();
+    let pending = |s: kafka_esm::coordination::leases::Snapshot| {
+        s.of(&m).resets.into_iter().map(|r| (r.id.partition, r.request, r.offset)).collect::<Vec<_>>()
+    };
+    assert_eq!(pending(store.snapshot().await.unwrap()), [(0, "r1".to_owned(), 5)]);
+    // The request does not move the counter: the holder keeps its lease.
+    assert_eq!(read(store, &m, 0).await.counter, free.counter);
+    let (a, b) = (new_poller(), new_poller());
+    let held = store.acquire(&free, &a).await.unwrap();
+    lost(store.reset_applied(&held, &b, "r1").await, "applied by someone else");
+    lost(store.reset_applied(&free, &a, "r1").await, "applied at a stale counter");
+    lost(store.reset_applied(&held, &a, "r0").await, "applied for another request");
+    store.reset_applied(&held, &a, "r1").await.unwrap();
+    assert!(pending(store.snapshot().await.unwrap()).is_empty());
+    // A new request is pending again, and replaces an unapplied one.
+    store.request_reset(&id(&m, 0), "r2", 0).await.unwrap();
+    store.request_reset(&id(&m, 0), "r3", 1).await.unwrap();
+    assert_eq!(pending(store.snapshot().await.unwrap()), [(0, "r3".to_owned(), 1)]);
+    store.delete_mapping(&m).await.unwrap();
+    assert!(pending(store.snapshot().await.unwrap()).is_empty());
 }
 
 async fn ensure_is_idempotent_and_never_resets_a_lease<S: LeaseStore>(store: &S) {

@@ -128,6 +128,7 @@ impl LeaseStore for MemoryLeaseStore {
         let mut inner = self.write()?;
         inner.leases.retain(|id, _| &*id.mapping != mapping);
         inner.malformed.retain(|id, _| &*id.mapping != mapping);
+        inner.resets.retain(|id, _| &*id.mapping != mapping);
         Ok(())
     }
 
