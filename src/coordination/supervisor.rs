@@ -545,6 +545,12 @@ where
             if tenure.hand_over(drain).await == super::tenure::Ended::Abandoned {
                 warn!(lease = %tenure.id(), "In-flight invoke did not finish in time; abandoned it (its batch will be delivered again).");
             }
+            // An offset reset applied here is marked before the next holder could apply it again.
+            if let Some(request) = tenure.reset.to_acknowledge()
+                && let Err(e) = leases.reset_applied(&tenure.lease, &owner, &request).await
+            {
+                warn!(lease = %tenure.id(), error = %e, "Could not mark the offset reset applied; the next holder applies it again.");
+            }
             match leases.release(&tenure.lease, &owner).await {
                 Ok(()) => info!(lease = %tenure.id(), "Partition handed over."),
                 Err(LeaseError::Lost { .. }) => {}

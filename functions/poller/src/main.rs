@@ -88,8 +88,11 @@ async fn handle(parts: &PollerParts, event: LambdaEvent<Value>) -> Result<Value,
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // One JSON object per event, its fields (mapping, partition, offset, …) at the top level so
+    // CloudWatch Logs Insights filters on them directly.
     tracing_subscriber::fmt()
         .json()
+        .flatten_event(true)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .without_time()
         .init();
