@@ -226,3 +226,102 @@ async fn reset_to_a_timestamp_lands_on_the_first_offset_at_or_after_it_and_beyon
     assert!(done);
     assert_eq!(delivered(&h, &topic, 0), (4..10).collect::<Vec<_>>());
 }
+
+/// `esm` with the harness's tables and endpoints.
+fn esm(h: &Harness, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_esm"));
+    command
+        .args(args)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &common::services().1.endpoint)
+        .env("AWS_ENDPOINT_URL_LAMBDA", &h.stub.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("ESM_MAPPINGS_TABLE", &h.tables.mappings)
+        .env("ESM_LEASES_TABLE", &h.tables.leases)
+        .env("ESM_FETCH_WAIT_MS", "10")
+        .env("ESM_REFRESH_INTERVAL_MS", "500")
+        .env("ESM_LEASE_SCAN_MS", "250")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(h: &Harness, args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(WAIT, esm(h, args).output()).await.expect("esm finishes").expect("run esm")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_esm_commands_show_status_reset_a_live_poll_process_and_it_prints_emf() {
+    let h = Harness::new().await;
+    let topic = random_topic("cli-ops");
+    create_topic(common::bootstrap(), &topic, 1).await.unwrap();
+    Producer::new(common::bootstrap()).unwrap().fill(&topic, 1, 6, "v").await.unwrap();
+    let mut req = request("cli-ops-fn", &topic);
+    req.maximum_batching_window_in_seconds = Some(0);
+    req.batch_size = Some(2);
+    let mapping = h.create(req).await;
+    let uuid = mapping.uuid.as_str();
+    let poll = esm(&h, &["poll", "--duration", "40", "--metrics-format", "emf", "--progress-interval", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let committed_at = |o: i64| {
+        let h = &h;
+        let mapping = &mapping;
+        move || async move { committed(h, mapping).await == BTreeMap::from([(0, Some(o))]) }
+    };
+    assert!(wait_for(WAIT, committed_at(6)).await.is_some());
+
+    let out = run(&h, &["status", "--uuid", uuid, "--output", "json"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p0 = &json["EventSourceMappings"][0]["Partitions"][0];
+    assert_eq!(
+        (&p0["CommittedOffset"], &p0["EndOffset"], &p0["Lag"], &p0["Stuck"]),
+        (&6.into(), &6.into(), &0.into(), &false.into()),
+        "{json}"
+    );
+    assert!(p0["Owner"].as_str().is_some_and(|o| o.starts_with("poller-")), "{json}");
+    let table = run(&h, &["status", "--uuid", uuid]).await;
+    assert!(String::from_utf8_lossy(&table.stdout).contains("COMMITTED"));
+
+    let beyond = run(&h, &["reset-offsets", "--uuid", uuid, "--to-offset", "0=7"]).await;
+    assert!(!beyond.status.success());
+    assert!(
+        String::from_utf8_lossy(&beyond.stderr).contains("beyond the log end 6"),
+        "{}",
+        String::from_utf8_lossy(&beyond.stderr)
+    );
+    let dry = run(&h, &["reset-offsets", "--uuid", uuid, "--to-offset", "0=2", "--dry-run"]).await;
+    let dry_out = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success() && dry_out.contains("NEW-OFFSET") && dry_out.contains("(dry run)"), "{dry_out}");
+    assert_eq!(committed(&h, &mapping).await, BTreeMap::from([(0, Some(6))]), "a dry run changes nothing");
+
+    let reset = run(&h, &["reset-offsets", "--uuid", uuid, "--to-offset", "0=2", "--output", "json"]).await;
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let reset: serde_json::Value = serde_json::from_slice(&reset.stdout).unwrap();
+    assert_eq!(
+        (&reset["Partitions"][0]["CurrentOffset"], &reset["Partitions"][0]["NewOffset"]),
+        (&6.into(), &2.into())
+    );
+    assert!(reset["Partitions"][0]["AppliedBy"].as_str().is_some_and(|o| o.starts_with("poller-")), "{reset}");
+    assert!(wait_for(WAIT, || async { delivered(&h, &topic, 0).len() >= 10 }).await.is_some());
+    assert_eq!(delivered(&h, &topic, 0), [0, 1, 2, 3, 4, 5, 2, 3, 4, 5]);
+
+    let status = std::process::Command::new("kill").args(["-TERM", &poll.id().unwrap().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(WAIT, poll.wait_with_output()).await.unwrap().unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        kafka_esm::testing::emf::validate(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!((&last["EventSourceMappingUUID"], &last["OffsetLag"]), (&uuid.into(), &0.into()));
+}
