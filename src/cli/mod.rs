@@ -99,7 +99,7 @@ struct CommonArgs {
     /// JSON or shorthand `MinimumPollers=1,MaximumPollers=3`.
     #[arg(long)]
     provisioned_poller_config: Option<String>,
-    /// JSON or shorthand `Metrics=EventCount`. Stored, not yet enforced.
+    /// JSON or shorthand `Metrics=EventCount`: which CloudWatch metrics the pollers print.
     #[arg(long)]
     metrics_config: Option<String>,
     /// JSON or shorthand `ConsumerGroupId=…`.
