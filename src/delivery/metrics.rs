@@ -121,7 +121,8 @@ pub struct Totals {
 }
 
 /// One partition this poller runs, as published with its heartbeat (for `esm status`) and in
-/// the metrics. Times are epoch milliseconds on this poller's clock.
+/// the metrics. Times are epoch milliseconds on this poller's clock. About 200 bytes as JSON: a
+/// heartbeat item stays within one DynamoDB write unit (1 KB) up to about 4 partitions.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PartitionReport {
@@ -137,8 +138,10 @@ pub struct PartitionReport {
     /// When `position` last moved (or the partition started here).
     pub advanced_at_ms: i64,
     /// The last successful invoke seen, if any since the partition started here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_invoke_ms: Option<i64>,
     /// The last failed attempt's error, while the batch it hit is not yet delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
