@@ -197,3 +197,99 @@ pub fn table(statuses: &[MappingStatus], format_time: impl Fn(i64) -> String) ->
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordination::leases::{Lease, LeaseId, MappingLeases};
+    use crate::model::store::Loaded;
+    use serde_json::json;
+
+    const A: &str = "6d9bce8e-836b-442c-8070-74e77903c815";
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn mapping(window_s: u32) -> EventSourceMapping {
+        let Loaded::Valid(m) = Loaded::from_json(json!({
+            "UUID": A, "StartingPosition": "LATEST", "MaximumBatchingWindowInSeconds": window_s,
+            "FunctionArn": "f", "LastModified": 1.0, "State": "Enabled", "Topics": ["t"],
+            "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b:9092"]}},
+            "Version": 1
+        })) else {
+            panic!("valid mapping")
+        };
+        m
+    }
+
+    fn report(partition: i32, idle_ms: i64, error: Option<&str>) -> PartitionReport {
+        PartitionReport {
+            mapping: A.into(),
+            topic: "t".into(),
+            partition,
+            position: 0,
+            lag: 0,
+            records_per_second: 0.0,
+            advanced_at_ms: NOW - idle_ms,
+            last_invoke_ms: None,
+            last_error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn stuck_needs_lag_and_no_progress_past_the_threshold_and_owners_come_from_the_leases() {
+        let leases = Snapshot {
+            pollers: vec![],
+            mappings: [(
+                A.to_owned(),
+                MappingLeases {
+                    leases: (0..4)
+                        .map(|p| Lease {
+                            id: LeaseId::new(A, "t", p),
+                            owner: (p != 3).then(|| if p == 2 { "gone".to_owned() } else { "p1".to_owned() }),
+                            counter: 1,
+                            from_earliest: false,
+                        })
+                        .collect(),
+                    ..MappingLeases::default()
+                },
+            )]
+            .into(),
+        };
+        let reports = vec![report(0, 400_000, Some("boom")), report(1, 400_000, None), report(2, 10, None)];
+        let progress = vec![
+            PollerProgress {
+                poller: "p1".into(),
+                expires_at_ms: NOW + 5_000,
+                progress: super::super::progress::encode(&reports),
+            },
+            PollerProgress { poller: "gone".into(), expires_at_ms: NOW - 1, progress: String::new() },
+        ];
+        let offsets: BTreeMap<i32, Offsets> = [
+            (0, Offsets { earliest: 0, end: 50, committed: Some(20) }),
+            (1, Offsets { earliest: 0, end: 50, committed: Some(50) }),
+            (2, Offsets { earliest: 5, end: 9, committed: None }),
+            (3, Offsets { earliest: 0, end: 0, committed: None }),
+        ]
+        .into();
+        let m = mapping(0);
+        let s = build(&m, Ok(&offsets), &leases, &progress, NOW, stuck_after(&m));
+        let row = |p: usize| &s.partitions[p];
+        assert_eq!((row(0).lag, row(0).stuck, row(0).last_error.as_deref()), (Some(30), true, Some("boom")));
+        assert_eq!((row(1).lag, row(1).stuck), (Some(0), false), "no lag, not stuck however idle");
+        assert_eq!(
+            (row(2).lag, row(2).owner_expired, row(2).stuck),
+            (Some(4), true, false),
+            "from the earliest without a commit"
+        );
+        assert_eq!((row(3).owner.as_deref(), row(3).stuck), (None, false));
+        // A long batching window raises the threshold: 3 windows of 300 s.
+        let slow = mapping(300);
+        assert_eq!(stuck_after(&slow), Duration::from_secs(900));
+        assert!(!build(&slow, Ok(&offsets), &leases, &progress, NOW, stuck_after(&slow)).partitions[0].stuck);
+        // Kafka unreachable: owners still shown, offsets unknown, nothing claimed stuck.
+        let s = build(&m, Err("brokers unreachable"), &leases, &progress, NOW, stuck_after(&m));
+        assert_eq!(
+            (s.error.as_deref(), s.partitions.len(), s.partitions[0].lag, s.partitions[0].stuck),
+            (Some("brokers unreachable"), 3, None, false)
+        );
+    }
+}
