@@ -801,7 +801,7 @@ where
                     .and_then(|v| v.as_array())
                     .map(|v| v.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
                     .unwrap_or_default();
-                (m.uuid.clone(), MappingInfo { function: m.function_arn.clone(), metrics })
+                (m.uuid.clone(), MappingInfo { function: crate::ops::emf::function_name(&m.function_arn), metrics })
             })
             .collect();
         self.deps.metrics.publish(reports, infos);

@@ -56,6 +56,15 @@ fn counters(m: &MappingMetrics) -> [(&'static str, &AtomicU64); 8] {
     ]
 }
 
+/// The `FunctionName` of a function ARN (`arn:aws:lambda:…:function:NAME[:QUALIFIER]`), or the
+/// name as stored when it is not an ARN.
+pub fn function_name(function: &str) -> String {
+    match function.split_once(":function:") {
+        Some((_, rest)) => rest.split(':').next().unwrap_or(rest).to_owned(),
+        None => function.to_owned(),
+    }
+}
+
 /// Turns counters into interval documents; remembers what it last reported.
 #[derive(Debug, Default)]
 pub struct EmfWriter {
@@ -248,6 +257,8 @@ mod tests {
         assert_eq!(docs[3]["OffsetLag"], 9);
         assert_eq!(docs[3]["FailedInvokeCount"], 0);
         assert!(!names(&docs[3]).contains(&"PolledEventCount".to_owned()), "EventCount not asked for on b");
+        assert_eq!(function_name("arn:aws:lambda:us-east-1:111122223333:function:my-fn:live"), "my-fn");
+        assert_eq!(function_name("example-consumer"), "example-consumer");
         // The next interval reports increases only.
         MappingMetrics::add(&a.polled, 5);
         let next = writer.documents(&metrics, 1_700_000_060_000);
