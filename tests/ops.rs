@@ -325,3 +325,37 @@ async fn the_esm_commands_show_status_reset_a_live_poll_process_and_it_prints_em
     let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     assert_eq!((&last["EventSourceMappingUUID"], &last["OffsetLag"]), (&uuid.into(), &0.into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_applied_just_before_a_hand_over_is_not_applied_again_by_the_next_holder() {
+    let h = Harness::new().await;
+    let topic = random_topic("reset-handover");
+    create_topic(common::bootstrap(), &topic, 1).await.unwrap();
+    Producer::new(common::bootstrap()).unwrap().fill(&topic, 1, 10, "v").await.unwrap();
+    let mut req = request("handover-fn", &topic);
+    req.maximum_batching_window_in_seconds = Some(0);
+    let mapping = h.create(req).await;
+    // Lease scans (which also acknowledge applied resets) every 5 s: the hand-over below comes
+    // between the poller applying the reset and its next scan.
+    let first = h.start_poller(Settings { scan_every: Duration::from_secs(5), ..settings() });
+    let done = BTreeMap::from([(0, Some(10))]);
+    assert!(wait_for(WAIT, || async { committed(&h, &mapping).await == done }).await.is_some());
+
+    let apply = {
+        let (leases, connector, mapping) = (h.leases.clone(), h.env(settings()), mapping.clone());
+        tokio::spawn(async move {
+            let moves = reset::plan(&connector.connector, &mapping, &Target::Earliest).await.unwrap();
+            reset::apply(&*leases, &connector.connector, &mapping, moves, apply_settings(), now_ms).await
+        })
+    };
+    assert!(wait_for(WAIT, || async { delivered(&h, &topic, 0).len() > 10 }).await.is_some(), "replay started");
+    first.stop().await;
+    let second = h.start_poller(ops_settings());
+    let applied = tokio::time::timeout(WAIT, apply).await.unwrap().unwrap().unwrap();
+    assert_eq!(applied.len(), 1);
+    assert!(wait_for(WAIT, || async { committed(&h, &mapping).await == done }).await.is_some());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let twice: Vec<i64> = (0..10).chain(0..10).collect();
+    assert_eq!(delivered(&h, &topic, 0), twice, "replayed exactly once");
+    second.stop().await;
+}
