@@ -17,7 +17,31 @@ use aws_smithy_types::timeout::TimeoutConfig;
 
 /// Loads region, credentials and endpoints from the environment, as every AWS tool does.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    sdk_config_with(&SdkOverrides::default()).await
+}
+
+/// What a command line may set over the environment: the AWS CLI's `--region`, `--profile` and
+/// `--endpoint-url` (which then applies to every client built from the config).
+#[derive(Debug, Clone, Default)]
+pub struct SdkOverrides {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// [`sdk_config`] with `overrides` taking precedence over the environment and profile.
+pub async fn sdk_config_with(overrides: &SdkOverrides) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(profile) = &overrides.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &overrides.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &overrides.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
 }
 
 /// A DynamoDB client with bounded calls: a request that hangs must not hold up a poller's stop,

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,11 @@ use crate::config::Settings;
 use crate::coordination::supervisor::Start;
 use crate::model::mapping::{EventSourceMapping, StartingPosition};
 
+mod output;
+mod skeleton;
+
+use output::{OutputFormat, Query};
+
 /// kafka-esm: a self-hosted Kafka event source mapping for AWS Lambda.
 ///
 /// The mapping commands take the same flags and print the same JSON as
@@ -26,8 +31,43 @@ use crate::model::mapping::{EventSourceMapping, StartingPosition};
 #[derive(Debug, Parser)]
 #[command(name = "esm", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The AWS CLI's global options, accepted before or after the command.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// The region of the DynamoDB tables and the Lambda API (default: AWS_REGION, the profile).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// A named profile from the shared config and credentials files.
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// Send the DynamoDB and Lambda calls to this URL (default: AWS_ENDPOINT_URL_<SERVICE>,
+    /// AWS_ENDPOINT_URL, the service's).
+    #[arg(long, global = true)]
+    endpoint_url: Option<String>,
+    /// json (default), text or table, as the AWS CLI prints them.
+    #[arg(long, global = true, value_enum, env = "AWS_DEFAULT_OUTPUT", hide_env_values = true)]
+    output: Option<OutputFormat>,
+    /// A JMESPath expression applied to the response before it is printed.
+    #[arg(long, global = true)]
+    query: Option<String>,
+}
+
+/// `--cli-input-json` / `--generate-cli-skeleton`, on the commands that take many parameters.
+#[derive(Debug, Args)]
+struct InputArgs {
+    /// The request as JSON (or file://path), with botocore's parameter names; flags given on
+    /// the command line take precedence.
+    #[arg(long)]
+    cli_input_json: Option<String>,
+    /// Print a JSON skeleton of the request's parameters for --cli-input-json, and exit.
+    #[arg(long, value_name = "input", num_args = 0..=1, default_missing_value = "input", value_parser = ["input"])]
+    generate_cli_skeleton: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +84,12 @@ enum Command {
     UpdateEventSourceMapping(UpdateArgs),
     /// Delete a mapping (as `aws lambda delete-event-source-mapping`).
     DeleteEventSourceMapping(UuidArg),
+    /// Add or overwrite tags of a mapping (as `aws lambda tag-resource`).
+    TagResource(TagResourceArgs),
+    /// Remove tags from a mapping (as `aws lambda untag-resource`).
+    UntagResource(UntagResourceArgs),
+    /// Show a mapping's tags (as `aws lambda list-tags`).
+    ListTags(ResourceArg),
     /// Run the poll loop here over every enabled mapping until Ctrl-C / SIGTERM (or --duration).
     Poll(PollArgs),
 }
@@ -52,6 +98,32 @@ enum Command {
 struct UuidArg {
     #[arg(long)]
     uuid: String,
+}
+
+#[derive(Debug, Args)]
+struct ResourceArg {
+    /// The mapping's ARN: arn:aws:lambda:REGION:ACCOUNT:event-source-mapping:UUID.
+    #[arg(long)]
+    resource: String,
+}
+
+#[derive(Debug, Args)]
+struct TagResourceArgs {
+    /// The mapping's ARN.
+    #[arg(long)]
+    resource: String,
+    /// `Key=Value,Key2=Value2` or JSON `{"Key":"Value"}`.
+    #[arg(long)]
+    tags: String,
+}
+
+#[derive(Debug, Args)]
+struct UntagResourceArgs {
+    /// The mapping's ARN.
+    #[arg(long)]
+    resource: String,
+    #[arg(long, num_args = 1.., required = true)]
+    tag_keys: Vec<String>,
 }
 
 /// Flags shared by create and update.
@@ -106,9 +178,9 @@ struct CommonArgs {
 
 #[derive(Debug, Args)]
 struct CreateArgs {
-    /// Function name, ARN, or qualified ARN.
+    /// Function name, ARN, or qualified ARN (required, here or in --cli-input-json).
     #[arg(long)]
-    function_name: String,
+    function_name: Option<String>,
     /// The MSK cluster's ARN.
     #[arg(long)]
     event_source_arn: Option<String>,
@@ -124,18 +196,26 @@ struct CreateArgs {
     /// Seconds since the epoch, or an RFC 3339 time (with AT_TIMESTAMP).
     #[arg(long)]
     starting_position_timestamp: Option<String>,
+    /// `Key=Value,Key2=Value2` or JSON `{"Key":"Value"}`.
+    #[arg(long)]
+    tags: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 #[derive(Debug, Args)]
 struct UpdateArgs {
+    /// Required, here or in --cli-input-json.
     #[arg(long)]
-    uuid: String,
+    uuid: Option<String>,
     #[arg(long)]
     function_name: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -144,10 +224,15 @@ struct ListArgs {
     function_name: Option<String>,
     #[arg(long)]
     event_source_arn: Option<String>,
+    /// The most mappings to print; a NextToken follows when there are more.
     #[arg(long)]
     max_items: Option<usize>,
+    /// Resume from a NextToken.
     #[arg(long)]
     starting_token: Option<String>,
+    /// Mappings per service call (the AWS CLI paginator's page size; 1–10000).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    page_size: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -167,9 +252,25 @@ struct Failure {
     error: ApiError,
 }
 
+/// The AWS CLI's exit status for a service error.
+const SERVICE_ERROR: u8 = 254;
+/// The AWS CLI's exit status for a bad option value.
+const USAGE_ERROR: u8 = 252;
+/// The AWS CLI's exit status for any other failure (here: a `--query` that fails at run time).
+const OTHER_ERROR: u8 = 255;
+/// `ListEventSourceMappings`'s default page size (the API's `MaxItems` default).
+const DEFAULT_PAGE_SIZE: usize = 100;
+
 /// Runs `esm` with the process's arguments.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // The AWS operation's name (`list-event-source-mappings` → `ListEventSourceMappings`): the
+    // table's title.
+    let operation = pascal_case(matches.subcommand_name().unwrap_or_default());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -177,28 +278,101 @@ pub async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    match run(cli.command).await {
-        Ok(Some(output)) => {
-            print_json(&output);
-            ExitCode::SUCCESS
+    let query = match cli.global.query.as_deref().map(Query::compile).transpose() {
+        Ok(query) => query,
+        Err(e) => return usage_error(&format!("Bad value for --query {}: {e}", cli.global.query.unwrap_or_default())),
+    };
+    if let Some(url) = &cli.global.endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return usage_error(&format!(
+            "Bad value for --endpoint-url \"{url}\": scheme is missing.  Must be of the form http://<hostname>/ or https://<hostname>/"
+        ));
+    }
+    let format = cli.global.output.unwrap_or(OutputFormat::Json);
+    if let Some(skeleton) = skeleton::requested(&cli.command) {
+        print(output::json(&skeleton));
+        return ExitCode::SUCCESS;
+    }
+    // The AWS CLI prints `--output text` of a paginated command page by page.
+    let text_pages = match &cli.command {
+        Command::ListEventSourceMappings(args) if format == OutputFormat::Text => {
+            Some(args.page_size.map_or(DEFAULT_PAGE_SIZE, usize::from))
         }
+        _ => None,
+    };
+    let sdk = crate::aws::SdkOverrides {
+        region: cli.global.region.clone(),
+        profile: cli.global.profile.clone(),
+        endpoint_url: cli.global.endpoint_url.clone(),
+    };
+    match run(cli.command, &sdk).await {
+        Ok(Some(response)) => match emit(format, &operation, &response, query.as_ref(), text_pages) {
+            Ok(text) => {
+                print(text);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("\n{e}");
+                ExitCode::from(OTHER_ERROR)
+            }
+        },
         Ok(None) => ExitCode::SUCCESS,
         Err(Failure { operation, error }) => {
             eprintln!("\nAn error occurred ({}) when calling the {operation} operation: {}", error.code, error.message);
-            // The AWS CLI's exit status for a service error.
-            ExitCode::from(254)
+            ExitCode::from(SERVICE_ERROR)
         }
     }
 }
 
-fn print_json(value: &Value) {
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
-    if serde::Serialize::serialize(value, &mut ser).is_ok() {
-        out.push(b'\n');
-        let _ = std::io::stdout().write_all(&out);
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("\n{message}");
+    ExitCode::from(USAGE_ERROR)
+}
+
+fn pascal_case(kebab: &str) -> String {
+    kebab
+        .split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+        })
+        .collect()
+}
+
+fn print(text: Option<String>) {
+    if let Some(text) = text {
+        let _ = std::io::stdout().write_all(text.as_bytes());
     }
+}
+
+/// The response as the AWS CLI prints it: `--query` applied, then `--output`. `text_pages`:
+/// the page size of a paginated list printed as text, which the AWS CLI prints page by page
+/// (the query applied to each page) and then the `NextToken` (the query applied to that too).
+fn emit(
+    format: OutputFormat,
+    title: &str,
+    response: &Value,
+    query: Option<&Query>,
+    text_pages: Option<usize>,
+) -> Result<Option<String>, String> {
+    let search = |value: &Value| query.map_or_else(|| Ok(value.clone()), |q| q.search(value));
+    let Some(page_size) = text_pages else {
+        return Ok(output::render(format, title, &search(response)?));
+    };
+    let items = response["EventSourceMappings"].as_array().cloned().unwrap_or_default();
+    let mut pages: Vec<&[Value]> = items.chunks(page_size.max(1)).collect();
+    if pages.is_empty() {
+        pages.push(&[]);
+    }
+    let mut out = String::new();
+    for page in pages {
+        out.push_str(&output::text(&search(&serde_json::json!({ "EventSourceMappings": page }))?));
+    }
+    if let Some(token) = response.get("NextToken") {
+        out.push_str(&output::text(&search(&serde_json::json!({ "NextToken": { "NextToken": token } }))?));
+    }
+    Ok(Some(out))
 }
 
 /// `EventSourceMappingConfiguration`'s members in the order of the Lambda service model
@@ -252,6 +426,8 @@ pub fn item_json(item: &Item) -> Value {
         return Value::Null;
     };
     fields.remove("Version");
+    // Tags are not part of the AWS mapping shape (`list-tags` shows them).
+    fields.remove("Tags");
     let mut ordered = serde_json::Map::new();
     for key in AWS_KEY_ORDER {
         if let Some(value) = fields.remove(key) {
@@ -263,8 +439,8 @@ pub fn item_json(item: &Item) -> Value {
     Value::Object(ordered)
 }
 
-async fn run(command: Command) -> Result<Option<Value>, Failure> {
-    let sdk = crate::aws::sdk_config().await;
+async fn run(command: Command, overrides: &crate::aws::SdkOverrides) -> Result<Option<Value>, Failure> {
+    let sdk = crate::aws::sdk_config_with(overrides).await;
     let settings = Settings::from_env()
         .map_err(|e| Failure { operation: "Configure", error: ApiError::invalid(e.to_string()) })?;
     let tables = settings.tables.clone();
@@ -289,18 +465,11 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
             Ok(Some(aws_json(&mapping)))
         }
         Command::ListEventSourceMappings(args) => {
-            let page = api::list(
-                &store,
-                args.function_name.as_deref(),
-                args.event_source_arn.as_deref(),
-                args.starting_token.as_deref(),
-                args.max_items,
-            )
-            .await
-            .map_err(|error| Failure { operation: "ListEventSourceMappings", error })?;
-            let mut out =
-                serde_json::json!({ "EventSourceMappings": page.mappings.iter().map(item_json).collect::<Vec<_>>() });
-            if let Some(token) = page.next_marker {
+            let (items, next_token) = paginate(&store, &args)
+                .await
+                .map_err(|error| Failure { operation: "ListEventSourceMappings", error })?;
+            let mut out = serde_json::json!({ "EventSourceMappings": items.iter().map(item_json).collect::<Vec<_>>() });
+            if let Some(token) = next_token {
                 out["NextToken"] = Value::String(token);
             }
             Ok(Some(out))
@@ -324,6 +493,24 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
                 .map_err(|error| Failure { operation: "DeleteEventSourceMapping", error })?;
             Ok(Some(item_json(&item)))
         }
+        Command::TagResource(args) => {
+            let op = "TagResource";
+            let tags = tags_arg(&args.tags).map_err(|error| Failure { operation: op, error })?;
+            api::tag_resource(&store, &args.resource, &tags).await.map_err(|error| Failure { operation: op, error })?;
+            Ok(None)
+        }
+        Command::UntagResource(args) => {
+            api::untag_resource(&store, &args.resource, &args.tag_keys)
+                .await
+                .map_err(|error| Failure { operation: "UntagResource", error })?;
+            Ok(None)
+        }
+        Command::ListTags(args) => {
+            let tags = api::list_tags(&store, &args.resource)
+                .await
+                .map_err(|error| Failure { operation: "ListTags", error })?;
+            Ok(Some(serde_json::json!({ "Tags": tags })))
+        }
         Command::Poll(args) => {
             poll(&sdk, settings, args)
                 .await
@@ -331,6 +518,51 @@ async fn run(command: Command) -> Result<Option<Value>, Failure> {
             Ok(None)
         }
     }
+}
+
+/// The AWS CLI's paginator over `ListEventSourceMappings`: calls of `--page-size` mappings
+/// until `--max-items` are collected (then a `NextToken` to resume from) or none are left.
+async fn paginate(store: &DynamoMappingStore, args: &ListArgs) -> Result<(Vec<Item>, Option<String>), ApiError> {
+    let page_size = args.page_size.map_or(DEFAULT_PAGE_SIZE, usize::from);
+    let mut marker = args.starting_token.clone();
+    let mut items = Vec::new();
+    loop {
+        let want = args.max_items.map_or(page_size, |max| page_size.min(max.saturating_sub(items.len())));
+        if want == 0 {
+            // --max-items 0: nothing to print, everything still to come.
+            return Ok((items, marker.or_else(|| Some(String::new())).filter(|m| !m.is_empty())));
+        }
+        let page = api::list(
+            store,
+            args.function_name.as_deref(),
+            args.event_source_arn.as_deref(),
+            marker.as_deref(),
+            Some(want),
+        )
+        .await?;
+        items.extend(page.mappings);
+        match page.next_marker {
+            None => return Ok((items, None)),
+            Some(next) if args.max_items.is_some_and(|max| items.len() >= max) => return Ok((items, Some(next))),
+            Some(next) => marker = Some(next),
+        }
+    }
+}
+
+/// `--tags`: `Key=Value,…` or a JSON object; values are strings whatever they look like.
+fn tags_arg(raw: &str) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let value: Value = json_arg("tags", raw)?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::invalid("--tags: expected Key=Value,Key2=Value2 or a JSON object"));
+    };
+    fields
+        .into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, s)),
+            Value::Number(_) | Value::Bool(_) => Ok((k, v.to_string())),
+            other => Err(ApiError::invalid(format!("--tags: the value of '{k}' must be a string, not {other}"))),
+        })
+        .collect()
 }
 
 async fn poll(sdk: &aws_config::SdkConfig, settings: Settings, args: PollArgs) -> Result<(), String> {
@@ -583,7 +815,48 @@ fn metrics_config(raw: Option<&String>) -> Result<Option<Value>, ApiError> {
     Ok(config)
 }
 
+/// Members of the AWS request shapes that kafka-esm does not support (other event sources,
+/// features it does not have): named in the error instead of serde's list.
+const UNSUPPORTED_MEMBERS: [&str; 7] = [
+    "ParallelizationFactor",
+    "TumblingWindowInSeconds",
+    "Queues",
+    "ScalingConfig",
+    "DocumentDBEventSourceConfig",
+    "KMSKeyArn",
+    "LoggingConfig",
+];
+
+/// `--cli-input-json`: the request's parameters by their botocore names (`Default` when absent).
+/// `required` string members may be left out of the JSON when given as flags.
+fn cli_input<T: DeserializeOwned + Default>(raw: Option<&str>, required: &str) -> Result<T, ApiError> {
+    let Some(raw) = raw else { return Ok(T::default()) };
+    let mut value: Value = json_arg("cli-input-json", raw)?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(ApiError::invalid("--cli-input-json: expected a JSON object of parameters"));
+    };
+    if let Some(member) = UNSUPPORTED_MEMBERS.iter().find(|m| fields.contains_key(**m)) {
+        return Err(ApiError::invalid(format!(
+            "--cli-input-json: {member} is not supported by kafka-esm's Kafka mappings; remove it."
+        )));
+    }
+    // The skeleton writes timestamps as ISO 8601 text, as the AWS CLI accepts them.
+    if let Some(Value::String(ts)) = fields.get("StartingPositionTimestamp") {
+        let seconds = parse_timestamp(ts)?;
+        fields.insert("StartingPositionTimestamp".into(), Value::from(seconds));
+    }
+    fields.entry(required).or_insert_with(|| Value::String(String::new()));
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("--cli-input-json: {e}")))
+}
+
+/// A flag wins over the same parameter in `--cli-input-json`; an empty one is not given.
+fn required(flag: Option<String>, input: String, what: &str) -> Result<String, ApiError> {
+    flag.or_else(|| (!input.is_empty()).then_some(input))
+        .ok_or_else(|| ApiError::invalid(format!("{what} is required: give the flag or set it in --cli-input-json.")))
+}
+
 fn create_request(args: CreateArgs) -> Result<CreateRequest, ApiError> {
+    let base: CreateRequest = cli_input(args.input.cli_input_json.as_deref(), "FunctionName")?;
     let c = &args.common;
     let starting_position = args
         .starting_position
@@ -595,61 +868,78 @@ fn create_request(args: CreateArgs) -> Result<CreateRequest, ApiError> {
         })
         .transpose()?;
     let starting_position_timestamp = args.starting_position_timestamp.as_deref().map(parse_timestamp).transpose()?;
+    let function_response_types = (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone());
     Ok(CreateRequest {
-        function_name: args.function_name,
-        event_source_arn: args.event_source_arn,
-        self_managed_event_source: opt_json("self-managed-event-source", args.self_managed_event_source.as_ref())?,
-        topics: args.topics,
-        starting_position,
-        starting_position_timestamp,
-        batch_size: c.batch_size,
-        maximum_batching_window_in_seconds: c.maximum_batching_window_in_seconds,
-        enabled: enabled_flag(c),
+        function_name: required(args.function_name, base.function_name, "--function-name (FunctionName)")?,
+        event_source_arn: args.event_source_arn.or(base.event_source_arn),
+        self_managed_event_source: opt_json("self-managed-event-source", args.self_managed_event_source.as_ref())?
+            .or(base.self_managed_event_source),
+        topics: if args.topics.is_empty() { base.topics } else { args.topics },
+        starting_position: starting_position.or(base.starting_position),
+        starting_position_timestamp: starting_position_timestamp.or(base.starting_position_timestamp),
+        batch_size: c.batch_size.or(base.batch_size),
+        maximum_batching_window_in_seconds: c
+            .maximum_batching_window_in_seconds
+            .or(base.maximum_batching_window_in_seconds),
+        enabled: enabled_flag(c).or(base.enabled),
         amazon_managed_kafka_event_source_config: opt_json(
             "amazon-managed-kafka-event-source-config",
             c.amazon_managed_kafka_event_source_config.as_ref(),
-        )?,
+        )?
+        .or(base.amazon_managed_kafka_event_source_config),
         self_managed_kafka_event_source_config: opt_json(
             "self-managed-kafka-event-source-config",
             c.self_managed_kafka_event_source_config.as_ref(),
-        )?,
-        source_access_configurations: access_configs(&c.source_access_configurations)?,
-        filter_criteria: opt_json("filter-criteria", c.filter_criteria.as_ref())?,
-        destination_config: opt_json("destination-config", c.destination_config.as_ref())?,
-        maximum_retry_attempts: c.maximum_retry_attempts,
-        maximum_record_age_in_seconds: c.maximum_record_age_in_seconds,
-        bisect_batch_on_function_error: bisect_flag(c),
-        function_response_types: (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone()),
-        provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?,
-        metrics_config: metrics_config(c.metrics_config.as_ref())?,
+        )?
+        .or(base.self_managed_kafka_event_source_config),
+        source_access_configurations: access_configs(&c.source_access_configurations)?
+            .or(base.source_access_configurations),
+        filter_criteria: opt_json("filter-criteria", c.filter_criteria.as_ref())?.or(base.filter_criteria),
+        destination_config: opt_json("destination-config", c.destination_config.as_ref())?.or(base.destination_config),
+        maximum_retry_attempts: c.maximum_retry_attempts.or(base.maximum_retry_attempts),
+        maximum_record_age_in_seconds: c.maximum_record_age_in_seconds.or(base.maximum_record_age_in_seconds),
+        bisect_batch_on_function_error: bisect_flag(c).or(base.bisect_batch_on_function_error),
+        function_response_types: function_response_types.or(base.function_response_types),
+        provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?
+            .or(base.provisioned_poller_config),
+        metrics_config: metrics_config(c.metrics_config.as_ref())?.or(base.metrics_config),
+        tags: args.tags.as_deref().map(tags_arg).transpose()?.or(base.tags),
     })
 }
 
 fn update_request(args: UpdateArgs) -> Result<UpdateRequest, ApiError> {
+    let base: UpdateRequest = cli_input(args.input.cli_input_json.as_deref(), "UUID")?;
     let c = &args.common;
+    let function_response_types = (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone());
     Ok(UpdateRequest {
-        uuid: args.uuid,
-        function_name: args.function_name,
-        enabled: enabled_flag(c),
-        batch_size: c.batch_size,
-        maximum_batching_window_in_seconds: c.maximum_batching_window_in_seconds,
-        source_access_configurations: access_configs(&c.source_access_configurations)?,
-        filter_criteria: opt_json("filter-criteria", c.filter_criteria.as_ref())?,
-        destination_config: opt_json("destination-config", c.destination_config.as_ref())?,
-        maximum_retry_attempts: c.maximum_retry_attempts,
-        maximum_record_age_in_seconds: c.maximum_record_age_in_seconds,
-        bisect_batch_on_function_error: bisect_flag(c),
-        function_response_types: (!c.function_response_types.is_empty()).then(|| c.function_response_types.clone()),
-        provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?,
-        metrics_config: metrics_config(c.metrics_config.as_ref())?,
+        uuid: required(args.uuid, base.uuid, "--uuid (UUID)")?,
+        function_name: args.function_name.or(base.function_name),
+        enabled: enabled_flag(c).or(base.enabled),
+        batch_size: c.batch_size.or(base.batch_size),
+        maximum_batching_window_in_seconds: c
+            .maximum_batching_window_in_seconds
+            .or(base.maximum_batching_window_in_seconds),
+        source_access_configurations: access_configs(&c.source_access_configurations)?
+            .or(base.source_access_configurations),
+        filter_criteria: opt_json("filter-criteria", c.filter_criteria.as_ref())?.or(base.filter_criteria),
+        destination_config: opt_json("destination-config", c.destination_config.as_ref())?.or(base.destination_config),
+        maximum_retry_attempts: c.maximum_retry_attempts.or(base.maximum_retry_attempts),
+        maximum_record_age_in_seconds: c.maximum_record_age_in_seconds.or(base.maximum_record_age_in_seconds),
+        bisect_batch_on_function_error: bisect_flag(c).or(base.bisect_batch_on_function_error),
+        function_response_types: function_response_types.or(base.function_response_types),
+        provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?
+            .or(base.provisioned_poller_config),
+        metrics_config: metrics_config(c.metrics_config.as_ref())?.or(base.metrics_config),
         amazon_managed_kafka_event_source_config: opt_json(
             "amazon-managed-kafka-event-source-config",
             c.amazon_managed_kafka_event_source_config.as_ref(),
-        )?,
+        )?
+        .or(base.amazon_managed_kafka_event_source_config),
         self_managed_kafka_event_source_config: opt_json(
             "self-managed-kafka-event-source-config",
             c.self_managed_kafka_event_source_config.as_ref(),
-        )?,
+        )?
+        .or(base.self_managed_kafka_event_source_config),
     })
 }
 

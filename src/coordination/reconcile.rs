@@ -43,7 +43,8 @@ pub struct Reconciled {
 pub fn fingerprint(mapping: &EventSourceMapping) -> String {
     let mut value = serde_json::to_value(mapping).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
-        for field in ["State", "StateTransitionReason", "LastProcessingResult", "LastModified", "Version"] {
+        // Tags do not change what is consumed: tagging a mapping must not restart its consumer.
+        for field in ["State", "StateTransitionReason", "LastProcessingResult", "LastModified", "Version", "Tags"] {
             obj.remove(field);
         }
     }
