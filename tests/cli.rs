@@ -1563,3 +1563,31 @@ async fn a_hand_written_item_with_tags_is_a_valid_mapping() {
     let arn = plain["EventSourceMappingArn"].as_str().map_or(arn, str::to_owned);
     assert_eq!(esm.ok(&["list-tags", "--resource", &arn]).await, json!({"Tags": {"team": "payments"}}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_without_get_function_warns_in_one_readable_line() {
+    let esm = Esm::new().await;
+    // Nothing listens there; then an endpoint that answers GetFunction with an unrelated error.
+    let endpoints = [("nothing", "http://127.0.0.1:1".to_owned()), ("dynalite", dynalite().endpoint.clone())];
+    for (i, (what, endpoint)) in endpoints.iter().enumerate() {
+        let topic = format!("orders-{i}");
+        let args = [&["create-event-source-mapping"][..], &on_topic(&SELF_MANAGED, &topic)].concat();
+        let run = esm.run_env(&args, &[("AWS_ENDPOINT_URL_LAMBDA", Some(endpoint.as_str()))]).await;
+        assert_eq!(run.code, 0, "{what}: {run:?}");
+        let created: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(created["FunctionArn"], "fn", "{what}: the name is stored as given");
+        let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{what}: one line: {:?}", run.stderr);
+        let line = lines[0].trim_start();
+        assert!(line.starts_with("WARN lambda:GetFunction is not available ("), "{what}: {line}");
+        assert!(line.contains("storing the function name as given"), "{what}: {line}");
+        for dump in ["Error {", "ErrorMetadata", "SdkBody", "Response {", "kafka_esm::"] {
+            assert!(!line.contains(dump), "{what}: no SDK debug output ({dump}): {line}");
+        }
+        if *what == "nothing" {
+            assert!(line.contains("Connection refused"), "the cause is named: {line}");
+        } else {
+            assert!(line.contains("unexpected response (HTTP 200)"), "what came back is named: {line}");
+        }
+    }
+}

@@ -54,3 +54,28 @@ pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
         .build();
     aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build())
 }
+
+/// One readable line for a failed SDK call: the service's error code and message (or its HTTP
+/// status when it sent neither), or the innermost cause when the service could not be reached,
+/// never the SDK's debug rendering of the raw response.
+pub fn error_line<E>(error: &aws_sdk_lambda::error::SdkError<E, aws_sdk_lambda::config::http::HttpResponse>) -> String
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_lambda::error::ProvideErrorMetadata as _;
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    match (error, status) {
+        (aws_sdk_lambda::error::SdkError::ServiceError(_), Some(status)) => match (error.code(), error.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => format!("{code} (HTTP {status})"),
+            (None, Some(message)) => format!("HTTP {status}: {message}"),
+            (None, None) => format!("unexpected response (HTTP {status})"),
+        },
+        (_, Some(status)) => format!("unreadable response (HTTP {status}): {cause}"),
+        (_, None) => format!("{error}: {cause}"),
+    }
+}

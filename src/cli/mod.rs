@@ -273,11 +273,16 @@ pub async fn main() -> ExitCode {
     let operation = pascal_case(matches.subcommand_name().unwrap_or_default());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // A command's warnings read as one plain line; the long-running poller keeps timestamps.
+    if matches!(cli.command, Command::Poll(_)) {
+        logs.init();
+    } else {
+        logs.without_time().with_target(false).init();
+    }
     let query = match cli.global.query.as_deref().map(Query::compile).transpose() {
         Ok(query) => query,
         Err(e) => return usage_error(&format!("Bad value for --query {}: {e}", cli.global.query.unwrap_or_default())),
