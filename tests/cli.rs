@@ -2,8 +2,10 @@
 //! binary by the test kit) and the Invoke stub for the Lambda API (`GetFunction`), with fresh
 //! tables per test. Covers every command, the AWS CLI's output shape (golden files under
 //! `tests/golden/`, keys in the order the AWS CLI prints them), every validation rule with the
-//! AWS CLI's error line and exit status, the hand-written item in `docs/mappings.md`, and
-//! concurrent writers.
+//! AWS CLI's error line and exit status, the hand-written item in `docs/mappings.md`,
+//! concurrent writers, and the AWS CLI's global options (`--output text|table` and `--query`
+//! against files the AWS CLI's own formatter renders: `tests/golden/render-with-aws-cli.py`),
+//! input skeletons against botocore's, `--page-size` and tags.
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test cli` rewrites the golden files; review the diff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

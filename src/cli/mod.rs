@@ -534,8 +534,8 @@ async fn paginate(store: &DynamoMappingStore, args: &ListArgs) -> Result<(Vec<It
     loop {
         let want = args.max_items.map_or(page_size, |max| page_size.min(max.saturating_sub(items.len())));
         if want == 0 {
-            // --max-items 0: nothing to print, everything still to come.
-            return Ok((items, marker.or_else(|| Some(String::new())).filter(|m| !m.is_empty())));
+            // --max-items 0: nothing to print, everything from the starting token still to come.
+            return Ok((items, marker));
         }
         let page = api::list(
             store,
