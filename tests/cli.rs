@@ -1207,6 +1207,8 @@ async fn output_text_and_table_and_query_print_what_the_aws_cli_prints() {
     assert_eq!(esm.stdout(&with(&list, &["--output", "text"])).await, golden_text("list-msk.text"));
     // Global options go before the command too, and AWS_DEFAULT_OUTPUT sets the default.
     assert_eq!(esm.stdout(&["--output", "table", "list-event-source-mappings"]).await, golden_text("list-msk.table"));
+    // esm never pages its output, so the AWS CLI v2's --no-cli-pager holds by construction.
+    assert_eq!(esm.stdout(&["--no-cli-pager", "list-event-source-mappings"]).await, golden_text("list-msk.json"));
     let run = esm.run_env(&list, &[("AWS_DEFAULT_OUTPUT", Some("text"))]).await;
     assert_eq!(run.stdout, golden_text("list-msk.text"));
 
@@ -1482,6 +1484,10 @@ async fn tags_are_stored_on_the_item_with_the_aws_rules() {
     let tags = esm.ok(&list_tags).await;
     assert_eq!(tags, json!({"Tags": {"env": "prod", "team": "payments"}}));
     assert_golden("list-tags.json", &tags, &uuid);
+    // The shape of botocore's ListTagsResponse (its output skeleton): `Tags`, a map of strings.
+    let model: Value = serde_json::from_str(&golden_text("aws-skeleton-list-tags-output.json")).unwrap();
+    assert_eq!(keys(&tags), keys(&model));
+    assert!(model["Tags"]["KeyName"].is_string() && tags["Tags"].as_object().unwrap().values().all(Value::is_string));
 
     let before = esm.stored(&uuid).await;
     // tag-resource and untag-resource print nothing, as the AWS CLI does for an empty response.

@@ -56,6 +56,9 @@ struct GlobalArgs {
     /// A JMESPath expression applied to the response before it is printed.
     #[arg(long, global = true)]
     query: Option<String>,
+    /// Accepted for scripts written for AWS CLI v2: esm never sends its output to a pager.
+    #[arg(long, global = true)]
+    no_cli_pager: bool,
 }
 
 /// `--cli-input-json` / `--generate-cli-skeleton`, on the commands that take many parameters.
