@@ -1203,6 +1203,12 @@ async fn output_text_and_table_and_query_print_what_the_aws_cli_prints() {
     assert_eq!(esm.stdout(&get).await, golden_text("get-msk.json"));
     assert_eq!(esm.stdout(&with(&get, &["--output", "table"])).await, golden_text("get-msk.table"));
     assert_eq!(esm.stdout(&with(&get, &["--output", "text"])).await, golden_text("get-msk.text"));
+    // Not a terminal: no colour unless asked for, as the AWS CLI's --color auto.
+    assert_eq!(
+        esm.stdout(&with(&get, &["--output", "table", "--color", "on"])).await,
+        golden_text("get-msk.table-color")
+    );
+    assert_eq!(esm.stdout(&with(&get, &["--output", "table", "--color", "off"])).await, golden_text("get-msk.table"));
     assert_eq!(esm.stdout(&with(&list, &["--output", "table"])).await, golden_text("list-msk.table"));
     assert_eq!(esm.stdout(&with(&list, &["--output", "text"])).await, golden_text("list-msk.text"));
     // Global options go before the command too, and AWS_DEFAULT_OUTPUT sets the default.

@@ -22,7 +22,7 @@ use crate::model::mapping::{EventSourceMapping, StartingPosition};
 mod output;
 mod skeleton;
 
-use output::{OutputFormat, Query};
+use output::{Color, OutputFormat, Query};
 
 /// kafka-esm: a self-hosted Kafka event source mapping for AWS Lambda.
 ///
@@ -56,6 +56,9 @@ struct GlobalArgs {
     /// A JMESPath expression applied to the response before it is printed.
     #[arg(long, global = true)]
     query: Option<String>,
+    /// Colour table output: auto (on a terminal), on, off.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    color: Color,
     /// Accepted for scripts written for AWS CLI v2: esm never sends its output to a pager.
     #[arg(long, global = true)]
     no_cli_pager: bool,
@@ -315,7 +318,8 @@ pub async fn main() -> ExitCode {
         endpoint_url: cli.global.endpoint_url.clone(),
     };
     match run(cli.command, &sdk).await {
-        Ok(Some(response)) => match emit(format, &operation, &response, query.as_ref(), text_pages) {
+        Ok(Some(response)) => match emit((format, cli.global.color), &operation, &response, query.as_ref(), text_pages)
+        {
             Ok(text) => {
                 print(text);
                 ExitCode::SUCCESS
@@ -358,7 +362,7 @@ fn print(text: Option<String>) {
 /// the page size of a paginated list printed as text, which the AWS CLI prints page by page
 /// (the query applied to each page) and then the `NextToken` (the query applied to that too).
 fn emit(
-    format: OutputFormat,
+    (format, color): (OutputFormat, Color),
     title: &str,
     response: &Value,
     query: Option<&Query>,
@@ -366,7 +370,7 @@ fn emit(
 ) -> Result<Option<String>, String> {
     let search = |value: &Value| query.map_or_else(|| Ok(value.clone()), |q| q.search(value));
     let Some(page_size) = text_pages else {
-        return Ok(output::render(format, title, &search(response)?));
+        return Ok(output::render(format, color, title, &search(response)?));
     };
     let items = response["EventSourceMappings"].as_array().cloned().unwrap_or_default();
     let mut pages: Vec<&[Value]> = items.chunks(page_size.max(1)).collect();

@@ -99,13 +99,32 @@ fn hash_key_position(query: &str, key: &str) -> Option<usize> {
     })
 }
 
+/// `--color`: the AWS CLI colours table output on a terminal (`auto`), always (`on`) or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Color {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl Color {
+    fn enabled(self) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        }
+    }
+}
+
 /// Renders `value` the way the AWS CLI renders a response in `format`; `title` is the
 /// operation's name (the table's heading). `None` when nothing is printed.
-pub fn render(format: OutputFormat, title: &str, value: &Value) -> Option<String> {
+pub fn render(format: OutputFormat, color: Color, title: &str, value: &Value) -> Option<String> {
     match format {
         OutputFormat::Json => json(value),
         OutputFormat::Text => Some(text(value)),
-        OutputFormat::Table => table(title, value, terminal_width()),
+        OutputFormat::Table => table(title, value, terminal_width(), color.enabled()),
     }
 }
 
@@ -361,7 +380,14 @@ impl Section {
 #[derive(Debug, Default)]
 struct MultiTable {
     sections: Vec<Section>,
+    /// The AWS CLI's colours (cells bright blue, nesting bars dim yellow), as on a terminal.
+    color: bool,
 }
+
+/// colorama's codes, as the AWS CLI's `ColorizedStyler` writes them.
+const BRIGHT_BLUE: &str = "\x1b[1m\x1b[34m";
+const DIM_YELLOW: &str = "\x1b[2m\x1b[33m";
+const RESET: &str = "\x1b[0m";
 
 impl MultiTable {
     fn current(&mut self) -> &mut Section {
@@ -402,15 +428,16 @@ impl MultiTable {
         let mut out = "-".repeat(max_width);
         out.push('\n');
         for section in &self.sections {
-            render_section(section, max_width, &mut out);
+            render_section(section, max_width, self.color, &mut out);
         }
         out
     }
 }
 
 /// One line of a section, inside the `|` of the sections it is nested in.
-fn indented(out: &mut String, indent_level: usize, line: &str) {
-    let _ = writeln!(out, "{bars}{line}{bars}", bars = "|".repeat(indent_level));
+fn indented(out: &mut String, indent_level: usize, color: bool, line: &str) {
+    let bar = if color { format!("{DIM_YELLOW}|{RESET}") } else { "|".to_owned() };
+    let _ = writeln!(out, "{bars}{line}{bars}", bars = bar.repeat(indent_level));
 }
 
 #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
@@ -424,8 +451,9 @@ fn center(text: &str, length: usize, left_edge: &str, right_edge: &str) -> Strin
     format!("{left_edge}{}{text}{}{right_edge}", spaces(start), spaces(right))
 }
 
-fn align_left(text: &str, length: usize, left_edge: &str, right_edge: &str) -> String {
-    let text_length = text_len(text);
+/// `text` (possibly coloured) left-aligned in `length` columns; `text_length` is its width
+/// without colour codes.
+fn align_left(text: &str, text_length: usize, length: usize, left_edge: &str, right_edge: &str) -> String {
     let padding = if length >= text_length + 2 + left_edge.len() + right_edge.len() { 2 } else { 0 };
     let so_far = left_edge.len() + padding + text_length;
     let right = length.saturating_sub(so_far).saturating_sub(right_edge.len());
@@ -448,13 +476,13 @@ fn line_break(widths: &[usize]) -> String {
         .collect()
 }
 
-fn render_section(section: &Section, max_width: usize, out: &mut String) {
+fn render_section(section: &Section, max_width: usize, color: bool, out: &mut String) {
     let level = section.indent_level;
     let max_width = max_width.saturating_sub(level * 2);
     if !section.title.is_empty() {
-        indented(out, level, &center(&section.title, max_width, "|", "|"));
+        indented(out, level, color, &center(&section.title, max_width, "|", "|"));
         if section.headers.is_empty() && section.rows.is_empty() {
-            indented(out, level, &format!("+{}+", "-".repeat(max_width.saturating_sub(2))));
+            indented(out, level, color, &format!("+{}+", "-".repeat(max_width.saturating_sub(2))));
         }
     }
     if !section.headers.is_empty() {
@@ -465,8 +493,8 @@ fn render_section(section: &Section, max_width: usize, out: &mut String) {
             .enumerate()
             .map(|(i, (&w, h))| center(h, w, if i == 0 { "|" } else { "" }, "|"))
             .collect();
-        indented(out, level, &line_break(&widths));
-        indented(out, level, &line);
+        indented(out, level, color, &line_break(&widths));
+        indented(out, level, color, &line);
     }
     if section.rows.is_empty() {
         return;
@@ -475,23 +503,26 @@ fn render_section(section: &Section, max_width: usize, out: &mut String) {
     if widths.is_empty() {
         return;
     }
-    indented(out, level, &line_break(&widths));
+    indented(out, level, color, &line_break(&widths));
     for row in &section.rows {
         let line: String = widths
             .iter()
             .zip(row)
             .enumerate()
-            .map(|(i, (&w, cell))| align_left(cell, w, if i == 0 { "|" } else { "" }, "|"))
+            .map(|(i, (&w, cell))| {
+                let styled = if color { format!("{BRIGHT_BLUE}{cell}{RESET}") } else { cell.clone() };
+                align_left(&styled, text_len(cell), w, if i == 0 { "|" } else { "" }, "|")
+            })
             .collect();
-        indented(out, level, &line);
+        indented(out, level, color, &line);
     }
-    indented(out, level, &line_break(&widths));
+    indented(out, level, color, &line_break(&widths));
 }
 
 /// The AWS CLI's table output of `value` under the heading `title`, fitted to `width`; `None`
 /// for an empty response (nothing is printed).
-pub fn table(title: &str, value: &Value, width: usize) -> Option<String> {
-    let mut table = MultiTable::default();
+pub fn table(title: &str, value: &Value, width: usize, color: bool) -> Option<String> {
+    let mut table = MultiTable { color, ..MultiTable::default() };
     build_table(&mut table, Some(title), value, 0).then(|| table.render(width))
 }
 
@@ -630,14 +661,21 @@ mod tests {
             ("list-msk-query.table", "list-msk.json", "ListEventSourceMappings", OutputFormat::Table, Some(query)),
             ("list-msk-query.text", "list-msk.json", "ListEventSourceMappings", OutputFormat::Text, Some(query)),
         ];
+        let colored = table(
+            "CreateEventSourceMapping",
+            &serde_json::from_str(&golden("create-self-managed.json")).unwrap(),
+            80,
+            true,
+        );
+        assert_eq!(colored.unwrap_or_default(), golden("create-self-managed.table-color"), "--color on");
         for (expected, source, operation, format, query) in cases {
             let mut response: Value = serde_json::from_str(&golden(source)).unwrap();
             if let Some(query) = query {
                 response = Query::compile(query).unwrap().search(&response).unwrap();
             }
             let rendered = match format {
-                OutputFormat::Table => table(operation, &response, 80),
-                _ => render(format, operation, &response),
+                OutputFormat::Table => table(operation, &response, 80, false),
+                _ => render(format, Color::Off, operation, &response),
             };
             assert_eq!(rendered.unwrap_or_default(), golden(expected), "{expected}");
         }

@@ -15,7 +15,7 @@ from awscli.formatter import TableFormatter, TextFormatter
 GOLDEN = pathlib.Path(__file__).parent
 LIST_QUERY = "EventSourceMappings[].{Topic: Topics[0], UUID: UUID, State: State}"
 
-# (output file, input JSON golden, operation, format, --query)
+# (output file, input JSON golden, operation, format, --query); "table-color" is --color on.
 CASES = [
     ("get-msk.table", "get-msk.json", "GetEventSourceMapping", "table", None),
     ("get-msk.text", "get-msk.json", "GetEventSourceMapping", "text", None),
@@ -25,19 +25,21 @@ CASES = [
     ("create-self-managed.text", "create-self-managed.json", "CreateEventSourceMapping", "text", None),
     ("list-msk-query.table", "list-msk.json", "ListEventSourceMappings", "table", LIST_QUERY),
     ("list-msk-query.text", "list-msk.json", "ListEventSourceMappings", "text", LIST_QUERY),
+    ("get-msk.table-color", "get-msk.json", "GetEventSourceMapping", "table-color", None),
+    ("create-self-managed.table-color", "create-self-managed.json", "CreateEventSourceMapping", "table-color", None),
 ]
 
 
 class Args:
-    color = "off"
-
-    def __init__(self, query):
+    def __init__(self, query, color):
         self.query = jmespath.compile(query) if query else None
+        self.color = color
 
 
 for out, source, operation, fmt, query in CASES:
     response = json.loads((GOLDEN / source).read_text())
-    formatter = (TableFormatter if fmt == "table" else TextFormatter)(Args(query))
+    args = Args(query, "on" if fmt == "table-color" else "off")
+    formatter = (TableFormatter if fmt.startswith("table") else TextFormatter)(args)
     stream = io.StringIO()
     formatter(operation, response, stream)
     (GOLDEN / out).write_text(stream.getvalue())
