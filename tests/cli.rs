@@ -1270,6 +1270,20 @@ async fn region_profile_and_endpoint_url_override_the_environment() {
     assert_ne!(default_profile.code, 0, "the default profile does not exist: {default_profile:?}");
     let run = esm.run_env(&with(&list, &["--profile", "esm-test"]), &profile_env).await;
     assert_eq!((run.code, run.stdout.as_str()), (0, format!("{uuid}\n").as_str()), "{run:?}");
+    // The profile's `output` applies when neither --output nor AWS_DEFAULT_OUTPUT is given, and
+    // AWS_PROFILE selects a profile as --profile does.
+    std::fs::write(&config, "[profile esm-test]\nregion = us-east-1\noutput = text\n").unwrap();
+    let uuids = ["list-event-source-mappings", "--query", "EventSourceMappings[].UUID"];
+    let run = esm.run_env(&with(&uuids, &["--profile", "esm-test"]), &profile_env).await;
+    assert_eq!(run.stdout, format!("{uuid}\n"), "{run:?}");
+    let by_env = [&profile_env[..], &[("AWS_PROFILE", Some("esm-test"))]].concat();
+    assert_eq!(esm.run_env(&uuids, &by_env).await.stdout, format!("{uuid}\n"));
+    let run = esm.run_env(&with(&uuids, &["--profile", "esm-test", "--output", "json"]), &profile_env).await;
+    assert_eq!(run.stdout, aws_cli_text(&json!([uuid])), "--output wins over the profile: {run:?}");
+    std::fs::write(&config, "[profile esm-test]\nregion = us-east-1\noutput = yaml\n").unwrap();
+    let run = esm.run_env(&with(&uuids, &["--profile", "esm-test"]), &profile_env).await;
+    assert_eq!(run.code, 252, "an output esm cannot print is refused: {run:?}");
+    assert!(run.stderr.contains("\"yaml\" is not one esm prints"), "{run:?}");
 
     // --endpoint-url wins over AWS_ENDPOINT_URL_DYNAMODB.
     let dead = [("AWS_ENDPOINT_URL_DYNAMODB", Some("http://127.0.0.1:1"))];

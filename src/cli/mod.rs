@@ -300,7 +300,14 @@ pub async fn main() -> ExitCode {
             "Bad value for --endpoint-url \"{url}\": scheme is missing.  Must be of the form http://<hostname>/ or https://<hostname>/"
         ));
     }
-    let format = cli.global.output.unwrap_or(OutputFormat::Json);
+    // As the AWS CLI: --output, else AWS_DEFAULT_OUTPUT, else the profile's `output`, else json.
+    let format = match cli.global.output {
+        Some(format) => format,
+        None => match profile_output(cli.global.profile.as_deref()).await {
+            Ok(format) => format.unwrap_or(OutputFormat::Json),
+            Err(message) => return usage_error(&message),
+        },
+    };
     if let Some(skeleton) = skeleton::requested(&cli.command) {
         print(output::json(&skeleton));
         return ExitCode::SUCCESS;
@@ -335,6 +342,23 @@ pub async fn main() -> ExitCode {
             ExitCode::from(SERVICE_ERROR)
         }
     }
+}
+
+/// The `output` setting of the selected profile (`--profile`, else `AWS_PROFILE`, else
+/// `default`) in the shared config files.
+async fn profile_output(profile: Option<&str>) -> Result<Option<OutputFormat>, String> {
+    let profiles = aws_config::profile::load(
+        &aws_types::os_shim_internal::Fs::real(),
+        &aws_types::os_shim_internal::Env::real(),
+        &aws_runtime::env_config::file::EnvConfigFiles::default(),
+        profile.map(|p| std::borrow::Cow::Owned(p.to_owned())),
+    )
+    .await;
+    // Unreadable files are reported by the SDK when it loads credentials and region.
+    let Some(value) = profiles.ok().and_then(|p| p.get("output").map(str::to_owned)) else { return Ok(None) };
+    <OutputFormat as clap::ValueEnum>::from_str(&value, true).map(Some).map_err(|_| {
+        format!("The profile's output \"{value}\" is not one esm prints: json, text or table. Give --output.")
+    })
 }
 
 fn usage_error(message: &str) -> ExitCode {
