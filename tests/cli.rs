@@ -1471,6 +1471,10 @@ async fn page_size_pages_like_the_aws_cli_paginator() {
     let first = esm.ok(&with(&list, &["--page-size", "2", "--max-items", "3"])).await;
     assert_eq!(listed(&first), uuids[..3]);
     let token = first["NextToken"].as_str().expect("NextToken after --max-items").to_owned();
+    // botocore's token: base64 of {"Marker": …} (here the last UUID printed).
+    let decoded =
+        String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &token).unwrap()).unwrap();
+    assert_eq!(decoded, format!("{{\"Marker\": \"{}\"}}", uuids[2]));
     let rest = esm.ok(&with(&list, &["--page-size", "2", "--max-items", "3", "--starting-token", &token])).await;
     assert_eq!((listed(&rest), rest.get("NextToken")), (uuids[3..].to_vec(), None));
     // Text output is printed page by page, the query applied to each, then the NextToken.
@@ -1489,6 +1493,14 @@ async fn page_size_pages_like_the_aws_cli_paginator() {
         ))
         .await;
     assert_eq!(text.lines().count(), 2, "{text}");
+    let message = esm
+        .fails(
+            &with(&list, &["--starting-token", "garbage"]),
+            "InvalidParameterValueException",
+            "ListEventSourceMappings",
+        )
+        .await;
+    assert!(message.contains("not a NextToken"), "{message}");
     let bad = esm.run(&with(&list, &["--page-size", "0"])).await;
     assert_eq!(bad.code, 2, "page size 0 is refused: {bad:?}");
 }

@@ -560,13 +560,13 @@ async fn run(command: Command, overrides: &crate::aws::SdkOverrides) -> Result<O
 /// until `--max-items` are collected (then a `NextToken` to resume from) or none are left.
 async fn paginate(store: &DynamoMappingStore, args: &ListArgs) -> Result<(Vec<Item>, Option<String>), ApiError> {
     let page_size = args.page_size.map_or(DEFAULT_PAGE_SIZE, usize::from);
-    let mut marker = args.starting_token.clone();
+    let mut marker = args.starting_token.as_deref().map(decode_token).transpose()?;
     let mut items = Vec::new();
     loop {
         let want = args.max_items.map_or(page_size, |max| page_size.min(max.saturating_sub(items.len())));
         if want == 0 {
             // --max-items 0: nothing to print, everything from the starting token still to come.
-            return Ok((items, marker));
+            return Ok((items, marker.as_deref().map(encode_token)));
         }
         let page = api::list(
             store,
@@ -579,10 +579,30 @@ async fn paginate(store: &DynamoMappingStore, args: &ListArgs) -> Result<(Vec<It
         items.extend(page.mappings);
         match page.next_marker {
             None => return Ok((items, None)),
-            Some(next) if args.max_items.is_some_and(|max| items.len() >= max) => return Ok((items, Some(next))),
+            Some(next) if args.max_items.is_some_and(|max| items.len() >= max) => {
+                return Ok((items, Some(encode_token(&next))));
+            }
             Some(next) => marker = Some(next),
         }
     }
+}
+
+/// botocore's pagination token: base64 of Python's `json.dumps({"Marker": …})`. Pages end on
+/// whole API pages, so the token never needs botocore's `boto_truncate_amount`.
+fn encode_token(marker: &str) -> String {
+    use base64::Engine as _;
+    let json = format!("{{\"Marker\": {}}}", Value::String(marker.to_owned()));
+    base64::engine::general_purpose::STANDARD.encode(json)
+}
+
+fn decode_token(token: &str) -> Result<String, ApiError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
+        .and_then(|value| value.get("Marker").and_then(Value::as_str).map(str::to_owned))
+        .ok_or_else(|| ApiError::invalid(format!("--starting-token {token}: not a NextToken that esm printed.")))
 }
 
 /// `--tags`: `Key=Value,…` or a JSON object; values are strings whatever they look like.
