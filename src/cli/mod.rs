@@ -325,8 +325,7 @@ pub async fn main() -> ExitCode {
         endpoint_url: cli.global.endpoint_url.clone(),
     };
     match run(cli.command, &sdk).await {
-        Ok(Some(response)) => match emit((format, cli.global.color), &operation, &response, query.as_ref(), text_pages)
-        {
+        Ok(Some(response)) => match emit(format, cli.global.color, &operation, &response, query.as_ref(), text_pages) {
             Ok(text) => {
                 print(text);
                 ExitCode::SUCCESS
@@ -386,7 +385,8 @@ fn print(text: Option<String>) {
 /// the page size of a paginated list printed as text, which the AWS CLI prints page by page
 /// (the query applied to each page) and then the `NextToken` (the query applied to that too).
 fn emit(
-    (format, color): (OutputFormat, Color),
+    format: OutputFormat,
+    color: Color,
     title: &str,
     response: &Value,
     query: Option<&Query>,
