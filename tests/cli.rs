@@ -1523,11 +1523,11 @@ async fn tags_are_stored_on_the_item_with_the_aws_rules() {
 
     let before = esm.stored(&uuid).await;
     // tag-resource and untag-resource print nothing, as the AWS CLI does for an empty response.
-    let tagged = esm.run(&["tag-resource", "--resource", &arn, "--tags", "env=staging,owner=me,cost=42"]).await;
+    let tagged = esm.run(&["tag-resource", "--resource", &arn, "--tags", "env=staging,owner=me,cost=042"]).await;
     assert_eq!((tagged.code, tagged.stdout.as_str()), (0, ""), "{tagged:?}");
     assert_eq!(
         esm.ok(&list_tags).await,
-        json!({"Tags": {"cost": "42", "env": "staging", "owner": "me", "team": "payments"}})
+        json!({"Tags": {"cost": "042", "env": "staging", "owner": "me", "team": "payments"}})
     );
     let untagged = esm.run(&["untag-resource", "--resource", &arn, "--tag-keys", "env", "cost", "never-there"]).await;
     assert_eq!((untagged.code, untagged.stdout.as_str()), (0, ""), "{untagged:?}");

@@ -605,9 +605,13 @@ fn decode_token(token: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::invalid(format!("--starting-token {token}: not a NextToken that esm printed.")))
 }
 
-/// `--tags`: `Key=Value,…` or a JSON object; values are strings whatever they look like.
+/// `--tags`: `Key=Value,…` or a JSON object; shorthand values are strings whatever they look like.
 fn tags_arg(raw: &str) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
-    let value: Value = json_arg("tags", raw)?;
+    let value: Value = if raw.trim_start().starts_with('{') || raw.starts_with("file://") {
+        json_arg("tags", raw)?
+    } else {
+        shorthand_strings(raw).map_err(|e| ApiError::invalid(format!("--tags: {e}")))?
+    };
     let Value::Object(fields) = value else {
         return Err(ApiError::invalid("--tags: expected Key=Value,Key2=Value2 or a JSON object"));
     };
@@ -725,7 +729,17 @@ fn json_arg<T: DeserializeOwned>(flag: &str, raw: &str) -> Result<T, ApiError> {
 /// The AWS CLI shorthand subset in common use: `K=V,K2=V2`, nested `K={…}`, lists `K=[a,b]`.
 /// Numbers and booleans are typed as such.
 pub fn shorthand(text: &str) -> Result<Value, String> {
-    let mut parser = Shorthand { chars: text.trim().chars().collect(), pos: 0 };
+    shorthand_with(text, true)
+}
+
+/// [`shorthand`] with every value kept as text: for map-of-string parameters such as `--tags`,
+/// where the AWS CLI reads `zip=02134` as the string `02134`.
+pub fn shorthand_strings(text: &str) -> Result<Value, String> {
+    shorthand_with(text, false)
+}
+
+fn shorthand_with(text: &str, typed: bool) -> Result<Value, String> {
+    let mut parser = Shorthand { chars: text.trim().chars().collect(), pos: 0, typed };
     let value = parser.object(None)?;
     if parser.pos < parser.chars.len() {
         return Err(format!("unexpected '{}' at position {}", parser.chars[parser.pos], parser.pos));
@@ -736,6 +750,8 @@ pub fn shorthand(text: &str) -> Result<Value, String> {
 struct Shorthand {
     chars: Vec<char>,
     pos: usize,
+    /// Numbers and booleans typed as such (else every value is a string).
+    typed: bool,
 }
 
 impl Shorthand {
@@ -781,7 +797,7 @@ impl Shorthand {
                         items.push(self.value(Some(']'))?);
                     } else {
                         let raw = self.take_while(|c| c != ',' && c != ']');
-                        items.push(scalar(raw.trim()));
+                        items.push(self.scalar(raw.trim()));
                     }
                     if self.peek() == Some(',') {
                         self.pos += 1;
@@ -792,7 +808,7 @@ impl Shorthand {
             }
             _ => {
                 let raw = self.take_while(|c| c != ',' && Some(c) != close);
-                Ok(scalar(raw.trim()))
+                Ok(self.scalar(raw.trim()))
             }
         }
     }
@@ -804,6 +820,10 @@ impl Shorthand {
         } else {
             Err(format!("expected '{c}'"))
         }
+    }
+
+    fn scalar(&self, raw: &str) -> Value {
+        if self.typed { scalar(raw) } else { Value::String(raw.to_owned()) }
     }
 
     fn take_while(&mut self, f: impl Fn(char) -> bool) -> String {
