@@ -1631,3 +1631,21 @@ async fn create_without_get_function_warns_in_one_readable_line() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shorthand_values_take_the_type_of_the_parameter() {
+    let esm = Esm::new().await;
+    let created = esm
+        .create(&with(
+            &SELF_MANAGED,
+            &[
+                "--self-managed-kafka-event-source-config",
+                "ConsumerGroupId=12345",
+                "--provisioned-poller-config",
+                "MinimumPollers=1,MaximumPollers=3",
+            ],
+        ))
+        .await;
+    assert_eq!(created["SelfManagedKafkaEventSourceConfig"], json!({"ConsumerGroupId": "12345"}));
+    assert_eq!(created["ProvisionedPollerConfig"], json!({"MinimumPollers": 1, "MaximumPollers": 3}));
+}

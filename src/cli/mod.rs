@@ -718,12 +718,20 @@ fn json_arg<T: DeserializeOwned>(flag: &str, raw: &str) -> Result<T, ApiError> {
             .map_err(|e| ApiError::invalid(format!("--{flag}: cannot read {path}: {e}")))?,
         None => raw.to_owned(),
     };
-    let value: Value = if text.trim_start().starts_with(['{', '[']) {
-        serde_json::from_str(&text).map_err(|e| ApiError::invalid(format!("--{flag}: invalid JSON: {e}")))?
-    } else {
-        shorthand(&text).map_err(|e| ApiError::invalid(format!("--{flag}: {e}")))?
-    };
-    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("--{flag}: {e}")))
+    if text.trim_start().starts_with(['{', '[']) {
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| ApiError::invalid(format!("--{flag}: invalid JSON: {e}")))?;
+        return serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("--{flag}: {e}")));
+    }
+    let typed = shorthand(&text).map_err(|e| ApiError::invalid(format!("--{flag}: {e}")))?;
+    serde_json::from_value(typed).or_else(|e| {
+        // The AWS CLI types shorthand values by the parameter's model: a string parameter that
+        // looks like a number (`ConsumerGroupId=12345`) stays a string.
+        shorthand_strings(&text)
+            .ok()
+            .and_then(|strings| serde_json::from_value(strings).ok())
+            .ok_or_else(|| ApiError::invalid(format!("--{flag}: {e}")))
+    })
 }
 
 /// The AWS CLI shorthand subset in common use: `K=V,K2=V2`, nested `K={…}`, lists `K=[a,b]`.
