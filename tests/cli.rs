@@ -1213,6 +1213,10 @@ async fn output_text_and_table_and_query_print_what_the_aws_cli_prints() {
     assert_eq!(esm.stdout(&with(&list, &["--output", "text"])).await, golden_text("list-msk.text"));
     // Global options go before the command too, and AWS_DEFAULT_OUTPUT sets the default.
     assert_eq!(esm.stdout(&["--output", "table", "list-event-source-mappings"]).await, golden_text("list-msk.table"));
+    // --debug logs the calls on stderr (RUST_LOG=warn here) and leaves stdout as it is.
+    let debug = esm.run(&with(&list, &["--debug"])).await;
+    assert_eq!(debug.stdout, golden_text("list-msk.json"));
+    assert!(debug.stderr.lines().any(|l| l.trim_start().starts_with("DEBUG")), "{}", debug.stderr);
     // esm never pages its output, so the AWS CLI v2's --no-cli-pager holds by construction.
     assert_eq!(esm.stdout(&["--no-cli-pager", "list-event-source-mappings"]).await, golden_text("list-msk.json"));
     let run = esm.run_env(&list, &[("AWS_DEFAULT_OUTPUT", Some("text"))]).await;

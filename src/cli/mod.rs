@@ -59,6 +59,9 @@ struct GlobalArgs {
     /// Colour table output: auto (on a terminal), on, off.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     color: Color,
+    /// Log at DEBUG (esm and the AWS SDK) on stderr, whatever RUST_LOG says.
+    #[arg(long, global = true)]
+    debug: bool,
     /// Accepted for scripts written for AWS CLI v2: esm never sends its output to a pager.
     #[arg(long, global = true)]
     no_cli_pager: bool,
@@ -277,8 +280,12 @@ pub async fn main() -> ExitCode {
     // The AWS operation's name (`list-event-source-mappings` → `ListEventSourceMappings`): the
     // table's title.
     let operation = pascal_case(matches.subcommand_name().unwrap_or_default());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = if cli.global.debug {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
