@@ -46,8 +46,8 @@ struct GlobalArgs {
     /// A named profile from the shared config and credentials files.
     #[arg(long, global = true)]
     profile: Option<String>,
-    /// Send the DynamoDB and Lambda calls to this URL (default: AWS_ENDPOINT_URL_<SERVICE>,
-    /// AWS_ENDPOINT_URL, the service's).
+    /// Send every AWS call of the command to this URL: DynamoDB and Lambda (and for `poll` also
+    /// Secrets Manager and MSK). Per service: AWS_ENDPOINT_URL_<SERVICE>.
     #[arg(long, global = true)]
     endpoint_url: Option<String>,
     /// json (default), text or table, as the AWS CLI prints them.
