@@ -37,53 +37,78 @@ impl Query {
     ///
     /// JMESPath objects have no key order in this implementation; the AWS CLI's keep the
     /// response's order (the service model's) and a multi-select hash's order as written, so
-    /// that order is put back: keys the expression names as `key:` in their written order,
-    /// others in the order they first appear in the response.
+    /// that order is put back: an object of the response keeps its own order, a multi-select
+    /// hash the order its keys are written in, anything else the order keys first appear in the
+    /// response.
     ///
     /// # Errors
     /// A runtime error of the expression (a function given the wrong type, …).
     pub fn search(&self, value: &Value) -> Result<Value, String> {
         let result = self.expression.search(value).map_err(|e| e.to_string())?;
         let result = serde_json::to_value(&*result).map_err(|e| e.to_string())?;
-        let mut document_order = HashMap::new();
-        collect_keys(value, &mut document_order);
-        Ok(reorder(result, &document_order, &self.text))
+        let mut order = KeyOrder { objects: Vec::new(), first_seen: HashMap::new(), query: &self.text };
+        order.collect(value);
+        Ok(order.apply(result))
     }
 }
 
-fn collect_keys(value: &Value, order: &mut HashMap<String, usize>) {
-    match value {
-        Value::Object(fields) => {
-            for (key, child) in fields {
-                let next = order.len();
-                order.entry(key.clone()).or_insert(next);
-                collect_keys(child, order);
+/// What [`Query::search`] restores key order from.
+struct KeyOrder<'a> {
+    /// Every object of the response.
+    objects: Vec<&'a serde_json::Map<String, Value>>,
+    /// Each key's first appearance in the response.
+    first_seen: HashMap<&'a str, usize>,
+    query: &'a str,
+}
+
+impl<'a> KeyOrder<'a> {
+    fn collect(&mut self, value: &'a Value) {
+        match value {
+            Value::Object(fields) => {
+                self.objects.push(fields);
+                for (key, child) in fields {
+                    let next = self.first_seen.len();
+                    self.first_seen.entry(key).or_insert(next);
+                    self.collect(child);
+                }
             }
+            Value::Array(items) => items.iter().for_each(|i| self.collect(i)),
+            _ => {}
         }
-        Value::Array(items) => items.iter().for_each(|i| collect_keys(i, order)),
-        _ => {}
     }
-}
 
-fn reorder(value: Value, document_order: &HashMap<String, usize>, query: &str) -> Value {
-    match value {
-        Value::Object(fields) => {
-            let mut fields: Vec<(String, Value)> =
-                fields.into_iter().map(|(k, v)| (k, reorder(v, document_order, query))).collect();
-            let written: Option<Vec<usize>> = fields.iter().map(|(k, _)| hash_key_position(query, k)).collect();
-            match written {
-                // Every key is written as `key:` in the expression: a multi-select hash.
-                Some(positions) => {
+    fn apply(&self, value: Value) -> Value {
+        match value {
+            Value::Object(fields) => {
+                let fields: serde_json::Map<String, Value> =
+                    fields.into_iter().map(|(k, v)| (k, self.apply(v))).collect();
+                let same_keys = |source: &&&serde_json::Map<String, Value>| {
+                    source.len() == fields.len() && fields.keys().all(|k| source.contains_key(k))
+                };
+                // The response's object itself (map equality ignores order), else one of its shape.
+                let source = self
+                    .objects
+                    .iter()
+                    .find(|s| same_keys(s) && ***s == fields)
+                    .or_else(|| self.objects.iter().find(same_keys));
+                let mut fields: Vec<(String, Value)> = fields.into_iter().collect();
+                if let Some(source) = source {
+                    fields.sort_by_key(|(k, _)| source.keys().position(|s| s == k));
+                } else if let Some(positions) =
+                    fields.iter().map(|(k, _)| hash_key_position(self.query, k)).collect::<Option<Vec<usize>>>()
+                {
+                    // Every key is written as `key:` in the expression: a multi-select hash.
                     let mut ranked: Vec<(usize, (String, Value))> = positions.into_iter().zip(fields).collect();
                     ranked.sort_by_key(|(position, _)| *position);
                     fields = ranked.into_iter().map(|(_, field)| field).collect();
+                } else {
+                    fields.sort_by_key(|(k, _)| self.first_seen.get(k.as_str()).copied().unwrap_or(usize::MAX));
                 }
-                None => fields.sort_by_key(|(k, _)| document_order.get(k).copied().unwrap_or(usize::MAX)),
+                Value::Object(fields.into_iter().collect())
             }
-            Value::Object(fields.into_iter().collect())
+            Value::Array(items) => Value::Array(items.into_iter().map(|v| self.apply(v)).collect()),
+            other => other,
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| reorder(v, document_order, query)).collect()),
-        other => other,
     }
 }
 
@@ -135,11 +160,47 @@ pub fn json(value: &Value) -> Option<String> {
         return None;
     }
     let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let formatter = PythonJson(serde_json::ser::PrettyFormatter::with_indent(b"    "));
     let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
     serde::Serialize::serialize(value, &mut ser).ok()?;
     out.push(b'\n');
     String::from_utf8(out).ok()
+}
+
+/// serde_json's pretty printer with floats written as Python writes them (`1e-07`, `1e+20`).
+struct PythonJson<'a>(serde_json::ser::PrettyFormatter<'a>);
+
+impl serde_json::ser::Formatter for PythonJson<'_> {
+    fn write_f64<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, value: f64) -> std::io::Result<()> {
+        writer.write_all(py_float(value).as_bytes())
+    }
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(writer)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_array(writer)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        self.0.begin_array_value(writer, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(writer)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(writer)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_object(writer)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        self.0.begin_object_key(writer, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(writer)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(writer)
+    }
 }
 
 /// A scalar as Python's `str()` prints it (the AWS CLI's text and table cells).
@@ -155,8 +216,48 @@ fn py_str(value: &Value) -> String {
             (_, _, Some(f)) => py_float(f),
             _ => n.to_string(),
         },
-        other => other.to_string(),
+        // A list or object where a scalar was expected (keys that differ in type between list
+        // items): Python prints its `repr`.
+        other => py_repr(other),
     }
+}
+
+/// Python's `repr()` of a parsed JSON value.
+fn py_repr(value: &Value) -> String {
+    match value {
+        Value::String(s) => py_repr_str(s),
+        Value::Array(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(fields) => format!(
+            "{{{}}}",
+            fields.iter().map(|(k, v)| format!("{}: {}", py_repr_str(k), py_repr(v))).collect::<Vec<_>>().join(", ")
+        ),
+        scalar => py_str(scalar),
+    }
+}
+
+/// Python's `repr(str)`: single quotes unless the text has one and no double quote.
+fn py_repr_str(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }
 
 /// Python's `repr(float)`: shortest round-trip digits, `.0` on whole numbers, exponent form
@@ -555,7 +656,10 @@ fn build_table(table: &mut MultiTable, title: Option<&str>, current: &Value, ind
                         Value::Array(row) if row.iter().all(is_scalar) => {
                             table.current().add_row(row.iter().map(py_str).collect());
                         }
-                        Value::Array(_) | Value::Object(_) => {
+                        // The AWS CLI iterates an object here as Python does, over its keys
+                        // (all strings): the row is the keys.
+                        Value::Object(fields) => table.current().add_row(fields.keys().cloned().collect()),
+                        Value::Array(_) => {
                             build_table(table, None, item, 0);
                         }
                         scalar => table.current().add_row(vec![py_str(scalar)]),
@@ -678,6 +782,26 @@ mod tests {
                 _ => render(format, Color::Off, operation, &response),
             };
             assert_eq!(rendered.unwrap_or_default(), golden(expected), "{expected}");
+        }
+    }
+
+    /// Random responses (`tests/golden/formatter-corpus.jsonl`, made by the same script) with
+    /// the AWS CLI's table, text and `--query` JSON output for each.
+    #[test]
+    fn random_responses_print_as_the_aws_cli_prints_them() {
+        for (line, case) in golden("formatter-corpus.jsonl").lines().enumerate() {
+            let case: Value = serde_json::from_str(case).unwrap();
+            let response = &case["response"];
+            let expected = |key: &str| case[key].as_str().unwrap().to_owned();
+            assert_eq!(
+                table("SomeOperation", response, 80, false).unwrap_or_default(),
+                expected("table"),
+                "line {line}"
+            );
+            assert_eq!(text(response), expected("text"), "line {line}");
+            let query = case["query"].as_str().unwrap();
+            let result = Query::compile(query).unwrap().search(response).unwrap();
+            assert_eq!(json(&result).unwrap_or_else(|| "{}\n".into()), expected("json"), "line {line}: {query}");
         }
     }
 
