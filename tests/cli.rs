@@ -1653,3 +1653,42 @@ async fn shorthand_values_take_the_type_of_the_parameter() {
     assert_eq!(created["SelfManagedKafkaEventSourceConfig"], json!({"ConsumerGroupId": "12345"}));
     assert_eq!(created["ProvisionedPollerConfig"], json!({"MinimumPollers": 1, "MaximumPollers": 3}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mapping_and_tag_command_takes_cli_input_json() {
+    let esm = Esm::new().await;
+    for operation in
+        ["get-event-source-mapping", "delete-event-source-mapping", "tag-resource", "untag-resource", "list-tags"]
+    {
+        let printed = esm.stdout(&[operation, "--generate-cli-skeleton"]).await;
+        assert_eq!(printed, golden_text(&format!("aws-skeleton-{operation}.json")), "{operation}: botocore's skeleton");
+    }
+    let created = esm.create(&SELF_MANAGED).await;
+    let uuid = uuid_of(&created);
+    let arn = created["EventSourceMappingArn"].as_str().unwrap().to_owned();
+    let by_uuid = json!({"UUID": uuid}).to_string();
+    assert_eq!(esm.ok(&["get-event-source-mapping", "--cli-input-json", &by_uuid]).await, created);
+    let tag = json!({"Resource": arn, "Tags": {"team": "payments", "env": "prod"}}).to_string();
+    assert_eq!(esm.stdout(&["tag-resource", "--cli-input-json", &tag]).await, "");
+    let untag = json!({"Resource": arn, "TagKeys": ["env"]}).to_string();
+    assert_eq!(esm.stdout(&["untag-resource", "--cli-input-json", &untag]).await, "");
+    let list = json!({"Resource": arn}).to_string();
+    assert_eq!(esm.ok(&["list-tags", "--cli-input-json", &list]).await, json!({"Tags": {"team": "payments"}}));
+    // A flag wins over the input; a member of another operation is refused, not ignored.
+    let message = esm
+        .fails(
+            &["list-tags", "--cli-input-json", &list, "--resource", "nope"],
+            "InvalidParameterValueException",
+            "ListTags",
+        )
+        .await;
+    assert!(message.contains("nope"), "{message}");
+    let message =
+        esm.fails(&["list-tags", "--cli-input-json", &tag], "InvalidParameterValueException", "ListTags").await;
+    assert!(message.contains("unknown parameter Tags"), "{message}");
+    let message =
+        esm.fails(&["tag-resource", "--resource", &arn], "InvalidParameterValueException", "TagResource").await;
+    assert!(message.contains("--tags (Tags) is required"), "{message}");
+    let deleted = esm.ok(&["delete-event-source-mapping", "--cli-input-json", &by_uuid]).await;
+    assert_eq!(deleted["UUID"], json!(uuid));
+}

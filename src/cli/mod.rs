@@ -88,11 +88,11 @@ enum Command {
     /// List mappings (as `aws lambda list-event-source-mappings`).
     ListEventSourceMappings(ListArgs),
     /// Show one mapping (as `aws lambda get-event-source-mapping`).
-    GetEventSourceMapping(UuidArg),
+    GetEventSourceMapping(UuidInputArg),
     /// Change a mapping (as `aws lambda update-event-source-mapping`).
     UpdateEventSourceMapping(UpdateArgs),
     /// Delete a mapping (as `aws lambda delete-event-source-mapping`).
-    DeleteEventSourceMapping(UuidArg),
+    DeleteEventSourceMapping(UuidInputArg),
     /// Add or overwrite tags of a mapping (as `aws lambda tag-resource`).
     TagResource(TagResourceArgs),
     /// Remove tags from a mapping (as `aws lambda untag-resource`).
@@ -104,35 +104,113 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct UuidArg {
+struct ResourceArg {
+    /// The mapping's ARN: arn:aws:lambda:REGION:ACCOUNT:event-source-mapping:UUID (required,
+    /// here or in --cli-input-json).
     #[arg(long)]
-    uuid: String,
+    resource: Option<String>,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
+/// `--uuid` of get and delete, which also take `--cli-input-json`.
 #[derive(Debug, Args)]
-struct ResourceArg {
-    /// The mapping's ARN: arn:aws:lambda:REGION:ACCOUNT:event-source-mapping:UUID.
+struct UuidInputArg {
+    /// Required, here or in --cli-input-json.
     #[arg(long)]
+    uuid: Option<String>,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+/// The `--cli-input-json` of each command without a request type of its own in `api`, by
+/// botocore's member names.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct OperationInput {
+    #[serde(rename = "UUID", default)]
+    uuid: String,
+    #[serde(default)]
     resource: String,
+    tags: Option<std::collections::BTreeMap<String, String>>,
+    tag_keys: Option<Vec<String>>,
+}
+
+impl UuidInputArg {
+    fn uuid(self) -> Result<String, ApiError> {
+        let input = operation_input(&self.input, &["UUID"])?;
+        required(self.uuid, input.uuid, "--uuid (UUID)")
+    }
+}
+
+impl ResourceArg {
+    fn resource(self) -> Result<String, ApiError> {
+        let input = operation_input(&self.input, &["Resource"])?;
+        required(self.resource, input.resource, "--resource (Resource)")
+    }
+}
+
+impl TagResourceArgs {
+    fn request(self) -> Result<(String, std::collections::BTreeMap<String, String>), ApiError> {
+        let input = operation_input(&self.input, &["Resource", "Tags"])?;
+        let tags = match self.tags {
+            Some(raw) => tags_arg(&raw)?,
+            None => input.tags.ok_or_else(|| {
+                ApiError::invalid("--tags (Tags) is required: give the flag or set it in --cli-input-json.")
+            })?,
+        };
+        Ok((required(self.resource, input.resource, "--resource (Resource)")?, tags))
+    }
+}
+
+impl UntagResourceArgs {
+    fn request(self) -> Result<(String, Vec<String>), ApiError> {
+        let input = operation_input(&self.input, &["Resource", "TagKeys"])?;
+        let keys = if self.tag_keys.is_empty() { input.tag_keys.unwrap_or_default() } else { self.tag_keys };
+        if keys.is_empty() {
+            return Err(ApiError::invalid(
+                "--tag-keys (TagKeys) is required: give the flag or set it in --cli-input-json.",
+            ));
+        }
+        Ok((required(self.resource, input.resource, "--resource (Resource)")?, keys))
+    }
+}
+
+/// `--cli-input-json` of get, delete or a tagging command: only that operation's `members`.
+fn operation_input(args: &InputArgs, members: &[&str]) -> Result<OperationInput, ApiError> {
+    let Some(raw) = args.cli_input_json.as_deref() else { return Ok(OperationInput::default()) };
+    let value: Value = json_arg("cli-input-json", raw)?;
+    if let Some(other) = value.as_object().and_then(|o| o.keys().find(|k| !members.contains(&k.as_str()))) {
+        return Err(ApiError::invalid(format!(
+            "--cli-input-json: unknown parameter {other}, must be one of: {}",
+            members.join(", ")
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("--cli-input-json: {e}")))
 }
 
 #[derive(Debug, Args)]
 struct TagResourceArgs {
-    /// The mapping's ARN.
+    /// The mapping's ARN (required, here or in --cli-input-json).
     #[arg(long)]
-    resource: String,
-    /// `Key=Value,Key2=Value2` or JSON `{"Key":"Value"}`.
+    resource: Option<String>,
+    /// `Key=Value,Key2=Value2` or JSON `{"Key":"Value"}` (required, here or in --cli-input-json).
     #[arg(long)]
-    tags: String,
+    tags: Option<String>,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 #[derive(Debug, Args)]
 struct UntagResourceArgs {
-    /// The mapping's ARN.
+    /// The mapping's ARN (required, here or in --cli-input-json).
     #[arg(long)]
-    resource: String,
-    #[arg(long, num_args = 1.., required = true)]
+    resource: Option<String>,
+    /// Required, here or in --cli-input-json.
+    #[arg(long, num_args = 1..)]
     tag_keys: Vec<String>,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 /// Flags shared by create and update.
@@ -518,9 +596,9 @@ async fn run(command: Command, overrides: &crate::aws::SdkOverrides) -> Result<O
             Ok(Some(out))
         }
         Command::GetEventSourceMapping(args) => {
-            let item = api::get(&store, &args.uuid)
-                .await
-                .map_err(|error| Failure { operation: "GetEventSourceMapping", error })?;
+            let op = "GetEventSourceMapping";
+            let uuid = args.uuid().map_err(|error| Failure { operation: op, error })?;
+            let item = api::get(&store, &uuid).await.map_err(|error| Failure { operation: op, error })?;
             Ok(Some(item_json(&item)))
         }
         Command::UpdateEventSourceMapping(args) => {
@@ -531,27 +609,27 @@ async fn run(command: Command, overrides: &crate::aws::SdkOverrides) -> Result<O
             Ok(Some(aws_json(&mapping)))
         }
         Command::DeleteEventSourceMapping(args) => {
-            let item = api::delete(&store, &args.uuid)
-                .await
-                .map_err(|error| Failure { operation: "DeleteEventSourceMapping", error })?;
+            let op = "DeleteEventSourceMapping";
+            let uuid = args.uuid().map_err(|error| Failure { operation: op, error })?;
+            let item = api::delete(&store, &uuid).await.map_err(|error| Failure { operation: op, error })?;
             Ok(Some(item_json(&item)))
         }
         Command::TagResource(args) => {
             let op = "TagResource";
-            let tags = tags_arg(&args.tags).map_err(|error| Failure { operation: op, error })?;
-            api::tag_resource(&store, &args.resource, &tags).await.map_err(|error| Failure { operation: op, error })?;
+            let (resource, tags) = args.request().map_err(|error| Failure { operation: op, error })?;
+            api::tag_resource(&store, &resource, &tags).await.map_err(|error| Failure { operation: op, error })?;
             Ok(None)
         }
         Command::UntagResource(args) => {
-            api::untag_resource(&store, &args.resource, &args.tag_keys)
-                .await
-                .map_err(|error| Failure { operation: "UntagResource", error })?;
+            let op = "UntagResource";
+            let (resource, keys) = args.request().map_err(|error| Failure { operation: op, error })?;
+            api::untag_resource(&store, &resource, &keys).await.map_err(|error| Failure { operation: op, error })?;
             Ok(None)
         }
         Command::ListTags(args) => {
-            let tags = api::list_tags(&store, &args.resource)
-                .await
-                .map_err(|error| Failure { operation: "ListTags", error })?;
+            let op = "ListTags";
+            let resource = args.resource().map_err(|error| Failure { operation: op, error })?;
+            let tags = api::list_tags(&store, &resource).await.map_err(|error| Failure { operation: op, error })?;
             Ok(Some(serde_json::json!({ "Tags": tags })))
         }
         Command::Poll(args) => {
