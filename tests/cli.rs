@@ -2,8 +2,10 @@
 //! binary by the test kit) and the Invoke stub for the Lambda API (`GetFunction`), with fresh
 //! tables per test. Covers every command, the AWS CLI's output shape (golden files under
 //! `tests/golden/`, keys in the order the AWS CLI prints them), every validation rule with the
-//! AWS CLI's error line and exit status, the hand-written item in `docs/mappings.md`, and
-//! concurrent writers.
+//! AWS CLI's error line and exit status, the hand-written item in `docs/mappings.md`,
+//! concurrent writers, and the AWS CLI's global options (`--output text|table` and `--query`
+//! against files the AWS CLI's own formatter renders: `tests/golden/render-with-aws-cli.py`),
+//! input skeletons against botocore's, `--page-size` and tags.
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test cli` rewrites the golden files; review the diff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -84,7 +86,13 @@ impl Esm {
     }
 
     async fn run(&self, args: &[&str]) -> Run {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_esm"))
+        self.run_env(args, &[]).await
+    }
+
+    /// [`Esm::run`] with environment variables changed: `Some` sets one, `None` removes it.
+    async fn run_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_esm"));
+        command
             .args(args)
             .env_clear()
             .env("AWS_ENDPOINT_URL_DYNAMODB", &dynalite().endpoint)
@@ -98,7 +106,14 @@ impl Esm {
             .env("ESM_MAPPINGS_TABLE", &self.tables.mappings)
             .env("ESM_LEASES_TABLE", &self.tables.leases)
             .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1134,4 +1149,546 @@ async fn an_item_that_is_not_a_valid_mapping_is_shown_with_its_problem_and_can_b
     let updated = esm.ok(&["update-event-source-mapping", "--uuid", &plain, "--batch-size", "9"]).await;
     assert_eq!((updated["BatchSize"].as_u64(), updated["State"].as_str()), (Some(9), Some("Updating")));
     esm.ok(&["delete-event-source-mapping", "--uuid", &plain]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The AWS CLI's global options, output formats, input skeletons, pagination and tags
+
+fn golden_text(name: &str) -> String {
+    let path = golden_path(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+impl Esm {
+    /// Runs a command that must succeed and returns its stdout as is.
+    async fn stdout(&self, args: &[&str]) -> String {
+        let run = self.run(args).await;
+        assert_eq!(run.code, 0, "esm {args:?} failed: {run:?}");
+        run.stdout
+    }
+
+    /// The seed's MSK mapping, enabled, stored under the golden files' UUID and `LastModified`
+    /// (and nothing else in the table), so text and table output compare byte for byte.
+    async fn golden_msk_mapping(&self) {
+        let created = self
+            .create(&[
+                "--event-source-arn",
+                MSK_ARN,
+                "--topics",
+                "AWSKafkaTopic",
+                "--starting-position",
+                "LATEST",
+                "--function-name",
+                "my-kafka-function",
+            ])
+            .await;
+        let uuid = uuid_of(&created);
+        self.set_state(&uuid, State::Enabled, "OK").await;
+        let stored = self.stored(&uuid).await;
+        let golden: kafka_esm::model::mapping::EventSourceMapping =
+            serde_json::from_value(normalise(&serde_json::to_value(&stored).unwrap(), &uuid)).unwrap();
+        self.store.create(&golden).await.expect("store the golden copy");
+        self.store.delete(&uuid, stored.version).await.expect("remove the original");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_text_and_table_and_query_print_what_the_aws_cli_prints() {
+    let esm = Esm::new().await;
+    esm.golden_msk_mapping().await;
+    let get = ["get-event-source-mapping", "--uuid", GOLDEN_UUID];
+    let list = ["list-event-source-mappings"];
+    // The golden .table/.text files are the AWS CLI's own rendering of the JSON golden files
+    // (tests/golden/render-with-aws-cli.py).
+    assert_eq!(esm.stdout(&get).await, golden_text("get-msk.json"));
+    assert_eq!(esm.stdout(&with(&get, &["--output", "table"])).await, golden_text("get-msk.table"));
+    assert_eq!(esm.stdout(&with(&get, &["--output", "text"])).await, golden_text("get-msk.text"));
+    // Not a terminal: no colour unless asked for, as the AWS CLI's --color auto.
+    assert_eq!(
+        esm.stdout(&with(&get, &["--output", "table", "--color", "on"])).await,
+        golden_text("get-msk.table-color")
+    );
+    assert_eq!(esm.stdout(&with(&get, &["--output", "table", "--color", "off"])).await, golden_text("get-msk.table"));
+    assert_eq!(esm.stdout(&with(&list, &["--output", "table"])).await, golden_text("list-msk.table"));
+    assert_eq!(esm.stdout(&with(&list, &["--output", "text"])).await, golden_text("list-msk.text"));
+    // Global options go before the command too, and AWS_DEFAULT_OUTPUT sets the default.
+    assert_eq!(esm.stdout(&["--output", "table", "list-event-source-mappings"]).await, golden_text("list-msk.table"));
+    // --debug logs the calls on stderr (RUST_LOG=warn here) and leaves stdout as it is.
+    let debug = esm.run(&with(&list, &["--debug"])).await;
+    assert_eq!(debug.stdout, golden_text("list-msk.json"));
+    assert!(debug.stderr.lines().any(|l| l.trim_start().starts_with("DEBUG")), "{}", debug.stderr);
+    // esm never pages its output, so the AWS CLI v2's --no-cli-pager holds by construction.
+    assert_eq!(esm.stdout(&["--no-cli-pager", "list-event-source-mappings"]).await, golden_text("list-msk.json"));
+    let run = esm.run_env(&list, &[("AWS_DEFAULT_OUTPUT", Some("text"))]).await;
+    assert_eq!(run.stdout, golden_text("list-msk.text"));
+
+    // --query, evaluated before formatting, as the AWS CLI does.
+    let query = "EventSourceMappings[].{Topic: Topics[0], UUID: UUID, State: State}";
+    let queried = with(&list, &["--query", query]);
+    assert_eq!(esm.stdout(&with(&queried, &["--output", "table"])).await, golden_text("list-msk-query.table"));
+    assert_eq!(esm.stdout(&with(&queried, &["--output", "text"])).await, golden_text("list-msk-query.text"));
+    let picked = esm.ok(&with(&list, &["--query", query])).await;
+    assert_eq!(keys(&picked[0]), ["Topic", "UUID", "State"], "a multi-select hash keeps its written order");
+    // A sub-object keeps the response's (the model's) key order.
+    assert_eq!(esm.stdout(&with(&list, &["--query", "EventSourceMappings[0]"])).await, golden_text("get-msk.json"));
+    assert_eq!(esm.stdout(&with(&get, &["--query", "State", "--output", "text"])).await, "Enabled\n");
+    assert_eq!(esm.stdout(&with(&get, &["--query", "State"])).await, "\"Enabled\"\n");
+    assert_eq!(esm.stdout(&with(&get, &["--query", "Topics", "--output", "text"])).await, "AWSKafkaTopic\n");
+    assert_eq!(esm.stdout(&with(&list, &["--query", "length(EventSourceMappings[?State=='Enabled'])"])).await, "1\n");
+    assert_eq!(esm.stdout(&with(&get, &["--query", "NoSuchField"])).await, "null\n");
+
+    // A bad expression is refused before anything is called, as the AWS CLI refuses it.
+    let bad = esm.run(&with(&get, &["--query", "Topics[0"])).await;
+    assert_eq!(bad.code, 252, "{bad:?}");
+    assert!(bad.stderr.contains("Bad value for --query Topics[0"), "{bad:?}");
+    let bad = esm.run(&with(&get, &["--output", "yaml"])).await;
+    assert_eq!(bad.code, 2, "clap refuses an unknown --output: {bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_profile_and_endpoint_url_override_the_environment() {
+    let esm = Esm::new().await;
+    let uuid = uuid_of(&esm.create(&SELF_MANAGED).await);
+    let list = ["list-event-source-mappings", "--query", "EventSourceMappings[].UUID", "--output", "text"];
+
+    // --region: without one the SDK cannot sign a request.
+    let no_region = esm.run_env(&list, &[("AWS_REGION", None)]).await;
+    assert_ne!(no_region.code, 0, "no region anywhere: {no_region:?}");
+    let run = esm.run_env(&with(&list, &["--region", "us-east-1"]), &[("AWS_REGION", None)]).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, format!("{uuid}\n").as_str()), "{run:?}");
+
+    // --profile: region and credentials from a named profile of the shared files.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let credentials = dir.path().join("credentials");
+    std::fs::write(&config, "[profile esm-test]\nregion = us-east-1\n").unwrap();
+    std::fs::write(&credentials, "[esm-test]\naws_access_key_id = profile\naws_secret_access_key = profile\n").unwrap();
+    let profile_env = [
+        ("AWS_REGION", None),
+        ("AWS_ACCESS_KEY_ID", None),
+        ("AWS_SECRET_ACCESS_KEY", None),
+        ("AWS_CONFIG_FILE", config.to_str()),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str()),
+    ];
+    let default_profile = esm.run_env(&list, &profile_env).await;
+    assert_ne!(default_profile.code, 0, "the default profile does not exist: {default_profile:?}");
+    let run = esm.run_env(&with(&list, &["--profile", "esm-test"]), &profile_env).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, format!("{uuid}\n").as_str()), "{run:?}");
+    // The profile's `output` applies when neither --output nor AWS_DEFAULT_OUTPUT is given, and
+    // AWS_PROFILE selects a profile as --profile does.
+    std::fs::write(&config, "[profile esm-test]\nregion = us-east-1\noutput = text\n").unwrap();
+    let uuids = ["list-event-source-mappings", "--query", "EventSourceMappings[].UUID"];
+    let run = esm.run_env(&with(&uuids, &["--profile", "esm-test"]), &profile_env).await;
+    assert_eq!(run.stdout, format!("{uuid}\n"), "{run:?}");
+    let by_env = [&profile_env[..], &[("AWS_PROFILE", Some("esm-test"))]].concat();
+    assert_eq!(esm.run_env(&uuids, &by_env).await.stdout, format!("{uuid}\n"));
+    let run = esm.run_env(&with(&uuids, &["--profile", "esm-test", "--output", "json"]), &profile_env).await;
+    assert_eq!(run.stdout, aws_cli_text(&json!([uuid])), "--output wins over the profile: {run:?}");
+    std::fs::write(&config, "[profile esm-test]\nregion = us-east-1\noutput = yaml\n").unwrap();
+    let run = esm.run_env(&with(&uuids, &["--profile", "esm-test"]), &profile_env).await;
+    assert_eq!(run.code, 252, "an output esm cannot print is refused: {run:?}");
+    assert!(run.stderr.contains("\"yaml\" is not one esm prints"), "{run:?}");
+
+    // --endpoint-url wins over AWS_ENDPOINT_URL_DYNAMODB.
+    let dead = [("AWS_ENDPOINT_URL_DYNAMODB", Some("http://127.0.0.1:1"))];
+    let unreachable = esm.run_env(&list, &dead).await;
+    assert_eq!(unreachable.code, SERVICE_ERROR, "{unreachable:?}");
+    let run = esm.run_env(&with(&list, &["--endpoint-url", &dynalite().endpoint]), &dead).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, format!("{uuid}\n").as_str()), "{run:?}");
+    let bad = esm.run(&with(&list, &["--endpoint-url", "localhost:8000"])).await;
+    assert_eq!(bad.code, 252, "{bad:?}");
+    assert!(bad.stderr.contains("Bad value for --endpoint-url \"localhost:8000\": scheme is missing"), "{bad:?}");
+}
+
+/// A skeleton with every non-empty string (an enum value, which the AWS CLI picks at random
+/// each time) replaced by `<enum>`: names, order, types and empty placeholders remain.
+fn without_enum_picks(value: &Value) -> Value {
+    match value {
+        Value::String(s) if !s.is_empty() && s != "1970-01-01T00:00:00" => json!("<enum>"),
+        Value::Array(items) => Value::Array(items.iter().map(without_enum_picks).collect()),
+        Value::Object(fields) => {
+            Value::Object(fields.iter().map(|(k, v)| (k.clone(), without_enum_picks(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// The AWS CLI's skeleton (`tests/golden/aws-skeleton-*.json`, printed by `aws lambda …
+/// --generate-cli-skeleton` from botocore's model) less what kafka-esm refuses.
+fn expected_skeleton(operation: &str) -> Value {
+    let mut skeleton: Value = serde_json::from_str(&golden_text(&format!("aws-skeleton-{operation}.json"))).unwrap();
+    let fields = skeleton.as_object_mut().unwrap();
+    for unsupported in [
+        "ParallelizationFactor",
+        "TumblingWindowInSeconds",
+        "Queues",
+        "ScalingConfig",
+        "DocumentDBEventSourceConfig",
+        "KMSKeyArn",
+        "LoggingConfig",
+    ] {
+        fields.shift_remove(unsupported);
+    }
+    fields["ProvisionedPollerConfig"].as_object_mut().unwrap().shift_remove("PollerGroupName");
+    skeleton
+}
+
+const CA_SECRET: &str = "arn:aws:secretsmanager:us-east-1:111111111111:secret:ca";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_skeletons_round_trip_through_cli_input_json() {
+    let esm = Esm::new().await;
+    for operation in ["create-event-source-mapping", "update-event-source-mapping"] {
+        let printed = esm.stdout(&[operation, "--generate-cli-skeleton"]).await;
+        let ours: Value = serde_json::from_str(&printed).unwrap();
+        assert_eq!(printed, aws_cli_text(&ours), "printed as the AWS CLI prints JSON");
+        assert_eq!(
+            aws_cli_text(&without_enum_picks(&ours)),
+            aws_cli_text(&without_enum_picks(&expected_skeleton(operation))),
+            "{operation}: botocore's names, order and placeholders"
+        );
+        assert_eq!(esm.stdout(&[operation, "--generate-cli-skeleton", "input"]).await, printed);
+    }
+    // Fill in the skeleton as a user would: values for what they want, the rest removed.
+    let mut input = expected_skeleton("create-event-source-mapping");
+    let fields = input.as_object_mut().unwrap();
+    for unwanted in ["EventSourceArn", "AmazonManagedKafkaEventSourceConfig", "DestinationConfig", "FilterCriteria"] {
+        fields.shift_remove(unwanted);
+    }
+    fields["FunctionName"] = json!("fn-input");
+    fields["BatchSize"] = json!(10);
+    fields["MaximumBatchingWindowInSeconds"] = json!(2);
+    fields["StartingPosition"] = json!("AT_TIMESTAMP");
+    fields["StartingPositionTimestamp"] = json!("2023-11-14T22:13:20");
+    fields["MaximumRecordAgeInSeconds"] = json!(-1);
+    fields["MaximumRetryAttempts"] = json!(-1);
+    fields["Tags"] = json!({"team": "payments"});
+    fields["Topics"] = json!(["orders"]);
+    fields["SourceAccessConfigurations"] = json!([{"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": CA_SECRET}]);
+    fields["SelfManagedEventSource"] = json!({"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b-1.example:9092"]}});
+    fields["SelfManagedKafkaEventSourceConfig"] = json!({"ConsumerGroupId": "input-group"});
+    fields["MetricsConfig"] = json!({"Metrics": ["EventCount"]});
+    fields["ProvisionedPollerConfig"] = json!({"MinimumPollers": 1, "MaximumPollers": 2});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, input.to_string()).unwrap();
+    let from_file = format!("file://{}", file.display());
+    let created = esm.create(&["--cli-input-json", &from_file]).await;
+    let uuid = uuid_of(&created);
+    let expected = json!({
+        "StartingPosition": "AT_TIMESTAMP",
+        "StartingPositionTimestamp": 1_700_000_000.0,
+        "BatchSize": 10,
+        "MaximumBatchingWindowInSeconds": 2,
+        "MetricsConfig": {"Metrics": ["EventCount"]},
+        "Topics": ["orders"],
+        "SourceAccessConfigurations": [{"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": CA_SECRET}],
+        "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b-1.example:9092"]}},
+        "MaximumRecordAgeInSeconds": -1,
+        "BisectBatchOnFunctionError": true,
+        "MaximumRetryAttempts": -1,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "SelfManagedKafkaEventSourceConfig": {"ConsumerGroupId": "input-group"},
+        "ProvisionedPollerConfig": {"MinimumPollers": 1, "MaximumPollers": 2},
+    });
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(&created[key], value, "{key} from --cli-input-json: {created}");
+    }
+    assert_eq!(created["State"], "Creating", "Enabled: true from the skeleton");
+    assert!(created["FunctionArn"].as_str().unwrap().ends_with(":function:fn-input"));
+    assert_eq!(esm.stored(&uuid).await.tags, Some([("team".to_owned(), "payments".to_owned())].into()));
+
+    // A flag wins over the same parameter in the input, as in the AWS CLI.
+    let inline = input.to_string();
+    let overridden = esm
+        .create(&[
+            "--cli-input-json",
+            &inline,
+            "--batch-size",
+            "20",
+            "--topics",
+            "other",
+            "--function-name",
+            "fn-2",
+            "--self-managed-kafka-event-source-config",
+            "ConsumerGroupId=other-group",
+        ])
+        .await;
+    assert_eq!((overridden["BatchSize"].as_u64(), overridden["Topics"].clone()), (Some(20), json!(["other"])));
+    assert_eq!(overridden["SelfManagedKafkaEventSourceConfig"], json!({"ConsumerGroupId": "other-group"}));
+    assert_eq!(overridden["MaximumBatchingWindowInSeconds"], 2, "the rest still comes from the input");
+
+    // Update through its own skeleton's names.
+    esm.set_state(&uuid, State::Enabled, "OK").await;
+    let update_input = json!({"UUID": uuid, "BatchSize": 30, "Enabled": false}).to_string();
+    let updated = esm.ok(&["update-event-source-mapping", "--cli-input-json", &update_input]).await;
+    assert_eq!((updated["BatchSize"].as_u64(), updated["State"].as_str()), (Some(30), Some("Disabling")));
+
+    // What kafka-esm does not support is named, not silently dropped.
+    let mut queues = input.clone();
+    queues["Queues"] = json!(["q"]);
+    let message = esm
+        .fails(
+            &["create-event-source-mapping", "--cli-input-json", &queues.to_string()],
+            "InvalidParameterValueException",
+            "CreateEventSourceMapping",
+        )
+        .await;
+    assert!(message.contains("Queues is not supported"), "{message}");
+    let mut unknown = input.clone();
+    unknown["BatchSise"] = json!(1);
+    let message = esm
+        .fails(
+            &["create-event-source-mapping", "--cli-input-json", &unknown.to_string()],
+            "InvalidParameterValueException",
+            "CreateEventSourceMapping",
+        )
+        .await;
+    assert!(message.contains("BatchSise"), "{message}");
+    let mut nameless = input.clone();
+    nameless["FunctionName"] = json!("");
+    let message = esm
+        .fails(
+            &["create-event-source-mapping", "--cli-input-json", &nameless.to_string()],
+            "InvalidParameterValueException",
+            "CreateEventSourceMapping",
+        )
+        .await;
+    assert!(message.contains("FunctionName"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_size_pages_like_the_aws_cli_paginator() {
+    let esm = Esm::new().await;
+    let mut uuids = Vec::new();
+    for topic in ["t1", "t2", "t3", "t4", "t5"] {
+        uuids.push(uuid_of(&esm.create(&on_topic(&SELF_MANAGED, topic)).await));
+    }
+    uuids.sort();
+    let listed = |value: &Value| -> Vec<String> {
+        value["EventSourceMappings"].as_array().unwrap().iter().map(uuid_of).collect()
+    };
+    let list = ["list-event-source-mappings"];
+    // Page size changes the calls, not the result.
+    let all = esm.ok(&with(&list, &["--page-size", "2"])).await;
+    assert_eq!((listed(&all), all.get("NextToken")), (uuids.clone(), None));
+    let first = esm.ok(&with(&list, &["--page-size", "2", "--max-items", "3"])).await;
+    assert_eq!(listed(&first), uuids[..3]);
+    let token = first["NextToken"].as_str().expect("NextToken after --max-items").to_owned();
+    // botocore's token: base64 of {"Marker": …} (here the last UUID printed).
+    let decoded =
+        String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &token).unwrap()).unwrap();
+    assert_eq!(decoded, format!("{{\"Marker\": \"{}\"}}", uuids[2]));
+    let rest = esm.ok(&with(&list, &["--page-size", "2", "--max-items", "3", "--starting-token", &token])).await;
+    assert_eq!((listed(&rest), rest.get("NextToken")), (uuids[3..].to_vec(), None));
+    // Text output is printed page by page, the query applied to each, then the NextToken.
+    let text = esm
+        .stdout(&with(&list, &["--page-size", "2", "--query", "EventSourceMappings[].UUID", "--output", "text"]))
+        .await;
+    assert_eq!(text, format!("{}\t{}\n{}\t{}\n{}\n", uuids[0], uuids[1], uuids[2], uuids[3], uuids[4]));
+    let text = esm
+        .stdout(&with(&list, &["--max-items", "1", "--query", "EventSourceMappings[].UUID", "--output", "text"]))
+        .await;
+    assert_eq!(text, format!("{}\nNone\n", uuids[0]), "the AWS CLI applies the query to the NextToken too");
+    let text = esm
+        .stdout(&with(
+            &list,
+            &["--max-items", "1", "--output", "text", "--query", "EventSourceMappings[].UUID || NextToken.NextToken"],
+        ))
+        .await;
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let message = esm
+        .fails(
+            &with(&list, &["--starting-token", "garbage"]),
+            "InvalidParameterValueException",
+            "ListEventSourceMappings",
+        )
+        .await;
+    assert!(message.contains("not a NextToken"), "{message}");
+    let bad = esm.run(&with(&list, &["--page-size", "0"])).await;
+    assert_eq!(bad.code, 2, "page size 0 is refused: {bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_are_stored_on_the_item_with_the_aws_rules() {
+    let esm = Esm::new().await;
+    let created = esm.create(&with(&SELF_MANAGED, &["--tags", "team=payments,env=prod"])).await;
+    assert!(created.get("Tags").is_none(), "Tags are not part of the mapping's shape: {created}");
+    let uuid = uuid_of(&created);
+    let arn = created["EventSourceMappingArn"].as_str().unwrap().to_owned();
+    let list_tags = ["list-tags", "--resource", &arn];
+    let tags = esm.ok(&list_tags).await;
+    assert_eq!(tags, json!({"Tags": {"env": "prod", "team": "payments"}}));
+    assert_golden("list-tags.json", &tags, &uuid);
+    // The shape of botocore's ListTagsResponse (its output skeleton): `Tags`, a map of strings.
+    let model: Value = serde_json::from_str(&golden_text("aws-skeleton-list-tags-output.json")).unwrap();
+    assert_eq!(keys(&tags), keys(&model));
+    assert!(model["Tags"]["KeyName"].is_string() && tags["Tags"].as_object().unwrap().values().all(Value::is_string));
+
+    let before = esm.stored(&uuid).await;
+    // tag-resource and untag-resource print nothing, as the AWS CLI does for an empty response.
+    let tagged = esm.run(&["tag-resource", "--resource", &arn, "--tags", "env=staging,owner=me,cost=042"]).await;
+    assert_eq!((tagged.code, tagged.stdout.as_str()), (0, ""), "{tagged:?}");
+    assert_eq!(
+        esm.ok(&list_tags).await,
+        json!({"Tags": {"cost": "042", "env": "staging", "owner": "me", "team": "payments"}})
+    );
+    let untagged = esm.run(&["untag-resource", "--resource", &arn, "--tag-keys", "env", "cost", "never-there"]).await;
+    assert_eq!((untagged.code, untagged.stdout.as_str()), (0, ""), "{untagged:?}");
+    assert_eq!(esm.ok(&list_tags).await, json!({"Tags": {"owner": "me", "team": "payments"}}));
+    // Tagging changes neither the mapping's state nor its LastModified.
+    let after = esm.stored(&uuid).await;
+    assert_eq!((after.state, after.last_modified), (before.state, before.last_modified));
+    assert_eq!(esm.get(&uuid).await, created);
+
+    let refused = [
+        (vec!["tag-resource", "--resource", &arn, "--tags", "aws:owner=me"], "TagResource", "reserved"),
+        (vec!["untag-resource", "--resource", &arn, "--tag-keys", "AWS:owner"], "UntagResource", "reserved"),
+        (vec!["tag-resource", "--resource", &arn, "--tags", "bad;key=x"], "TagResource", "bad;key"),
+        (
+            vec!["tag-resource", "--resource", "arn:aws:lambda:us-east-1:123456789012:function:fn", "--tags", "a=b"],
+            "TagResource",
+            "is a function",
+        ),
+        (vec!["list-tags", "--resource", "not-an-arn"], "ListTags", "not an event source mapping ARN"),
+    ];
+    for (args, operation, expected) in refused {
+        let message = esm.fails(&args, "InvalidParameterValueException", operation).await;
+        assert!(message.contains(expected), "{args:?}: {message}");
+    }
+    let long_key = format!("{}=v", "k".repeat(129));
+    let message = esm
+        .fails(
+            &["tag-resource", "--resource", &arn, "--tags", &long_key],
+            "InvalidParameterValueException",
+            "TagResource",
+        )
+        .await;
+    assert!(message.contains("1 to 128 characters"), "{message}");
+    let many: String = (0..49).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+    let message = esm
+        .fails(&["tag-resource", "--resource", &arn, "--tags", &many], "InvalidParameterValueException", "TagResource")
+        .await;
+    assert!(message.contains("at most 50 tags"), "2 + 49 tags: {message}");
+    let message = esm
+        .fails(
+            &[&["create-event-source-mapping"][..], &on_topic(&SELF_MANAGED, "other"), &["--tags", "aws:x=y"]].concat(),
+            "InvalidParameterValueException",
+            "CreateEventSourceMapping",
+        )
+        .await;
+    assert!(message.contains("reserved"), "{message}");
+    // The ARN must be this mapping's: another account's is not found.
+    let elsewhere = arn.replace("123456789012", "210987654321");
+    esm.fails(&["list-tags", "--resource", &elsewhere], "ResourceNotFoundException", "ListTags").await;
+    let gone = format!("{STUB_ACCOUNT_ARN}:event-source-mapping:{}", uuid::Uuid::new_v4());
+    esm.fails(&["tag-resource", "--resource", &gone, "--tags", "a=b"], "ResourceNotFoundException", "TagResource")
+        .await;
+    assert_eq!(
+        esm.ok(&list_tags).await,
+        json!({"Tags": {"owner": "me", "team": "payments"}}),
+        "nothing refused was stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_item_with_tags_is_a_valid_mapping() {
+    let esm = Esm::new().await;
+    let (_, mut documented) = documented_item();
+    documented["Tags"] = json!({"M": {"team": {"S": "payments"}}});
+    let (attrs, plain) = item(&documented);
+    esm.dynamo.put_item().table_name(&esm.tables.mappings).set_item(Some(attrs)).send().await.expect("put the item");
+    let uuid = plain["UUID"].as_str().unwrap().to_owned();
+    let stored = esm.stored(&uuid).await;
+    assert_eq!(stored.tags, Some([("team".to_owned(), "payments".to_owned())].into()));
+    let printed = esm.get(&uuid).await;
+    assert!(printed.get("Tags").is_none() && printed["LastProcessingResult"] != "PROBLEM", "{printed}");
+    let arn = format!("{STUB_ACCOUNT_ARN}:event-source-mapping:{uuid}");
+    let arn = plain["EventSourceMappingArn"].as_str().map_or(arn, str::to_owned);
+    assert_eq!(esm.ok(&["list-tags", "--resource", &arn]).await, json!({"Tags": {"team": "payments"}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_without_get_function_warns_in_one_readable_line() {
+    let esm = Esm::new().await;
+    // Nothing listens there; then an endpoint that answers GetFunction with an unrelated error.
+    let endpoints = [("nothing", "http://127.0.0.1:1".to_owned()), ("dynalite", dynalite().endpoint.clone())];
+    for (i, (what, endpoint)) in endpoints.iter().enumerate() {
+        let topic = format!("orders-{i}");
+        let args = [&["create-event-source-mapping"][..], &on_topic(&SELF_MANAGED, &topic)].concat();
+        let run = esm.run_env(&args, &[("AWS_ENDPOINT_URL_LAMBDA", Some(endpoint.as_str()))]).await;
+        assert_eq!(run.code, 0, "{what}: {run:?}");
+        let created: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(created["FunctionArn"], "fn", "{what}: the name is stored as given");
+        let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{what}: one line: {:?}", run.stderr);
+        let line = lines[0].trim_start();
+        assert!(line.starts_with("WARN lambda:GetFunction is not available ("), "{what}: {line}");
+        assert!(line.contains("storing the function name as given"), "{what}: {line}");
+        for dump in ["Error {", "ErrorMetadata", "SdkBody", "Response {", "kafka_esm::"] {
+            assert!(!line.contains(dump), "{what}: no SDK debug output ({dump}): {line}");
+        }
+        if *what == "nothing" {
+            assert!(line.contains("Connection refused"), "the cause is named: {line}");
+        } else {
+            assert!(line.contains("unexpected response (HTTP 200)"), "what came back is named: {line}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shorthand_values_take_the_type_of_the_parameter() {
+    let esm = Esm::new().await;
+    let created = esm
+        .create(&with(
+            &SELF_MANAGED,
+            &[
+                "--self-managed-kafka-event-source-config",
+                "ConsumerGroupId=12345",
+                "--provisioned-poller-config",
+                "MinimumPollers=1,MaximumPollers=3",
+            ],
+        ))
+        .await;
+    assert_eq!(created["SelfManagedKafkaEventSourceConfig"], json!({"ConsumerGroupId": "12345"}));
+    assert_eq!(created["ProvisionedPollerConfig"], json!({"MinimumPollers": 1, "MaximumPollers": 3}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mapping_and_tag_command_takes_cli_input_json() {
+    let esm = Esm::new().await;
+    for operation in
+        ["get-event-source-mapping", "delete-event-source-mapping", "tag-resource", "untag-resource", "list-tags"]
+    {
+        let printed = esm.stdout(&[operation, "--generate-cli-skeleton"]).await;
+        assert_eq!(printed, golden_text(&format!("aws-skeleton-{operation}.json")), "{operation}: botocore's skeleton");
+    }
+    let created = esm.create(&SELF_MANAGED).await;
+    let uuid = uuid_of(&created);
+    let arn = created["EventSourceMappingArn"].as_str().unwrap().to_owned();
+    let by_uuid = json!({"UUID": uuid}).to_string();
+    assert_eq!(esm.ok(&["get-event-source-mapping", "--cli-input-json", &by_uuid]).await, created);
+    let tag = json!({"Resource": arn, "Tags": {"team": "payments", "env": "prod"}}).to_string();
+    assert_eq!(esm.stdout(&["tag-resource", "--cli-input-json", &tag]).await, "");
+    let untag = json!({"Resource": arn, "TagKeys": ["env"]}).to_string();
+    assert_eq!(esm.stdout(&["untag-resource", "--cli-input-json", &untag]).await, "");
+    let list = json!({"Resource": arn}).to_string();
+    assert_eq!(esm.ok(&["list-tags", "--cli-input-json", &list]).await, json!({"Tags": {"team": "payments"}}));
+    // A flag wins over the input; a member of another operation is refused, not ignored.
+    let message = esm
+        .fails(
+            &["list-tags", "--cli-input-json", &list, "--resource", "nope"],
+            "InvalidParameterValueException",
+            "ListTags",
+        )
+        .await;
+    assert!(message.contains("nope"), "{message}");
+    let message =
+        esm.fails(&["list-tags", "--cli-input-json", &tag], "InvalidParameterValueException", "ListTags").await;
+    assert!(message.contains("unknown parameter Tags"), "{message}");
+    let message =
+        esm.fails(&["tag-resource", "--resource", &arn], "InvalidParameterValueException", "TagResource").await;
+    assert!(message.contains("--tags (Tags) is required"), "{message}");
+    let deleted = esm.ok(&["delete-event-source-mapping", "--cli-input-json", &by_uuid]).await;
+    assert_eq!(deleted["UUID"], json!(uuid));
 }

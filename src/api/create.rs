@@ -37,6 +37,7 @@ pub struct CreateRequest {
     pub function_response_types: Option<Vec<String>>,
     pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
     pub metrics_config: Option<serde_json::Value>,
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Region and account for `EventSourceMappingArn`, taken from the function's ARN.
@@ -79,6 +80,9 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
             "SelfManagedKafkaEventSourceConfig is only for SelfManagedEventSource mappings; use AmazonManagedKafkaEventSourceConfig.",
         ));
     }
+    if let Some(tags) = &request.tags {
+        super::tags::validate_new(tags)?;
+    }
     let function_arn = functions.resolve(&request.function_name).await?;
     let uuid = uuid::Uuid::new_v4().to_string();
     let enabled = request.enabled.unwrap_or(true);
@@ -109,6 +113,7 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         event_source_mapping_arn: mapping_arn(&function_arn, &uuid),
         metrics_config: request.metrics_config,
         provisioned_poller_config: request.provisioned_poller_config,
+        tags: request.tags.filter(|t| !t.is_empty()),
         version: 1,
     };
     // AWS echoes the consumer group it will use.

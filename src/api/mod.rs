@@ -1,5 +1,5 @@
 //! The EventSourceMapping API (`CreateEventSourceMapping`, `List…`, `Get…`, `Update…`,
-//! `Delete…`) over the mapping store, with AWS's validation, state rules and error codes: one file
+//! `Delete…`, and the tagging operations) over the mapping store, with AWS's validation, state rules and error codes: one file
 //! per operation.
 //!
 //! The `esm` CLI and the CloudFormation custom resource are thin shells over these functions.
@@ -16,11 +16,13 @@ use crate::model::validate::InvalidMapping;
 mod create;
 mod delete;
 mod list;
+mod tags;
 mod update;
 
 pub use create::{CreateRequest, create};
 pub use delete::delete;
 pub use list::{ListPage, list};
+pub use tags::{list_tags, tag_resource, untag_resource};
 pub use update::{UpdateRequest, update};
 
 /// An API error with the AWS error code the CLI prints.

@@ -131,12 +131,7 @@ impl FunctionResolver for LambdaFunctionResolver {
             // unreachable): keep the name as given; the poller reports a missing function when
             // it first invokes it (FUNCTION_CONFIG_NOT_VALID).
             Err(e) => {
-                let why = match e.as_service_error() {
-                    Some(service) => {
-                        format!("{}: {}", service.code().unwrap_or("error"), service.message().unwrap_or("no message"))
-                    }
-                    None => e.to_string(),
-                };
+                let why = super::error_line(&e);
                 tracing::warn!(
                     function = function_name,
                     "lambda:GetFunction is not available ({why}); storing the function name as given."

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
@@ -35,15 +35,15 @@ impl DynamoMappingStore {
         Self::new(aws_sdk_dynamodb::Client::new(sdk), table)
     }
 
-    fn err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    fn err<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &self,
         uuid: &str,
-        e: SdkError<E, R>,
+        e: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
     ) -> StoreError {
         if e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException") {
             StoreError::Conflict { uuid: uuid.to_owned() }
         } else {
-            StoreError::Dynamo { table: self.table.clone(), message: DisplayErrorContext(&e).to_string() }
+            StoreError::Dynamo { table: self.table.clone(), message: super::error_line(&e) }
         }
     }
 
@@ -213,7 +213,7 @@ pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         match client.describe_table().table_name(table).send().await {
             Ok(_) => continue,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
-            Err(e) => return Err(err(DisplayErrorContext(&e).to_string())),
+            Err(e) => return Err(err(super::error_line(&e))),
         }
         let result = client
             .create_table()
@@ -239,7 +239,7 @@ pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
             Ok(_) => created.push(table.clone()),
             // Someone else created it between our describe and create.
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
-            Err(e) => return Err(err(DisplayErrorContext(&e).to_string())),
+            Err(e) => return Err(err(super::error_line(&e))),
         }
         wait_active(client, table).await.map_err(err)?;
     }
@@ -248,8 +248,7 @@ pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
 
 async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), String> {
     for _ in 0..120 {
-        let out =
-            client.describe_table().table_name(table).send().await.map_err(|e| DisplayErrorContext(&e).to_string())?;
+        let out = client.describe_table().table_name(table).send().await.map_err(|e| super::error_line(&e))?;
         if out.table.and_then(|t| t.table_status).is_some_and(|s| s.as_str() == "ACTIVE") {
             return Ok(());
         }

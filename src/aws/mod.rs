@@ -17,7 +17,31 @@ use aws_smithy_types::timeout::TimeoutConfig;
 
 /// Loads region, credentials and endpoints from the environment, as every AWS tool does.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    sdk_config_with(&SdkOverrides::default()).await
+}
+
+/// What a command line may set over the environment: the AWS CLI's `--region`, `--profile` and
+/// `--endpoint-url` (which then applies to every client built from the config).
+#[derive(Debug, Clone, Default)]
+pub struct SdkOverrides {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// [`sdk_config`] with `overrides` taking precedence over the environment and profile.
+pub async fn sdk_config_with(overrides: &SdkOverrides) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(profile) = &overrides.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &overrides.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &overrides.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
 }
 
 /// A DynamoDB client with bounded calls: a request that hangs must not hold up a poller's stop,
@@ -29,4 +53,29 @@ pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
         .operation_timeout(Duration::from_secs(6))
         .build();
     aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build())
+}
+
+/// One readable line for a failed SDK call: the service's error code and message (or its HTTP
+/// status when it sent neither), or the innermost cause when the service could not be reached,
+/// never the SDK's debug rendering of the raw response.
+pub fn error_line<E>(error: &aws_sdk_lambda::error::SdkError<E, aws_sdk_lambda::config::http::HttpResponse>) -> String
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_lambda::error::ProvideErrorMetadata as _;
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    match (error, status) {
+        (aws_sdk_lambda::error::SdkError::ServiceError(_), Some(status)) => match (error.code(), error.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => format!("{code} (HTTP {status})"),
+            (None, Some(message)) => format!("HTTP {status}: {message}"),
+            (None, None) => format!("unexpected response (HTTP {status})"),
+        },
+        (_, Some(status)) => format!("unreadable response (HTTP {status}): {cause}"),
+        (_, None) => format!("{error}: {cause}"),
+    }
 }

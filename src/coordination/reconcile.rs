@@ -43,8 +43,10 @@ pub struct Reconciled {
 pub fn fingerprint(mapping: &EventSourceMapping) -> String {
     let mut value = serde_json::to_value(mapping).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
-        for field in ["State", "StateTransitionReason", "LastProcessingResult", "LastModified", "Version"] {
-            obj.remove(field);
+        // Tags do not change what is consumed: tagging a mapping must not restart its consumer.
+        for field in ["State", "StateTransitionReason", "LastProcessingResult", "LastModified", "Version", "Tags"] {
+            // Keeps the other fields' order (`remove` would move the last field into the gap).
+            obj.shift_remove(field);
         }
     }
     value.to_string()
@@ -150,6 +152,15 @@ mod tests {
         assert!(matches!(&r.writes[..], [Write::Settle { to: State::Disabled, .. }]));
         let r = reconcile(vec![item("Deleting", json!(10))], &running);
         assert_eq!(r.writes, [Write::Remove { uuid: A.into(), version: 4 }]);
+    }
+
+    #[test]
+    fn tagging_a_running_mapping_does_not_restart_it() {
+        let Loaded::Valid(mut mapping) = item("Enabled", json!(10)) else { panic!() };
+        let running = HashMap::from([(A.to_owned(), fingerprint(&mapping))]);
+        mapping.tags = Some([("team".to_owned(), "payments".to_owned())].into());
+        mapping.version += 1;
+        assert!(reconcile(vec![Loaded::Valid(mapping)], &running).stop.is_empty());
     }
 
     #[test]

@@ -133,6 +133,10 @@ pub struct EventSourceMapping {
     pub event_source_mapping_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
+    /// The mapping's tags (`TagResource`, `CreateEventSourceMapping --tags`). Not part of the
+    /// AWS mapping shape: `get`/`list` do not show them, `list-tags` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
     /// kafka-esm's optimistic-concurrency counter: every write is conditional on it.
     #[serde(default)]
     pub version: u64,
