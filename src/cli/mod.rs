@@ -419,7 +419,7 @@ pub async fn main() -> ExitCode {
         profile: cli.global.profile.clone(),
         endpoint_url: cli.global.endpoint_url.clone(),
     };
-    match run(cli.command, &sdk).await {
+    match run(cli.command, &sdk, cli.global.output).await {
         Ok(Some(response)) => match emit(format, cli.global.color, &operation, &response, query.as_ref(), text_pages) {
             Ok(text) => {
                 print(text);
@@ -570,7 +570,16 @@ pub fn item_json(item: &Item) -> Value {
     Value::Object(ordered)
 }
 
-async fn run(command: Command, overrides: &crate::aws::SdkOverrides) -> Result<Option<Value>, Failure> {
+async fn run(
+    command: Command,
+    overrides: &crate::aws::SdkOverrides,
+    output: Option<OutputFormat>,
+) -> Result<Option<Value>, Failure> {
+    // `status` and `reset-offsets` print their own table unless JSON or text is asked for.
+    let ops_output = match output {
+        None | Some(OutputFormat::Table) => crate::ops::command::Output::Table,
+        Some(OutputFormat::Json | OutputFormat::Text) => crate::ops::command::Output::Json,
+    };
     let sdk = crate::aws::sdk_config_with(overrides).await;
     let settings = Settings::from_env()
         .map_err(|e| Failure { operation: "Configure", error: ApiError::invalid(e.to_string()) })?;
@@ -624,10 +633,10 @@ async fn run(command: Command, overrides: &crate::aws::SdkOverrides) -> Result<O
             let item = api::delete(&store, &uuid).await.map_err(|error| Failure { operation: op, error })?;
             Ok(Some(item_json(&item)))
         }
-        Command::Status(args) => crate::ops::command::status(&sdk, &settings, args)
+        Command::Status(args) => crate::ops::command::status(&sdk, &settings, args, ops_output)
             .await
             .map_err(|error| Failure { operation: "Status", error }),
-        Command::ResetOffsets(args) => crate::ops::command::reset_offsets(&sdk, &settings, args)
+        Command::ResetOffsets(args) => crate::ops::command::reset_offsets(&sdk, &settings, args, ops_output)
             .await
             .map_err(|error| Failure { operation: "ResetOffsets", error }),
         Command::TagResource(args) => {

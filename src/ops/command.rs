@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{ArgGroup, Args, ValueEnum};
+use clap::{ArgGroup, Args};
 use serde_json::{Value, json};
 
 use super::reset::{self, ApplySettings, Target};
@@ -19,7 +19,10 @@ use crate::kafka::cluster::ClusterResolver;
 use crate::model::mapping::EventSourceMapping;
 use crate::model::store::{Loaded, MappingStore};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// How a command prints: the global `--output`. Without one, or with `table`, status and resets
+/// print their own table; `json` and `text` print the response the way every command does (and
+/// `--query` applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Table,
     Json,
@@ -30,8 +33,6 @@ pub struct StatusArgs {
     /// One mapping (default: every mapping).
     #[arg(long)]
     uuid: Option<String>,
-    #[arg(long, value_enum, default_value_t = Output::Table)]
-    output: Output,
     /// Seconds without progress, with records waiting, after which a partition is stuck
     /// (default: 300, and at least 3 batching windows).
     #[arg(long)]
@@ -62,8 +63,6 @@ pub struct ResetArgs {
     /// Seconds to wait for the pollers to apply the reset.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
-    #[arg(long, value_enum, default_value_t = Output::Table)]
-    output: Output,
 }
 
 fn now_ms() -> i64 {
@@ -104,6 +103,7 @@ pub async fn status(
     sdk: &aws_config::SdkConfig,
     settings: &Settings,
     args: StatusArgs,
+    output: Output,
 ) -> Result<Option<Value>, ApiError> {
     let dynamo = crate::aws::dynamodb_client(sdk);
     let store = DynamoMappingStore::new(dynamo.clone(), &settings.tables.mappings);
@@ -125,7 +125,7 @@ pub async fn status(
             stuck_after,
         ));
     }
-    match args.output {
+    match output {
         Output::Json => Ok(Some(json!({ "EventSourceMappings": statuses }))),
         Output::Table => {
             print!("{}", status::table(&statuses, format_ms));
@@ -189,6 +189,7 @@ pub async fn reset_offsets(
     sdk: &aws_config::SdkConfig,
     settings: &Settings,
     args: ResetArgs,
+    output: Output,
 ) -> Result<Option<Value>, ApiError> {
     let target = target(&args)?;
     let dynamo = crate::aws::dynamodb_client(sdk);
@@ -210,7 +211,7 @@ pub async fn reset_offsets(
         };
         moves = reset::apply(&leases, &connector, &mapping, moves, apply, now_ms).await.map_err(refused)?;
     }
-    match args.output {
+    match output {
         Output::Json => Ok(Some(json!({ "UUID": mapping.uuid, "DryRun": args.dry_run, "Partitions": moves }))),
         Output::Table => {
             print!("{}", reset::table(&moves));
