@@ -42,7 +42,8 @@
 #   ESM_* variables reach the pollers unchanged (ESM_FETCH_WAIT_MS defaults to 10 here: tansu
 #   holds every fetch that long); RUST_LOG sets their log level (info).
 # Logs: $KAFKA_ESM_STATE/soak/ (default .local/soak/): poller-SLOT-INCARNATION.log, events.jsonl
-# (every start, signal, exit and outage, in seconds from the soak's start), report.txt.
+# (every start, signal, exit and outage, in seconds from the soak's start), deliveries.jsonl
+# (each record's produce time, first invocation and number of deliveries), report.txt.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh

@@ -28,8 +28,9 @@
 //!   first invocation, with the record and when it was produced.
 //!
 //! The exit status is 1 when anything was lost or overlapped, 2 when the soak itself could not
-//! run. Timings are figures, never checks. Logs: `--logs` (every poller incarnation's log and
-//! `events.jsonl`, the soak's actions with their times).
+//! run. Timings are figures, never checks. Logs: `--logs` (every poller incarnation's log,
+//! `events.jsonl`, the soak's actions with their times, and `deliveries.jsonl`, each record's
+//! produce time, first invocation and number of deliveries, in seconds from the soak's start).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -104,7 +105,7 @@ impl SoakArgs {
         if self.pollers < 2 {
             bail!("--pollers {}: at least 2 (a poller is only stopped while another runs)", self.pollers);
         }
-        if self.partitions < 1 || self.cycle_ms < 1000 || !(self.rate > 0.0) {
+        if self.partitions < 1 || self.cycle_ms < 1000 || !self.rate.is_finite() || self.rate <= 0.0 {
             bail!("--partitions, --cycle-ms (>= 1000) and --rate must be positive");
         }
         if self.outage_min_ms > self.outage_max_ms {
@@ -609,12 +610,15 @@ async fn soak(args: &SoakArgs) -> Result<bool> {
         sample(&report.overlaps)
     );
     let _ = writeln!(w, "  longest stall: {}", report.longest_wait);
+    let _ = writeln!(w, "  record waits: {}", report.waits);
     let _ = writeln!(w, "  logs: {} (events.jsonl: the soak's actions, seconds from its start)", args.logs.display());
     let _ = writeln!(w, "  reproduce: {}", args.reproduce(seed));
     let ok = report.lost.is_empty() && report.overlaps.is_empty() && report.overlaps_by_stub(&stub);
     let _ = writeln!(w, "  result: {}", if ok { "PASS (nothing lost, no overlap)" } else { "FAIL" });
     print!("{out}");
     std::fs::write(args.logs.join("report.txt"), &out)?;
+    let lines: Vec<String> = report.records.iter().map(Value::to_string).collect();
+    std::fs::write(args.logs.join("deliveries.jsonl"), lines.join("\n") + "\n")?;
     drop(fleet);
     drop((tansu, dynalite));
     Ok(ok)
@@ -629,6 +633,10 @@ fn sample(items: &[String]) -> String {
     format!(": {}{}", shown.join("; "), if items.len() > shown.len() { "; …" } else { "" })
 }
 
+/// One record as the Invoke stub saw it: (deliveries, produced at (epoch ms), first delivery (s
+/// from the soak's start)).
+type Seen = (usize, Option<f64>, f64);
+
 /// What the Invoke stub saw, measured against the partitions' end offsets.
 #[derive(Debug, Default)]
 struct Report {
@@ -641,6 +649,11 @@ struct Report {
     /// Invocations that started while another of the same partition ran.
     overlaps: Vec<String>,
     longest_wait: String,
+    /// Waits from produce to first invocation: median, 99th percentile, and how many records
+    /// waited longer than 10 s.
+    waits: String,
+    /// `{"p", "o", "produced_s", "first_s", "deliveries"}` per record, for `deliveries.jsonl`.
+    records: Vec<Value>,
 }
 
 impl Report {
@@ -653,8 +666,7 @@ impl Report {
     ) -> Self {
         let at_s = |i: tokio::time::Instant| i.into_std().saturating_duration_since(start).as_secs_f64();
         let mut report = Self { invocations: invocations.len(), ..Self::default() };
-        // (partition, offset) -> (deliveries, produced at (epoch ms), first delivery (s from start)).
-        let mut seen: HashMap<(i32, i64), (usize, Option<f64>, f64)> = HashMap::new();
+        let mut seen: HashMap<(i32, i64), Seen> = HashMap::new();
         // partition -> (start, end, first offset) of each invocation.
         let mut spans: BTreeMap<i32, Vec<(f64, f64, i64)>> = BTreeMap::new();
         for inv in invocations.iter().filter(|i| i.function == FUNCTION) {
@@ -699,19 +711,36 @@ impl Report {
         report.delivered = seen.len();
         report.duplicates = seen.values().map(|v| v.0.saturating_sub(1)).sum();
         report.duplicated_records = seen.values().filter(|v| v.0 > 1).count();
-        let longest = seen
+        let mut waits: Vec<(f64, i32, i64, f64)> = seen
             .iter()
             .filter_map(|((p, o), (_, produced, first))| {
                 let produced_s = ((*produced)? - start_wall_ms) / 1000.0;
                 Some((first - produced_s, *p, *o, produced_s))
             })
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        report.longest_wait = longest.map_or_else(
+            .collect();
+        waits.sort_by(|a, b| a.0.total_cmp(&b.0));
+        report.longest_wait = waits.last().map_or_else(
             || "-".to_owned(),
             |(wait, p, o, produced)| {
                 format!("{wait:.1} s from produce to first invocation ({topic}-{p}@{o}, produced at {produced:.1} s)")
             },
         );
+        let quantile = |q: f64| waits.get(((waits.len() as f64 - 1.0) * q).round() as usize).map_or(0.0, |w| w.0);
+        report.waits = format!(
+            "median {:.2} s, 99th percentile {:.1} s; {} records waited more than 10 s",
+            quantile(0.5),
+            quantile(0.99),
+            waits.iter().filter(|w| w.0 > 10.0).count()
+        );
+        let mut records: Vec<(&(i32, i64), &Seen)> = seen.iter().collect();
+        records.sort_by_key(|(k, _)| **k);
+        report.records = records
+            .into_iter()
+            .map(|((p, o), (n, produced, first))| {
+                let produced_s = produced.map(|ms| ((ms - start_wall_ms) / 1000.0 * 1000.0).round() / 1000.0);
+                json!({"p": p, "o": o, "produced_s": produced_s, "first_s": (first * 1000.0).round() / 1000.0, "deliveries": n})
+            })
+            .collect();
         report
     }
 
@@ -726,4 +755,69 @@ fn produced_at_ms(record: &Value) -> Option<f64> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(record["value"].as_str()?).ok()?;
     let value: Value = serde_json::from_slice(&bytes).ok()?;
     value["produced_at_ms"].as_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_esm_testkit::Outcome;
+    use kafka_esm_testkit::invoke_stub::Invocation;
+
+    /// An invocation of partition `p` of topic `t` carrying `offsets`, running from `from` to
+    /// `to` ms after `base`.
+    fn invocation(base: Instant, p: i32, offsets: &[i64], from: u64, to: u64, succeeded: bool) -> Invocation {
+        let at = |ms: u64| tokio::time::Instant::from_std(base + Duration::from_millis(ms));
+        let records: Vec<Value> = offsets
+            .iter()
+            .map(|o| {
+                let value = json!({"n": o, "produced_at_ms": 1000}).to_string();
+                json!({"offset": o, "value": base64::engine::general_purpose::STANDARD.encode(value)})
+            })
+            .collect();
+        let event = json!({"records": {format!("t-{p}"): records}});
+        Invocation {
+            function: FUNCTION.to_owned(),
+            raw: event.to_string(),
+            event,
+            started: at(from),
+            finished: at(to),
+            succeeded,
+            outcome: if succeeded { Outcome::Success } else { Outcome::FunctionError },
+            response: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_record_no_successful_invocation_carried_is_lost_and_a_second_delivery_is_a_duplicate() {
+        let base = Instant::now();
+        let invocations = [
+            invocation(base, 0, &[0, 1], 0, 100, true),
+            invocation(base, 0, &[2], 100, 200, false),
+            invocation(base, 0, &[1, 3], 300, 400, true),
+        ];
+        let report = Report::from_invocations(&invocations, "t", &[4, 0], base, 0.0);
+        assert_eq!(report.lost, ["t-0@2"]);
+        assert_eq!((report.delivered, report.duplicates, report.duplicated_records), (3, 1, 1));
+        assert!(report.overlaps.is_empty(), "{:?}", report.overlaps);
+        // Produced at epoch 1000 ms, i.e. 1 s after a soak that started at epoch 0; offset 3
+        // waited until 0.3 s.
+        assert!(report.longest_wait.starts_with("-0.7 s"), "{}", report.longest_wait);
+        assert_eq!(report.records.len(), 3);
+        assert_eq!(report.records[1], json!({"p": 0, "o": 1, "produced_s": 1.0, "first_s": 0.0, "deliveries": 2}));
+    }
+
+    #[test]
+    fn an_invocation_starting_while_another_of_its_partition_runs_is_an_overlap() {
+        let base = Instant::now();
+        let invocations = [
+            invocation(base, 0, &[0], 0, 500, true),
+            invocation(base, 1, &[0], 100, 200, true),
+            invocation(base, 0, &[0, 1], 400, 600, true),
+            invocation(base, 0, &[2], 600, 700, true),
+        ];
+        let report = Report::from_invocations(&invocations, "t", &[3, 1], base, 0.0);
+        assert_eq!(report.overlaps.len(), 1, "{:?}", report.overlaps);
+        assert!(report.overlaps[0].starts_with("t-0 offset 0 started at 0.40 s"), "{:?}", report.overlaps);
+        assert!(report.lost.is_empty());
+    }
 }
