@@ -534,7 +534,7 @@ async fn soak(args: &SoakArgs) -> Result<bool> {
         fleet.signal(slot, false, &mut events);
     }
     let stop_deadline = Instant::now() + fleet.term_timeout + Duration::from_secs(5);
-    while !fleet.down().len().eq(&fleet.slots.len()) && Instant::now() < stop_deadline {
+    while fleet.down().len() < fleet.slots.len() && Instant::now() < stop_deadline {
         fleet.idle_until(Instant::now() + Duration::from_millis(200), &mut tally, &mut events).await;
     }
     while !stub.in_flight().is_empty() && Instant::now() < stop_deadline {
