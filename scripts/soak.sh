@@ -17,9 +17,10 @@
 # in the value) and runs SOAK_POLLERS `esm poll` processes. Each cycle it restarts each poller
 # that is down with probability SOAK_RESTART_CHANCE, then, at a random point of the cycle's first
 # half, does one thing chosen at random by SOAK_WEIGHTS: SIGKILL a poller (possibly one still
-# draining after SIGTERM), SIGTERM one (only while another runs), or an outage of the leases table
-# for SOAK_OUTAGE_MIN_MS..SOAK_OUTAGE_MAX_MS: every request answered 500 InternalServerError, or
-# held until the outage ends and forwarded then (half each). After the cycles every poller is
+# draining after SIGTERM), SIGTERM one, or an outage of the leases table for
+# SOAK_OUTAGE_MIN_MS..SOAK_OUTAGE_MAX_MS: every request answered 500 InternalServerError, or held
+# until the outage ends and forwarded then (half each). A poller is only killed or terminated while
+# another runs (when none can be, the cycle's action is an outage). After the cycles every poller is
 # restarted, production stops, and it waits for lag 0 (at most SOAK_DRAIN_TIMEOUT_S), stops the
 # pollers with SIGTERM and reports.
 #
@@ -39,6 +40,8 @@
 #   SOAK_DRAIN_TIMEOUT_S (180)   after the cycles, how long records may take to be committed
 #   SOAK_SEED (random)           the fault schedule's seed (printed)
 #   SOAK_PROFILE (debug)         debug or release builds
+#   Finding overlaps: SOAK_INVOKE_MS=3000 ESM_DRAIN_TIMEOUT_MS=1000 SOAK_WEIGHTS=0,1,0 makes every
+#   hand-over abandon an invoke that is still running; the soak reports the overlaps and exits 1.
 #   ESM_* variables reach the pollers unchanged (ESM_FETCH_WAIT_MS defaults to 10 here: tansu
 #   holds every fetch that long); RUST_LOG sets their log level (info).
 # Logs: $KAFKA_ESM_STATE/soak/ (default .local/soak/): poller-SLOT-INCARNATION.log, events.jsonl

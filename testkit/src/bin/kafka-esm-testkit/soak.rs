@@ -12,7 +12,8 @@
 //!    running poller (even one draining after SIGTERM), SIGTERM one, or an outage of the leases
 //!    table (`--outage-min-ms`..`--outage-max-ms`, failing every request with 500 or holding
 //!    every request until it ends and only then forwarding it). A poller is killed or terminated
-//!    only while another one runs, so the fleet never empties on purpose.
+//!    only while another one runs, so the fleet never empties on purpose (when none can be, the
+//!    cycle's action is an outage).
 //!
 //! Afterwards every poller is restarted, production stops, and the soak waits (at most
 //! `--drain-timeout-s`) for the mapping's committed offsets to reach the end of every partition,
