@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Soak: `esm poll` processes SIGKILLed, SIGTERMed and restarted at random while records flow and
 # the leases table has outages; then prints records produced, delivered, lost, duplicated,
-# overlapping invocations of one partition, and the longest stall. Exits 1 when a record was lost
-# or a partition had two invocations at once (2 when the soak itself could not run); timings are
-# figures, never checks.
+# overlapping invocations of one partition, batches out of order, and the longest stall. Exits 1
+# when a record was lost, a partition had two invocations at once or a batch skipped an undelivered
+# record (2 when the soak itself could not run); timings are figures, never checks.
 #
 #   scripts/soak.sh                     # 100 cycles of 7 s: about 13 minutes
 #   SOAK_CYCLES=10 scripts/soak.sh      # quick

@@ -25,10 +25,12 @@
 //! - duplicates: deliveries beyond the first of a record (at-least-once allows them);
 //! - overlaps: invocations that started while another invocation of the same partition was
 //!   still running (must be 0);
+//! - out of order: invocations whose records are not consecutive, or that start past a record not
+//!   yet delivered (must be 0);
 //! - the longest stall: the longest any record waited from its produce time to the start of its
 //!   first invocation, with the record and when it was produced.
 //!
-//! The exit status is 1 when anything was lost or overlapped, 2 when the soak itself could not
+//! The exit status is 1 when anything was lost, overlapped or out of order, 2 when the soak itself could not
 //! run. Timings are figures, never checks. Logs: `--logs` (every poller incarnation's log,
 //! `events.jsonl`, the soak's actions with their times, and `deliveries.jsonl`, each record's
 //! produce time, first invocation and number of deliveries, in seconds from the soak's start).
@@ -610,12 +612,21 @@ async fn soak(args: &SoakArgs) -> Result<bool> {
         stub.max_in_flight_of_one_partition(),
         sample(&report.overlaps)
     );
+    let _ = writeln!(
+        w,
+        "  out of order (a batch not consecutive, or starting past an undelivered record): {}{}",
+        report.out_of_order.len(),
+        sample(&report.out_of_order)
+    );
     let _ = writeln!(w, "  longest stall: {}", report.longest_wait);
     let _ = writeln!(w, "  record waits: {}", report.waits);
     let _ = writeln!(w, "  logs: {} (events.jsonl: the soak's actions, seconds from its start)", args.logs.display());
     let _ = writeln!(w, "  reproduce: {}", args.reproduce(seed));
-    let ok = report.lost.is_empty() && report.overlaps.is_empty() && report.overlaps_by_stub(&stub);
-    let _ = writeln!(w, "  result: {}", if ok { "PASS (nothing lost, no overlap)" } else { "FAIL" });
+    let ok = report.lost.is_empty()
+        && report.overlaps.is_empty()
+        && report.overlaps_by_stub(&stub)
+        && report.out_of_order.is_empty();
+    let _ = writeln!(w, "  result: {}", if ok { "PASS (nothing lost, no overlap, in order)" } else { "FAIL" });
     print!("{out}");
     std::fs::write(args.logs.join("report.txt"), &out)?;
     let lines: Vec<String> = report.records.iter().map(Value::to_string).collect();
@@ -634,6 +645,18 @@ fn sample(items: &[String]) -> String {
     format!(": {}{}", shown.join("; "), if items.len() > shown.len() { "; …" } else { "" })
 }
 
+/// One invocation of one partition.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    began: f64,
+    ended: f64,
+    first: i64,
+    last: i64,
+    /// Its offsets are consecutive and ascending.
+    in_order: bool,
+    succeeded: bool,
+}
+
 /// One record as the Invoke stub saw it: (deliveries, produced at (epoch ms), first delivery (s
 /// from the soak's start)).
 type Seen = (usize, Option<f64>, f64);
@@ -649,6 +672,8 @@ struct Report {
     lost: Vec<String>,
     /// Invocations that started while another of the same partition ran.
     overlaps: Vec<String>,
+    /// Invocations whose records were not consecutive, or that skipped undelivered records.
+    out_of_order: Vec<String>,
     longest_wait: String,
     /// Waits from produce to first invocation: median, 99th percentile, and how many records
     /// waited longer than 10 s.
@@ -669,7 +694,7 @@ impl Report {
         let mut report = Self { invocations: invocations.len(), ..Self::default() };
         let mut seen: HashMap<(i32, i64), Seen> = HashMap::new();
         // partition -> (start, end, first offset) of each invocation.
-        let mut spans: BTreeMap<i32, Vec<(f64, f64, i64)>> = BTreeMap::new();
+        let mut spans: BTreeMap<i32, Vec<Span>> = BTreeMap::new();
         for inv in invocations.iter().filter(|i| i.function == FUNCTION) {
             let (began, ended) = (at_s(inv.started), at_s(inv.finished));
             let Some(records) = inv.event["records"].as_object() else { continue };
@@ -679,8 +704,16 @@ impl Report {
                     continue;
                 };
                 let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
-                let first = list.first().and_then(|r| r["offset"].as_i64()).unwrap_or(-1);
-                spans.entry(p).or_default().push((began, ended, first));
+                let offsets: Vec<i64> = list.iter().filter_map(|r| r["offset"].as_i64()).collect();
+                let first = offsets.first().copied().unwrap_or(-1);
+                spans.entry(p).or_default().push(Span {
+                    began,
+                    ended,
+                    first,
+                    last: offsets.last().copied().unwrap_or(-1),
+                    in_order: offsets.windows(2).all(|w| w[1] == w[0] + 1),
+                    succeeded: inv.succeeded,
+                });
                 if !inv.succeeded {
                     continue;
                 }
@@ -693,15 +726,26 @@ impl Report {
             }
         }
         for (p, list) in &mut spans {
-            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+            list.sort_by(|a, b| a.began.total_cmp(&b.began));
             let mut running_until = f64::NEG_INFINITY;
-            for (began, ended, first) in list.iter() {
-                if *began < running_until {
+            // The next offset a batch may start at: at most one past everything delivered so far.
+            let mut next = 0;
+            for span in list.iter() {
+                let Span { began, ended, first, last, in_order, succeeded } = *span;
+                if began < running_until {
                     report.overlaps.push(format!(
                         "{topic}-{p} offset {first} started at {began:.2} s while another ran until {running_until:.2} s"
                     ));
                 }
-                running_until = running_until.max(*ended);
+                running_until = running_until.max(ended);
+                if !in_order || first > next {
+                    report.out_of_order.push(format!(
+                        "{topic}-{p} offsets {first}..={last} at {began:.2} s (next undelivered offset {next})"
+                    ));
+                }
+                if succeeded {
+                    next = next.max(last + 1);
+                }
             }
         }
         for (p, high) in highs.iter().enumerate() {
@@ -819,6 +863,24 @@ mod tests {
         let report = Report::from_invocations(&invocations, "t", &[3, 1], base, 0.0);
         assert_eq!(report.overlaps.len(), 1, "{:?}", report.overlaps);
         assert!(report.overlaps[0].starts_with("t-0 offset 0 started at 0.40 s"), "{:?}", report.overlaps);
+        assert!(report.lost.is_empty());
+        assert!(report.out_of_order.is_empty(), "{:?}", report.out_of_order);
+    }
+
+    #[test]
+    fn a_batch_that_skips_an_undelivered_record_or_is_not_consecutive_is_out_of_order() {
+        let base = Instant::now();
+        let invocations = [
+            invocation(base, 0, &[0, 1], 0, 100, true),
+            // Redelivery from an older commit is in order; skipping offset 2 is not.
+            invocation(base, 0, &[0, 1], 200, 300, true),
+            invocation(base, 0, &[3], 400, 500, true),
+            invocation(base, 0, &[2, 4], 600, 700, true),
+        ];
+        let report = Report::from_invocations(&invocations, "t", &[5], base, 0.0);
+        assert_eq!(report.out_of_order.len(), 2, "{:?}", report.out_of_order);
+        assert!(report.out_of_order[0].starts_with("t-0 offsets 3..=3 at 0.40 s (next undelivered offset 2)"));
+        assert!(report.out_of_order[1].starts_with("t-0 offsets 2..=4"));
         assert!(report.lost.is_empty());
     }
 }
