@@ -30,8 +30,8 @@
 //! - the longest stall: the longest any record waited from its produce time to the start of its
 //!   first invocation, with the record and when it was produced.
 //!
-//! The exit status is 1 when anything was lost, overlapped or out of order, 2 when the soak itself could not
-//! run. Timings are figures, never checks. Logs: `--logs` (every poller incarnation's log,
+//! The exit status is 1 when anything was lost, overlapped or out of order, 2 when the soak itself
+//! could not run. Timings are figures, never checks. Logs: `--logs` (every poller incarnation's log,
 //! `events.jsonl`, the soak's actions with their times, and `deliveries.jsonl`, each record's
 //! produce time, first invocation and number of deliveries, in seconds from the soak's start).
 
