@@ -6,6 +6,10 @@
 //!   items, `lease#` partition leases), plus error answers by type (ConditionalCheckFailed
 //!   separately) and the items scans read (`ScannedCount`). `GET /__ddb_calls/counts` returns
 //!   the counts since the last `POST /__ddb_calls/reset`.
+//!   It can also impose an outage on one table (`soak`, or `POST /__ddb_calls/outage` with
+//!   `{"table", "mode": "fail"|"stall", "ms"}`): for that long every request naming the table is
+//!   answered `500 InternalServerError` at once (`fail`), or held until the outage ends and only
+//!   then forwarded (`stall`: a slow DynamoDB, whose writes land after the client gave up).
 //! - `ddb-leases`: reads the leases table straight from dynalite (not through the proxy, so it is
 //!   not counted): steady means every partition is leased by a live poller, exactly `--pollers`
 //!   pollers are live and none is stopping, and each holds at most its fair share. Exit 0 when
@@ -52,6 +56,9 @@ struct Counts {
     errors: BTreeMap<(String, String), u64>,
     scanned: u64,
     upstream_failures: u64,
+    /// Requests answered 500 by an outage, and requests held by one.
+    outage_failed: u64,
+    outage_stalled: u64,
 }
 
 impl Counts {
@@ -62,6 +69,8 @@ impl Counts {
             errors: BTreeMap::new(),
             scanned: 0,
             upstream_failures: 0,
+            outage_failed: 0,
+            outage_stalled: 0,
         }
     }
 
@@ -74,6 +83,8 @@ impl Counts {
             "errors": self.errors.iter().map(|((op, kind), n)| json!({"op": op, "type": kind, "count": n})).collect::<Vec<_>>(),
             "scanned_items": self.scanned,
             "upstream_failures": self.upstream_failures,
+            "outage_failed": self.outage_failed,
+            "outage_stalled": self.outage_stalled,
         })
     }
 }
@@ -81,6 +92,89 @@ impl Counts {
 struct Proxy {
     upstream: String,
     counts: Mutex<Counts>,
+    outage: Mutex<Option<Outage>>,
+}
+
+/// How requests to a table in an outage are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutageMode {
+    /// `500 InternalServerError` at once (the SDK retries it).
+    Fail,
+    /// Held until the outage ends, then forwarded.
+    Stall,
+}
+
+impl std::fmt::Display for OutageMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fail => "fail",
+            Self::Stall => "stall",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Outage {
+    table: String,
+    mode: OutageMode,
+    until: tokio::time::Instant,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutageRequest {
+    table: String,
+    mode: OutageMode,
+    ms: u64,
+}
+
+impl Proxy {
+    fn new(upstream: &str) -> Self {
+        Self { upstream: upstream.to_owned(), counts: Mutex::new(Counts::new()), outage: Mutex::new(None) }
+    }
+
+    fn start_outage(&self, table: &str, mode: OutageMode, length: std::time::Duration) {
+        let until = tokio::time::Instant::now() + length;
+        *self.outage.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Outage { table: table.to_owned(), mode, until });
+    }
+
+    /// The outage `table` is in right now, if any.
+    fn outage_of(&self, table: &str) -> Option<Outage> {
+        let outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        outage.as_ref().filter(|o| o.table == table && o.until > tokio::time::Instant::now()).cloned()
+    }
+}
+
+/// A counting proxy running in this process (for `soak`).
+pub struct ProxyHandle {
+    pub endpoint: String,
+    proxy: Arc<Proxy>,
+}
+
+impl ProxyHandle {
+    /// Starts the proxy on a free port in front of `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> Result<Self> {
+        let proxy = Arc::new(Proxy::new(upstream));
+        let app = Router::new().fallback(proxy_handle).with_state(proxy.clone());
+        let listener =
+            tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("listen for the DynamoDB proxy")?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { endpoint, proxy })
+    }
+
+    /// From now on, for `length`, requests to `table` fail or stall (see [`OutageMode`]).
+    pub fn outage(&self, table: &str, mode: OutageMode, length: std::time::Duration) {
+        self.proxy.start_outage(table, mode, length);
+    }
+
+    /// The counts since the start (as `GET /__ddb_calls/counts` returns them).
+    pub fn counts(&self) -> Value {
+        self.proxy.counts.lock().unwrap_or_else(PoisonError::into_inner).snapshot()
+    }
 }
 
 /// `poller#` / `lease#` from the item's key (or a scan's `:p` prefix), else `-`.
@@ -101,7 +195,7 @@ fn item_kind(request: &Value) -> String {
 }
 
 pub async fn proxy(args: ProxyArgs) -> Result<()> {
-    let state = Arc::new(Proxy { upstream: args.upstream.clone(), counts: Mutex::new(Counts::new()) });
+    let state = Arc::new(Proxy::new(&args.upstream));
     let app = Router::new().fallback(proxy_handle).with_state(state);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
@@ -126,6 +220,17 @@ async fn proxy_handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Resp
             *counts = Counts::new();
             return json_response(&counts.snapshot());
         }
+        (Method::POST, "/__ddb_calls/outage") => {
+            let request = match read_body(body).await.map(|b| serde_json::from_slice::<OutageRequest>(&b)) {
+                Ok(Ok(request)) => request,
+                Ok(Err(e)) => {
+                    return (StatusCode::BAD_REQUEST, format!("{{table, mode, ms}} expected: {e}")).into_response();
+                }
+                Err(e) => return (StatusCode::BAD_REQUEST, format!("{e:#}")).into_response(),
+            };
+            proxy.start_outage(&request.table, request.mode, std::time::Duration::from_millis(request.ms));
+            return json_response(&json!({"table": request.table, "mode": request.mode, "ms": request.ms}));
+        }
         _ => {}
     }
     let body = match read_body(body).await {
@@ -141,6 +246,27 @@ async fn proxy_handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Resp
     let request_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let table = request_json.get("TableName").and_then(Value::as_str).unwrap_or("-").to_owned();
     let kind = item_kind(&request_json);
+    if let Some(outage) = proxy.outage_of(&table) {
+        match outage.mode {
+            OutageMode::Fail => {
+                lock().outage_failed += 1;
+                let message = json!({
+                    "__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                    "message": "ddb-proxy: outage",
+                });
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [("content-type", "application/x-amz-json-1.0")],
+                    message.to_string(),
+                )
+                    .into_response();
+            }
+            OutageMode::Stall => {
+                lock().outage_stalled += 1;
+                tokio::time::sleep_until(outage.until).await;
+            }
+        }
+    }
     let key = (op.clone(), table, kind);
     let answer = match forward(&proxy.upstream, parts.method, &path, &parts.headers, body).await {
         Ok(answer) => answer,

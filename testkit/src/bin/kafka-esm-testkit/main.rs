@@ -9,6 +9,8 @@
 //! - `bench`: the throughput and memory benchmark (`scripts/bench.sh`).
 //! - `lambda-front`, `sample-offsets`, `handoff-report`: `scripts/handoff-gap.sh`.
 //! - `ddb-proxy`, `ddb-leases`, `ddb-reset`, `ddb-report`: `scripts/ddb-calls.sh`.
+//! - `soak`: `esm poll` processes killed, terminated and restarted at random while records flow
+//!   and the leases table has outages (`scripts/soak.sh`).
 //! - `json-field`: one field of a JSON document on stdin (the scripts need no other JSON tool).
 //!
 //! Long-running subcommands stop cleanly on SIGTERM or SIGINT.
@@ -18,6 +20,7 @@ mod ddb;
 mod front;
 mod handoff;
 mod http;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +73,9 @@ enum Command {
     DdbReset(ddb::ResetArgs),
     /// The DynamoDB calls report.
     DdbReport(ddb::ReportArgs),
+    /// Kill, terminate and restart `esm poll` processes while records flow (scripts/soak.sh);
+    /// exits 1 when a record was lost or a partition had two invocations at once.
+    Soak(soak::SoakArgs),
     /// Print one field of the JSON document on stdin (strings bare, other values as JSON).
     JsonField {
         /// A top-level field name, or a JSON pointer (`/a/0/b`).
@@ -190,6 +196,7 @@ async fn main() -> Result<()> {
         Command::DdbLeases(args) => std::process::exit(ddb::leases(args).await?),
         Command::DdbReset(args) => ddb::reset(args).await,
         Command::DdbReport(args) => ddb::report(args).await,
+        Command::Soak(args) => soak::run(args).await,
         Command::JsonField { field } => json_field(&field),
     }
 }
