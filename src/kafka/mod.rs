@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 pub mod cluster;
 mod connector;
+pub mod destination;
 pub mod msk_iam;
 
 pub use connector::{KafkaConnector, KafkaMappingClient, kafka_disposition};
