@@ -475,6 +475,17 @@ fn error_type(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::batch::BatchLimits;
+    use crate::delivery::destination::DestinationError;
+    use crate::delivery::event::{Envelope, EventSource};
+    use crate::delivery::guard::LeaseGuard;
+    use crate::delivery::partition::consume;
+    use crate::delivery::record::{KafkaRecord, TimestampType};
+    use crate::testing::{MemoryCheckpoint, MemorySource};
+    use serde_json::{Value, json};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
 
     #[test]
     fn error_type_only_never_the_message() {
@@ -488,5 +499,259 @@ mod tests {
         let records = [rec(0, 1), rec(1, 1), rec(2, 9), rec(3, 1), rec(4, 9)];
         let runs = runs_by_age(&records, |r| r.timestamp_ms < 5);
         assert_eq!(runs, vec![(0..2, true), (2..3, false), (3..4, true), (4..5, false)]);
+    }
+
+    type Reply = Box<dyn Fn(&[i64]) -> InvokeOutcome + Send + Sync>;
+
+    /// Answers each invoke with `reply(offsets of the batch)`, recording the offsets.
+    struct Scripted {
+        calls: Mutex<Vec<Vec<i64>>>,
+        reply: Reply,
+    }
+
+    impl Invoker for Scripted {
+        async fn invoke(&self, _function: &str, payload: Bytes) -> Result<InvokeOutcome, InvokeError> {
+            let event: Value = serde_json::from_slice(&payload).unwrap();
+            let offsets: Vec<i64> = event["records"]["t-0"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+            self.calls.lock().unwrap().push(offsets.clone());
+            Ok((self.reply)(&offsets))
+        }
+    }
+
+    fn scripted(reply: impl Fn(&[i64]) -> InvokeOutcome + Send + Sync + 'static) -> Arc<Scripted> {
+        Arc::new(Scripted { calls: Mutex::default(), reply: Box::new(reply) })
+    }
+
+    fn ok() -> InvokeOutcome {
+        InvokeOutcome::Success { body: Bytes::from_static(b"null") }
+    }
+
+    fn fail() -> InvokeOutcome {
+        InvokeOutcome::FunctionError { kind: "Unhandled".into(), body: Bytes::from_static(br#"{"errorType":"Poison"}"#) }
+    }
+
+    /// Stores failure records after failing `failures` times.
+    #[derive(Debug, Default)]
+    struct Recording {
+        stored: Mutex<Vec<GivenUp>>,
+        failures: Mutex<u32>,
+    }
+
+    impl Destination for Recording {
+        fn store<'a>(&'a self, given_up: &'a GivenUp) -> futures::future::BoxFuture<'a, Result<(), DestinationError>> {
+            Box::pin(async move {
+                let mut failures = self.failures.lock().unwrap();
+                if *failures > 0 {
+                    *failures -= 1;
+                    return Err(DestinationError { destination: "test".into(), message: "down".into() });
+                }
+                self.stored.lock().unwrap().push(given_up.clone());
+                Ok(())
+            })
+        }
+    }
+
+    fn records(n: i64) -> Vec<KafkaRecord> {
+        (0..n)
+            .map(|offset| KafkaRecord {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset,
+                timestamp_ms: now_ms(),
+                timestamp_type: TimestampType::CreateTime,
+                key: Some(format!("k{offset}").into_bytes()),
+                value: Some(format!("{{\"n\":{offset}}}").into_bytes()),
+                headers: vec![],
+            })
+            .collect()
+    }
+
+    fn spec(max_records: usize, fate: Fate) -> WorkerSpec {
+        WorkerSpec {
+            mapping: Arc::from("m"),
+            function: Arc::from("arn:f"),
+            topic: Arc::from("t"),
+            envelope: Arc::new(Envelope::new(&EventSource::SelfManaged, "k:9092")),
+            limits: BatchLimits { max_records, window: Duration::ZERO, ..BatchLimits::default() },
+            guard: Arc::new(LeaseGuard::unconditional()),
+            progress: Arc::default(),
+            metrics: Arc::default(),
+            fate: Arc::new(fate),
+        }
+    }
+
+    fn fate(policy: FatePolicy, destination: Option<Arc<Recording>>) -> Fate {
+        Fate {
+            policy,
+            on_failure: destination.map(|d| d as Arc<dyn Destination>),
+            bootstrap_servers: "k:9092".into(),
+            ..Fate::default()
+        }
+    }
+
+    async fn run(spec: &WorkerSpec, records: Vec<KafkaRecord>, invoker: Arc<Scripted>) -> MemoryCheckpoint {
+        let checkpoint = MemoryCheckpoint::default();
+        let retry = Backoffs { base: Duration::from_millis(10), cap: Duration::from_millis(100) };
+        consume(spec, MemorySource::ending_after(records), checkpoint.clone(), invoker, retry, &CancellationToken::new(), &CancellationToken::new())
+            .await
+            .unwrap();
+        checkpoint
+    }
+
+    fn given_up_offsets(d: &Recording) -> Vec<(String, Vec<i64>)> {
+        d.stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|g| (g.record.request_context.condition.as_str().to_owned(), g.records.iter().map(|r| r.offset).collect()))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partial_response_redelivers_exactly_from_the_reported_offset() {
+        let policy = FatePolicy { partial_responses: true, ..FatePolicy::default() };
+        let first = Mutex::new(true);
+        let invoker = scripted(move |offsets| {
+            if offsets.contains(&2) && std::mem::replace(&mut *first.lock().unwrap(), false) {
+                InvokeOutcome::Success {
+                    body: Bytes::from_static(br#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-0","offset":3}},{"itemIdentifier":{"partition":"t-0","offset":2}}]}"#),
+                }
+            } else {
+                ok()
+            }
+        });
+        let s = spec(5, fate(policy, None));
+        let checkpoint = run(&s, records(7), invoker.clone()).await;
+        assert_eq!(*invoker.calls.lock().unwrap(), vec![vec![0, 1, 2, 3, 4], vec![2, 3, 4], vec![5, 6]]);
+        // Commits only ever at resolved points: the reported offset, the batches' ends.
+        let commits: Vec<i64> = checkpoint.history().iter().filter_map(|c| c.get(&0).copied()).collect();
+        assert!(commits.iter().all(|c| [2, 5, 7].contains(c)), "{commits:?}");
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 7)]));
+
+        // Without ReportBatchItemFailures the body is ignored: the batch succeeded.
+        let invoker = scripted(|_| InvokeOutcome::Success { body: Bytes::from_static(b"{\"batchItemFailures\":[{}]}") });
+        let s = spec(5, fate(FatePolicy::default(), None));
+        run(&s, records(5), invoker.clone()).await;
+        assert_eq!(invoker.calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_partial_response_fails_the_whole_batch() {
+        let policy = FatePolicy { partial_responses: true, max_retries: Some(1), ..FatePolicy::default() };
+        let invoker = scripted(|_| InvokeOutcome::Success {
+            body: Bytes::from_static(br#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-0","offset":99}}]}"#),
+        });
+        let dest = Arc::new(Recording::default());
+        let s = spec(3, fate(policy, Some(dest.clone())));
+        let checkpoint = run(&s, records(3), invoker.clone()).await;
+        assert_eq!(invoker.calls.lock().unwrap().len(), 2);
+        assert_eq!(given_up_offsets(&dest), vec![("RetryAttemptsExhausted".to_owned(), vec![0, 1, 2])]);
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 3)]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_limit_gives_up_after_one_plus_n_attempts_then_moves_on() {
+        let policy = FatePolicy { max_retries: Some(2), ..FatePolicy::default() };
+        let invoker = scripted(|offsets| if offsets.contains(&1) { fail() } else { ok() });
+        let dest = Arc::new(Recording::default());
+        let s = spec(3, fate(policy, Some(dest.clone())));
+        let checkpoint = run(&s, records(6), invoker.clone()).await;
+        assert_eq!(*invoker.calls.lock().unwrap(), vec![vec![0, 1, 2], vec![0, 1, 2], vec![0, 1, 2], vec![3, 4, 5]]);
+        let stored = dest.stored.lock().unwrap().clone();
+        assert_eq!(stored.len(), 1);
+        let record = serde_json::to_value(&stored[0].record).unwrap();
+        assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+        assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
+        assert_eq!(record["requestContext"]["functionArn"], "arn:f");
+        assert_eq!(record["responseContext"], json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"}));
+        assert_eq!(record["KafkaBatchInfo"]["batchSize"], 3);
+        assert_eq!(record["KafkaBatchInfo"]["recordsInfo"]["t-0"]["firstRecordOffset"], "0");
+        assert_eq!(record["KafkaBatchInfo"]["recordsInfo"]["t-0"]["lastRecordOffset"], "2");
+        assert_eq!(stored[0].records.iter().map(|r| r.key.clone().unwrap()).collect::<Vec<_>>(), [b"k0", b"k1", b"k2"]);
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 6)]));
+        let m = &s.metrics;
+        assert_eq!(m.on_failure_delivered.load(Ordering::Relaxed), 3);
+        assert_eq!(m.result().as_deref(), Some("OK"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bisect_narrows_a_poison_record_down_to_a_batch_of_one() {
+        let policy = FatePolicy { max_retries: Some(1), bisect: true, ..FatePolicy::default() };
+        let invoker = scripted(|offsets| if offsets.contains(&5) { fail() } else { ok() });
+        let dest = Arc::new(Recording::default());
+        let s = spec(8, fate(policy, Some(dest.clone())));
+        let checkpoint = run(&s, records(8), invoker.clone()).await;
+        assert_eq!(
+            *invoker.calls.lock().unwrap(),
+            vec![vec![0, 1, 2, 3, 4, 5, 6, 7], vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![4, 5], vec![4], vec![5], vec![5], vec![6, 7]]
+        );
+        assert_eq!(given_up_offsets(&dest), vec![("RetryAttemptsExhausted".to_owned(), vec![5])]);
+        // Offset 5 was in five invokes: the batch, two halves, itself and its one retry.
+        assert_eq!(dest.stored.lock().unwrap()[0].record.request_context.approximate_invoke_count, 5);
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 8)]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn destination_down_commits_nothing_past_the_given_up_batch_until_it_is_stored() {
+        let policy = FatePolicy { max_retries: Some(0), ..FatePolicy::default() };
+        let invoker = scripted(|offsets| if offsets.contains(&3) { fail() } else { ok() });
+        let dest = Arc::new(Recording { failures: Mutex::new(4), ..Recording::default() });
+        let s = spec(3, fate(policy, Some(dest.clone())));
+        let checkpoint = run(&s, records(9), invoker.clone()).await;
+        assert_eq!(given_up_offsets(&dest), vec![("RetryAttemptsExhausted".to_owned(), vec![3, 4, 5])]);
+        let commits: Vec<i64> = checkpoint.history().iter().filter_map(|c| c.get(&0).copied()).collect();
+        assert!(commits.iter().all(|&c| c == 3 || c == 6 || c == 9), "{commits:?}");
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 9)]));
+        // The batch after it waited for the destination.
+        assert_eq!(invoker.calls.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_records_are_given_up_without_an_invoke_and_without_a_destination_dropped() {
+        let policy = FatePolicy { max_age: Some(Duration::from_secs(60)), ..FatePolicy::default() };
+        let invoker = scripted(|_| ok());
+        let mut recs = records(4);
+        recs[0].timestamp_ms -= 3_600_000;
+        recs[1].timestamp_ms -= 3_600_000;
+        let dest = Arc::new(Recording::default());
+        let s = spec(4, fate(policy, Some(dest.clone())));
+        run(&s, recs.clone(), invoker.clone()).await;
+        assert_eq!(*invoker.calls.lock().unwrap(), vec![vec![2, 3]]);
+        assert_eq!(given_up_offsets(&dest), vec![("RecordAgeExceeded".to_owned(), vec![0, 1])]);
+        assert_eq!(serde_json::to_value(&dest.stored.lock().unwrap()[0].record).unwrap()["responseContext"], Value::Null);
+
+        let s = spec(4, fate(policy, None));
+        let checkpoint = run(&s, recs, scripted(|_| ok())).await;
+        assert_eq!(s.metrics.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 4)]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oversized_record_goes_to_the_destination_with_its_key() {
+        let invoker = scripted(|_| ok());
+        let mut recs = records(3);
+        recs[1].value = Some(vec![b'x'; 7_000_000]);
+        let dest = Arc::new(Recording::default());
+        let s = spec(10, fate(FatePolicy::default(), Some(dest.clone())));
+        let checkpoint = run(&s, recs, invoker.clone()).await;
+        assert_eq!(*invoker.calls.lock().unwrap(), vec![vec![0], vec![2]]);
+        let stored = dest.stored.lock().unwrap().clone();
+        assert_eq!(given_up_offsets(&dest), vec![("MaximumPayloadSizeExceeded".to_owned(), vec![1])]);
+        assert_eq!(stored[0].records[0].key.as_deref(), Some(&b"k1"[..]));
+        assert!(stored[0].record.response_context.is_none());
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 3)]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn filtered_out_records_are_committed_and_never_sent() {
+        let criteria = json!({"Filters": [{"Pattern": "{\"value\":{\"n\":[{\"numeric\":[\">=\",7]}]}}"}]});
+        let invoker = scripted(|_| ok());
+        let s = spec(2, Fate { filters: Arc::new(Filters::compile(&criteria).unwrap()), ..Fate::default() });
+        let checkpoint = run(&s, records(10), invoker.clone()).await;
+        let sent: Vec<i64> = invoker.calls.lock().unwrap().iter().flatten().copied().collect();
+        assert_eq!(sent, [7, 8, 9]);
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 10)]));
+        assert_eq!(s.metrics.filtered_out.load(Ordering::Relaxed), 7);
+        assert_eq!(s.metrics.polled.load(Ordering::Relaxed), 10);
     }
 }

@@ -154,6 +154,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
 mod tests {
     use super::*;
     use crate::delivery::event::EventSource;
+    use crate::delivery::invoke::InvokeOutcome;
     use crate::delivery::record::{KafkaRecord, TimestampType};
     use crate::testing::{MemoryCheckpoint, MemorySource};
     use std::collections::BTreeMap;
