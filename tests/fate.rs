@@ -85,11 +85,7 @@ async fn wait_committed(mapping: &EventSourceMapping, topic: &str, partition: i3
 
 /// Invocations (successful or not) that held `offset` of `key`.
 fn attempts_of(h: &Harness, key: &str, offset: i64) -> usize {
-    h.stub
-        .invocations()
-        .iter()
-        .filter(|i| i.offsets().iter().any(|(k, o)| k == key && o.contains(&offset)))
-        .count()
+    h.stub.invocations().iter().filter(|i| i.offsets().iter().any(|(k, o)| k == key && o.contains(&offset))).count()
 }
 
 async fn produce(topic: &str, values: &[&str]) {
@@ -123,7 +119,10 @@ async fn read_topic(servers: &str, topic: &str, n: usize) -> Vec<(Option<Vec<u8>
         let mut out = Vec::new();
         while out.len() < n && std::time::Instant::now() < deadline {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                out.push((m.key().map(<[u8]>::to_vec), serde_json::from_slice(m.payload().unwrap_or_default()).unwrap()));
+                out.push((
+                    m.key().map(<[u8]>::to_vec),
+                    serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
+                ));
             }
         }
         out
@@ -133,13 +132,22 @@ async fn read_topic(servers: &str, topic: &str, n: usize) -> Vec<(Option<Vec<u8>
 }
 
 /// The failure record of the poison record at offset 1, after 1 + 2 attempts, field by field.
-fn check_failure_record(record: &Value, mapping: &EventSourceMapping, topic: &str, offsets: (i64, i64), batch_size: u64) {
+fn check_failure_record(
+    record: &Value,
+    mapping: &EventSourceMapping,
+    topic: &str,
+    offsets: (i64, i64),
+    batch_size: u64,
+) {
     let request = &record["requestContext"];
     assert!(uuid::Uuid::parse_str(request["requestId"].as_str().unwrap()).is_ok(), "{record}");
     assert_eq!(request["functionArn"], mapping.function_arn.as_str());
     assert_eq!(request["condition"], "RetryAttemptsExhausted");
     assert_eq!(request["approximateInvokeCount"], 3);
-    assert_eq!(record["responseContext"], json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"}));
+    assert_eq!(
+        record["responseContext"],
+        json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"})
+    );
     assert_eq!(record["version"], "1.0");
     let ts = record["timestamp"].as_str().unwrap();
     assert!(ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
@@ -442,9 +450,16 @@ async fn filters_commit_what_they_drop_and_never_send_it() {
     let h = Harness::new().await;
     let topic = random_topic("filter");
     create_topic(bootstrap(), &topic, 1).await.unwrap();
-    let values: Vec<String> = (0..20)
-        .map(|i| if i % 5 == 0 { format!(r#"{{"kind":"keep","n":{i}}}"#) } else { format!(r#"{{"kind":"drop","n":{i}}}"#) })
-        .collect();
+    let values: Vec<String> =
+        (0..20)
+            .map(|i| {
+                if i % 5 == 0 {
+                    format!(r#"{{"kind":"keep","n":{i}}}"#)
+                } else {
+                    format!(r#"{{"kind":"drop","n":{i}}}"#)
+                }
+            })
+            .collect();
     let mut values: Vec<&str> = values.iter().map(String::as_str).collect();
     // Not JSON: a plain string, which `value: [{"prefix": …}]` can match.
     values.push("plain text keep");

@@ -164,7 +164,9 @@ impl Destination for S3Destination {
                 .body(Bytes::from(given_up.with_payload_string()).into())
                 .send()
                 .await
-                .map_err(|e| failed(&format!("arn:aws:s3:::{}", self.bucket), &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(|e| {
+                    failed(&format!("arn:aws:s3:::{}", self.bucket), &aws_sdk_s3::error::DisplayErrorContext(e))
+                })?;
             Ok(())
         })
     }

@@ -44,12 +44,16 @@ fn destination_timeouts() -> TimeoutConfig {
 
 /// An SQS client (on-failure destinations); endpoint from `AWS_ENDPOINT_URL_SQS`.
 pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk).timeout_config(destination_timeouts()).build())
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(sdk).timeout_config(destination_timeouts()).build(),
+    )
 }
 
 /// An SNS client (on-failure destinations); endpoint from `AWS_ENDPOINT_URL_SNS`.
 pub fn sns_client(sdk: &SdkConfig) -> aws_sdk_sns::Client {
-    aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(sdk).timeout_config(destination_timeouts()).build())
+    aws_sdk_sns::Client::from_conf(
+        aws_sdk_sns::config::Builder::from(sdk).timeout_config(destination_timeouts()).build(),
+    )
 }
 
 /// An S3 client (on-failure destinations); endpoint from `AWS_ENDPOINT_URL_S3`. Path-style

@@ -27,9 +27,9 @@ use crate::config::Settings;
 use crate::delivery::batch::BatchLimits;
 use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
 use crate::delivery::deliver::Fate;
+use crate::delivery::event::{Envelope, EventSource};
 use crate::delivery::fate::FatePolicy;
 use crate::delivery::filter::Filters;
-use crate::delivery::event::{Envelope, EventSource};
 use crate::delivery::guard::LeaseGuard;
 use crate::delivery::invoke::Invoker;
 use crate::delivery::metrics::Metrics;
@@ -249,7 +249,10 @@ async fn serve<C: Connector, I: Invoker>(
             metrics: deps.metrics.mapping(&mapping.uuid),
             fate: Arc::new(Fate {
                 policy: FatePolicy::of(mapping),
-                filters: Arc::new(Filters::compile(mapping.filter_criteria.as_ref().unwrap_or(&serde_json::Value::Null)).unwrap_or_default()),
+                filters: Arc::new(
+                    Filters::compile(mapping.filter_criteria.as_ref().unwrap_or(&serde_json::Value::Null))
+                        .unwrap_or_default(),
+                ),
                 on_failure: client.on_failure(),
                 event_source_arn: mapping.event_source_arn.clone(),
                 bootstrap_servers: client.bootstrap_servers().to_owned(),

@@ -101,7 +101,11 @@ pub enum NextBatch {
     Batch(Batch),
     Oversized(OversizedRecord),
     /// Records that matched no filter, up to `last_offset`, and nothing to send before them.
-    Filtered { partition: i32, last_offset: i64, records: usize },
+    Filtered {
+        partition: i32,
+        last_offset: i64,
+        records: usize,
+    },
     /// Stop was requested before a record was gathered.
     Stopped,
     /// The source ended (test sources only) and nothing was left.

@@ -24,8 +24,8 @@ use super::checkpoint::CommitSender;
 use super::destination::{Destination, FailedRecord, GivenUp, record_key};
 use super::event::{EncodedRecord, Payload};
 use super::fate::{
-    Condition, FailureRecord, FatePolicy, KafkaBatchInfo, Next, RecordsInfo, RequestContext, Response,
-    ResponseContext, read_response, rfc3339_ms,
+    Condition, FailureRecord, FatePolicy, KafkaBatchInfo, Next, RecordsInfo, RequestContext, Response, ResponseContext,
+    read_response, rfc3339_ms,
 };
 use super::filter::Filters;
 use super::invoke::{InvokeError, InvokeOutcome, Invoker};
@@ -88,7 +88,10 @@ enum Attempt {
     Delivered,
     /// The function reported records before this index done.
     Progress(usize),
-    Failed { function_error: bool, error: String },
+    Failed {
+        function_error: bool,
+        error: String,
+    },
 }
 
 fn now_ms() -> i64 {
@@ -144,7 +147,8 @@ impl<I: Invoker> Run<'_, I> {
                 return Ok(Ended::Stopped);
             }
             let range = piece.range.clone();
-            let body = if range == (0..records.len()) { whole.clone() } else { self.body(topic, &records[range.clone()]) };
+            let body =
+                if range == (0..records.len()) { whole.clone() } else { self.body(topic, &records[range.clone()]) };
             piece.invokes += 1;
             let result = tokio::select! {
                 biased;
@@ -181,7 +185,10 @@ impl<I: Invoker> Run<'_, I> {
                 Ok(InvokeOutcome::FunctionError { kind, body }) => {
                     piece.response = Some(response_context(Some(kind.clone())));
                     debug!(mapping = %spec.mapping, partition, body = %String::from_utf8_lossy(&body[..body.len().min(4096)]), "Function error body.");
-                    Attempt::Failed { function_error: true, error: format!("function error ({kind}): {}", error_type(&body)) }
+                    Attempt::Failed {
+                        function_error: true,
+                        error: format!("function error ({kind}): {}", error_type(&body)),
+                    }
                 }
                 Err(error) => match invoke_disposition(&error) {
                     Disposition::Stop(reason) => {
@@ -273,7 +280,15 @@ impl<I: Invoker> Run<'_, I> {
         let info = RecordsInfo::new((record.offset, record.timestamp_ms), (record.offset, record.timestamp_ms));
         let key = format!("{}-{}", spec.topic, record.partition);
         let given_up = GivenUp {
-            record: self.failure_record(Condition::MaximumPayloadSizeExceeded, 0, None, 1, record.payload_bytes, key, info),
+            record: self.failure_record(
+                Condition::MaximumPayloadSizeExceeded,
+                0,
+                None,
+                1,
+                record.payload_bytes,
+                key,
+                info,
+            ),
             payload: Bytes::new(),
             records: vec![FailedRecord {
                 topic: spec.topic.to_string(),
@@ -360,8 +375,7 @@ impl<I: Invoker> Run<'_, I> {
         let spec = self.spec;
         let part = &records[piece.range.clone()];
         let (Some(first), Some(last)) = (part.first(), part.last()) else { return Ok(Ended::Resolved) };
-        let payload =
-            if piece.range == (0..records.len()) { whole.clone() } else { self.body(&spec.topic, part) };
+        let payload = if piece.range == (0..records.len()) { whole.clone() } else { self.body(&spec.topic, part) };
         let info = RecordsInfo::new((first.offset, first.timestamp_ms), (last.offset, last.timestamp_ms));
         let record = self.failure_record(
             condition,
@@ -391,9 +405,10 @@ impl<I: Invoker> Run<'_, I> {
         let spec = self.spec;
         let n = given_up.records.len() as u64;
         let info = &given_up.record.kafka_batch_info.records_info;
-        let (first, last) = info.values().next().map_or((String::new(), String::new()), |i| {
-            (i.first_record_offset.clone(), i.last_record_offset.clone())
-        });
+        let (first, last) = info
+            .values()
+            .next()
+            .map_or((String::new(), String::new()), |i| (i.first_record_offset.clone(), i.last_record_offset.clone()));
         let condition = given_up.record.request_context.condition.as_str();
         let Some(destination) = &spec.fate.on_failure else {
             warn!(mapping = %spec.mapping, partition_key = ?info.keys().next(), first_offset = %first, last_offset = %last, records = n, condition, "Records given up with no on-failure destination; dropped.");
@@ -512,7 +527,8 @@ mod tests {
     impl Invoker for Scripted {
         async fn invoke(&self, _function: &str, payload: Bytes) -> Result<InvokeOutcome, InvokeError> {
             let event: Value = serde_json::from_slice(&payload).unwrap();
-            let offsets: Vec<i64> = event["records"]["t-0"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+            let offsets: Vec<i64> =
+                event["records"]["t-0"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
             self.calls.lock().unwrap().push(offsets.clone());
             Ok((self.reply)(&offsets))
         }
@@ -527,7 +543,10 @@ mod tests {
     }
 
     fn fail() -> InvokeOutcome {
-        InvokeOutcome::FunctionError { kind: "Unhandled".into(), body: Bytes::from_static(br#"{"errorType":"Poison"}"#) }
+        InvokeOutcome::FunctionError {
+            kind: "Unhandled".into(),
+            body: Bytes::from_static(br#"{"errorType":"Poison"}"#),
+        }
     }
 
     /// Stores failure records after failing `failures` times.
@@ -592,9 +611,17 @@ mod tests {
     async fn run(spec: &WorkerSpec, records: Vec<KafkaRecord>, invoker: Arc<Scripted>) -> MemoryCheckpoint {
         let checkpoint = MemoryCheckpoint::default();
         let retry = Backoffs { base: Duration::from_millis(10), cap: Duration::from_millis(100) };
-        consume(spec, MemorySource::ending_after(records), checkpoint.clone(), invoker, retry, &CancellationToken::new(), &CancellationToken::new())
-            .await
-            .unwrap();
+        consume(
+            spec,
+            MemorySource::ending_after(records),
+            checkpoint.clone(),
+            invoker,
+            retry,
+            &CancellationToken::new(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         checkpoint
     }
 
@@ -603,7 +630,9 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .map(|g| (g.record.request_context.condition.as_str().to_owned(), g.records.iter().map(|r| r.offset).collect()))
+            .map(|g| {
+                (g.record.request_context.condition.as_str().to_owned(), g.records.iter().map(|r| r.offset).collect())
+            })
             .collect()
     }
 
@@ -629,7 +658,8 @@ mod tests {
         assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 7)]));
 
         // Without ReportBatchItemFailures the body is ignored: the batch succeeded.
-        let invoker = scripted(|_| InvokeOutcome::Success { body: Bytes::from_static(b"{\"batchItemFailures\":[{}]}") });
+        let invoker =
+            scripted(|_| InvokeOutcome::Success { body: Bytes::from_static(b"{\"batchItemFailures\":[{}]}") });
         let s = spec(5, fate(FatePolicy::default(), None));
         run(&s, records(5), invoker.clone()).await;
         assert_eq!(invoker.calls.lock().unwrap().len(), 1);
@@ -663,7 +693,10 @@ mod tests {
         assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
         assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
         assert_eq!(record["requestContext"]["functionArn"], "arn:f");
-        assert_eq!(record["responseContext"], json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"}));
+        assert_eq!(
+            record["responseContext"],
+            json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"})
+        );
         assert_eq!(record["KafkaBatchInfo"]["batchSize"], 3);
         assert_eq!(record["KafkaBatchInfo"]["recordsInfo"]["t-0"]["firstRecordOffset"], "0");
         assert_eq!(record["KafkaBatchInfo"]["recordsInfo"]["t-0"]["lastRecordOffset"], "2");
@@ -683,7 +716,16 @@ mod tests {
         let checkpoint = run(&s, records(8), invoker.clone()).await;
         assert_eq!(
             *invoker.calls.lock().unwrap(),
-            vec![vec![0, 1, 2, 3, 4, 5, 6, 7], vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![4, 5], vec![4], vec![5], vec![5], vec![6, 7]]
+            vec![
+                vec![0, 1, 2, 3, 4, 5, 6, 7],
+                vec![0, 1, 2, 3],
+                vec![4, 5, 6, 7],
+                vec![4, 5],
+                vec![4],
+                vec![5],
+                vec![5],
+                vec![6, 7]
+            ]
         );
         assert_eq!(given_up_offsets(&dest), vec![("RetryAttemptsExhausted".to_owned(), vec![5])]);
         // Offset 5 was in five invokes: the batch, two halves, itself and its one retry.
@@ -718,7 +760,10 @@ mod tests {
         run(&s, recs.clone(), invoker.clone()).await;
         assert_eq!(*invoker.calls.lock().unwrap(), vec![vec![2, 3]]);
         assert_eq!(given_up_offsets(&dest), vec![("RecordAgeExceeded".to_owned(), vec![0, 1])]);
-        assert_eq!(serde_json::to_value(&dest.stored.lock().unwrap()[0].record).unwrap()["responseContext"], Value::Null);
+        assert_eq!(
+            serde_json::to_value(&dest.stored.lock().unwrap()[0].record).unwrap()["responseContext"],
+            Value::Null
+        );
 
         let s = spec(4, fate(policy, None));
         let checkpoint = run(&s, recs, scripted(|_| ok())).await;

@@ -27,11 +27,20 @@ use crate::model::validate::is_topic_name;
 /// Where given-up records go, parsed from `DestinationConfig.OnFailure.Destination`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Sqs { arn: String },
-    Sns { arn: String },
-    S3 { bucket: String },
+    Sqs {
+        arn: String,
+    },
+    Sns {
+        arn: String,
+    },
+    S3 {
+        bucket: String,
+    },
     /// `servers`: another cluster's `host:port` list; `None` is the mapping's own cluster.
-    Kafka { servers: Option<Vec<String>>, topic: String },
+    Kafka {
+        servers: Option<Vec<String>>,
+        topic: String,
+    },
 }
 
 impl Target {
@@ -169,13 +178,22 @@ mod tests {
     #[test]
     fn destinations_parse_into_their_kinds() {
         let cases = [
-            ("arn:aws:sqs:us-east-1:123456789012:dlq", Some(Target::Sqs { arn: "arn:aws:sqs:us-east-1:123456789012:dlq".into() })),
-            ("arn:aws:sns:eu-west-1:123456789012:t", Some(Target::Sns { arn: "arn:aws:sns:eu-west-1:123456789012:t".into() })),
+            (
+                "arn:aws:sqs:us-east-1:123456789012:dlq",
+                Some(Target::Sqs { arn: "arn:aws:sqs:us-east-1:123456789012:dlq".into() }),
+            ),
+            (
+                "arn:aws:sns:eu-west-1:123456789012:t",
+                Some(Target::Sns { arn: "arn:aws:sns:eu-west-1:123456789012:t".into() }),
+            ),
             ("arn:aws:s3:::bucket", Some(Target::S3 { bucket: "bucket".into() })),
             ("kafka://dlt", Some(Target::Kafka { servers: None, topic: "dlt".into() })),
             (
                 "kafka://a:9092,b.example:9093/dlt",
-                Some(Target::Kafka { servers: Some(vec!["a:9092".into(), "b.example:9093".into()]), topic: "dlt".into() }),
+                Some(Target::Kafka {
+                    servers: Some(vec!["a:9092".into(), "b.example:9093".into()]),
+                    topic: "dlt".into(),
+                }),
             ),
             ("kafka://", None),
             ("kafka://bad topic", None),

@@ -61,11 +61,7 @@ impl FatePolicy {
             max_retries,
             max_age,
             bisect: mapping.bisect_batch_on_function_error.unwrap_or(false),
-            partial_responses: mapping
-                .function_response_types
-                .iter()
-                .flatten()
-                .any(|t| t == "ReportBatchItemFailures"),
+            partial_responses: mapping.function_response_types.iter().flatten().any(|t| t == "ReportBatchItemFailures"),
         }
     }
 
@@ -249,8 +245,7 @@ pub fn rfc3339_ms(epoch_ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, ms) =
-        (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+    let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
@@ -274,7 +269,10 @@ mod tests {
                 r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-0","offset":13}},{"itemIdentifier":{"partition":"t-0","offset":11}}]}"#,
                 Response::RetryFrom(11),
             ),
-            (r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-0","offset":"10"}}]}"#, Response::RetryFrom(10)),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-0","offset":"10"}}]}"#,
+                Response::RetryFrom(10),
+            ),
         ];
         for (body, expected) in cases {
             assert_eq!(&read_response(body.as_bytes(), "t-0", &offsets), expected, "{body}");

@@ -10,7 +10,9 @@ use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{EsmContext, KafkaClientError, KafkaSettings, Sasl, Security, SecurityKind, apply_security, creation_error};
+use super::{
+    EsmContext, KafkaClientError, KafkaSettings, Sasl, Security, SecurityKind, apply_security, creation_error,
+};
 use crate::delivery::destination::{Destination, DestinationError, GivenUp};
 
 /// How long one message may take to be acknowledged before the write is retried.
@@ -35,7 +37,13 @@ impl KafkaDestination {
     ///
     /// # Errors
     /// librdkafka rejected the configuration.
-    pub fn new(settings: &KafkaSettings, servers: &str, topic: &str, name: &str, mapping: &str) -> Result<Self, KafkaClientError> {
+    pub fn new(
+        settings: &KafkaSettings,
+        servers: &str,
+        topic: &str,
+        name: &str,
+        mapping: &str,
+    ) -> Result<Self, KafkaClientError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", servers)

@@ -100,7 +100,10 @@ impl EventSourceMapping {
             }
         }
         for (field, config) in [
-            ("AmazonManagedKafkaEventSourceConfig.SchemaRegistryConfig", &self.amazon_managed_kafka_event_source_config),
+            (
+                "AmazonManagedKafkaEventSourceConfig.SchemaRegistryConfig",
+                &self.amazon_managed_kafka_event_source_config,
+            ),
             ("SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig", &self.self_managed_kafka_event_source_config),
         ] {
             if config.as_ref().is_some_and(|c| c.schema_registry_config.is_some()) {
@@ -382,7 +385,9 @@ mod tests {
         v["BisectBatchOnFunctionError"] = json!(true);
         v["FunctionResponseTypes"] = json!(["ReportBatchItemFailures"]);
         v["FilterCriteria"] = json!({"Filters": [{"Pattern": "{\"value\":{\"a\":[{\"prefix\":\"x\"}]}}"}]});
-        for destination in ["kafka://dlt", "kafka://a:9092,b:9093/dlt", "arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:s3:::b"] {
+        for destination in
+            ["kafka://dlt", "kafka://a:9092,b:9093/dlt", "arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:s3:::b"]
+        {
             v["DestinationConfig"] = json!({"OnFailure": {"Destination": destination}});
             let m: EventSourceMapping = serde_json::from_value(v.clone()).unwrap();
             m.validate().unwrap();
