@@ -249,6 +249,8 @@ async fn serve<C: Connector, I: Invoker>(
             metrics: deps.metrics.mapping(&mapping.uuid),
             fate: Arc::new(Fate {
                 policy: FatePolicy::of(mapping),
+                // Mappings are validated before they are consumed (the same compile), so this
+                // never falls back to no filters.
                 filters: Arc::new(
                     Filters::compile(mapping.filter_criteria.as_ref().unwrap_or(&serde_json::Value::Null))
                         .unwrap_or_default(),
