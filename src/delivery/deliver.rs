@@ -299,7 +299,7 @@ impl<I: Invoker> Run<'_, I> {
                 event: None,
             }],
         };
-        error!(
+        warn!(
             mapping = %spec.mapping, topic = %spec.topic, partition = record.partition, offset = record.offset,
             payload_bytes = record.payload_bytes, "Record too large for a synchronous invoke even alone (MaximumPayloadSizeExceeded)."
         );
