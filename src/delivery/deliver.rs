@@ -86,7 +86,7 @@ impl Piece {
 
 enum Attempt {
     Delivered,
-    /// The function reported records before this index done.
+    /// The function reported this many records at the start of the piece done.
     Progress(usize),
     Failed {
         function_error: bool,
@@ -135,7 +135,7 @@ impl<I: Invoker> Run<'_, I> {
                 }
             }
             if piece.expired {
-                let piece = pieces.pop_front().unwrap_or_else(|| unreachable!());
+                let Some(piece) = pieces.pop_front() else { break };
                 if self.give_up(&key, records, &piece, Condition::RecordAgeExceeded, &whole).await? == Ended::Stopped {
                     return Ok(Ended::Stopped);
                 }
@@ -156,40 +156,7 @@ impl<I: Invoker> Run<'_, I> {
                 result = self.invoker.invoke(&spec.function, body.clone()) => result,
             };
             let attempt = match result {
-                Ok(InvokeOutcome::Success { body: response }) => {
-                    piece.response = Some(response_context(None));
-                    if fate.policy.partial_responses {
-                        let offsets: Vec<i64> = records[range.clone()].iter().map(|r| r.offset).collect();
-                        match read_response(&response, &key, &offsets) {
-                            Response::Success => Attempt::Delivered,
-                            Response::RetryFrom(offset) => {
-                                let at = range.start + offsets.partition_point(|&o| o < offset);
-                                if at > range.start {
-                                    Attempt::Progress(at)
-                                } else {
-                                    Attempt::Failed {
-                                        function_error: false,
-                                        error: format!("the function reported offset {offset}, the first of the batch"),
-                                    }
-                                }
-                            }
-                            Response::Invalid(reason) => Attempt::Failed {
-                                function_error: false,
-                                error: format!("invalid partial batch response: {reason}"),
-                            },
-                        }
-                    } else {
-                        Attempt::Delivered
-                    }
-                }
-                Ok(InvokeOutcome::FunctionError { kind, body }) => {
-                    piece.response = Some(response_context(Some(kind.clone())));
-                    debug!(mapping = %spec.mapping, partition, body = %String::from_utf8_lossy(&body[..body.len().min(4096)]), "Function error body.");
-                    Attempt::Failed {
-                        function_error: true,
-                        error: format!("function error ({kind}): {}", error_type(&body)),
-                    }
-                }
+                Ok(outcome) => read_outcome(outcome, piece, &fate.policy, &key, &records[range.clone()]),
                 Err(error) => match invoke_disposition(&error) {
                     Disposition::Stop(reason) => {
                         error!(mapping = %spec.mapping, function = %spec.function, partition, error = %error, "Cannot invoke the function; stopping this mapping.");
@@ -216,8 +183,9 @@ impl<I: Invoker> Run<'_, I> {
                     backoff.reset();
                     self.commit_next(partition, records, &pieces, end);
                 }
-                Attempt::Progress(at) => {
-                    MappingMetrics::add(&metrics.invoked, (at - range.start) as u64);
+                Attempt::Progress(done) => {
+                    let at = range.start + done;
+                    MappingMetrics::add(&metrics.invoked, done as u64);
                     MappingMetrics::add(&metrics.failed_invoke, (range.end - at) as u64);
                     let offset = records[at].offset;
                     debug!(mapping = %spec.mapping, partition, offset, "Partial batch response: sending again from the reported offset.");
@@ -253,7 +221,7 @@ impl<I: Invoker> Run<'_, I> {
                             }
                         }
                         Next::GiveUp(condition) => {
-                            let piece = pieces.pop_front().unwrap_or_else(|| unreachable!());
+                            let Some(piece) = pieces.pop_front() else { break };
                             warn!(
                                 mapping = %spec.mapping, partition, first_offset, last_offset, attempts = piece.invokes,
                                 condition = condition.as_str(), error = %error, "Batch failed; giving it up."
@@ -440,6 +408,47 @@ impl<I: Invoker> Run<'_, I> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What an invoke's answer means for `piece` (its `records`), noting the answer on it.
+fn read_outcome(
+    outcome: InvokeOutcome,
+    piece: &mut Piece,
+    policy: &FatePolicy,
+    key: &str,
+    records: &[EncodedRecord],
+) -> Attempt {
+    match outcome {
+        InvokeOutcome::Success { .. } if !policy.partial_responses => {
+            piece.response = Some(response_context(None));
+            Attempt::Delivered
+        }
+        InvokeOutcome::Success { body } => {
+            piece.response = Some(response_context(None));
+            let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+            match read_response(&body, key, &offsets) {
+                Response::Success => Attempt::Delivered,
+                Response::RetryFrom(offset) => match offsets.partition_point(|&o| o < offset) {
+                    0 => Attempt::Failed {
+                        function_error: false,
+                        error: format!("the function reported offset {offset}, the first of the batch"),
+                    },
+                    done => Attempt::Progress(done),
+                },
+                Response::Invalid(reason) => Attempt::Failed {
+                    function_error: false,
+                    error: format!("invalid partial batch response: {reason}"),
+                },
+            }
+        }
+        InvokeOutcome::FunctionError { kind, body } => {
+            // Only the errorType above DEBUG: the body may hold record data.
+            debug!(partition = key, body = %String::from_utf8_lossy(&body[..body.len().min(4096)]), "Function error body.");
+            let error = format!("function error ({kind}): {}", error_type(&body));
+            piece.response = Some(response_context(Some(kind)));
+            Attempt::Failed { function_error: true, error }
         }
     }
 }
