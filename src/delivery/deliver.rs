@@ -389,7 +389,12 @@ impl<I: Invoker> Run<'_, I> {
             if !spec.guard.is_valid() {
                 return Ended::Stopped;
             }
-            match destination.store(given_up).await {
+            let stored = tokio::select! {
+                biased;
+                () = self.abandon.cancelled() => return Ended::Stopped,
+                stored = destination.store(given_up) => stored,
+            };
+            match stored {
                 Ok(()) => {
                     MappingMetrics::add(&spec.metrics.on_failure_delivered, n);
                     spec.metrics.set_result(&format!(

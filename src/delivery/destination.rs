@@ -122,8 +122,10 @@ impl GivenUp {
     }
 
     /// Per record: its key and its own failure record, with `payload` its one-record event as a
-    /// JSON object (the `kafka://` form).
-    pub fn per_record(&self) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    /// JSON object (the `kafka://` form). A message that would be over `max_bytes` with its
+    /// payload is written without it: a destination that can never take it would hold the
+    /// partition forever.
+    pub fn per_record(&self, max_bytes: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
         self.records
             .iter()
             .map(|r| {
@@ -135,13 +137,21 @@ impl GivenUp {
                     RecordsInfo::new((r.offset, r.timestamp_ms), (r.offset, r.timestamp_ms)),
                 )]
                 .into();
+                let without = serde_json::to_vec(&record).unwrap_or_default();
                 let mut value = serde_json::to_value(&record).unwrap_or(Value::Null);
-                if let (Value::Object(map), Some(event)) = (&mut value, &r.event)
-                    && let Ok(event) = serde_json::from_slice::<Value>(event)
-                {
-                    map.insert("payload".into(), event);
-                }
-                (r.key.clone(), serde_json::to_vec(&value).unwrap_or_default())
+                let with = match (&mut value, &r.event) {
+                    (Value::Object(map), Some(event)) if without.len() + event.len() + 12 <= max_bytes => {
+                        match serde_json::from_slice::<Value>(event) {
+                            Ok(event) => {
+                                map.insert("payload".into(), event);
+                                serde_json::to_vec(&value).ok()
+                            }
+                            Err(_) => None,
+                        }
+                    }
+                    _ => None,
+                };
+                (r.key.clone(), with.unwrap_or(without))
             })
             .collect()
     }
@@ -174,6 +184,7 @@ pub fn record_key(json: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn destinations_parse_into_their_kinds() {
@@ -208,6 +219,52 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(Target::parse(text), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn per_record_messages_carry_their_event_unless_too_large() {
+        use crate::delivery::fate::{Condition, KafkaBatchInfo, RequestContext};
+        let record = FailureRecord {
+            request_context: RequestContext {
+                request_id: "r".into(),
+                function_arn: "f".into(),
+                condition: Condition::RetryAttemptsExhausted,
+                approximate_invoke_count: 1,
+            },
+            response_context: None,
+            version: "1.0",
+            timestamp: "t".into(),
+            kafka_batch_info: KafkaBatchInfo {
+                batch_size: 2,
+                event_source_arn: None,
+                bootstrap_servers: "b:9092".into(),
+                payload_size: 10,
+                records_info: BTreeMap::new(),
+            },
+        };
+        let failed = |offset: i64, event: &str| FailedRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            timestamp_ms: 0,
+            key: Some(vec![b'k', u8::try_from(offset).unwrap()]),
+            event: Some(Bytes::from(event.to_owned())),
+        };
+        let big = format!("{{\"records\":{{\"t-0\":[{{\"value\":\"{}\"}}]}}}}", "x".repeat(2000));
+        let given_up = GivenUp {
+            record,
+            payload: Bytes::new(),
+            records: vec![failed(1, r#"{"records":{"t-0":[{"offset":1}]}}"#), failed(2, &big)],
+        };
+        let messages = given_up.per_record(1000);
+        let values: Vec<Value> = messages.iter().map(|(_, v)| serde_json::from_slice(v).unwrap()).collect();
+        assert_eq!(messages[0].0.as_deref(), Some(&b"k\x01"[..]));
+        assert_eq!(values[0]["payload"]["records"]["t-0"][0]["offset"], 1);
+        assert_eq!(values[0]["KafkaBatchInfo"]["batchSize"], 1);
+        assert_eq!(values[0]["KafkaBatchInfo"]["recordsInfo"]["t-0"]["firstRecordOffset"], "1");
+        assert!(values[1].get("payload").is_none(), "over the limit: no payload");
+        assert_eq!(values[1]["KafkaBatchInfo"]["recordsInfo"]["t-0"]["lastRecordOffset"], "2");
+        assert!(given_up.with_payload_string().len() < 400, "empty payload: none written");
     }
 
     #[test]

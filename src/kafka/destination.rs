@@ -17,6 +17,9 @@ use crate::delivery::destination::{Destination, DestinationError, GivenUp};
 
 /// How long one message may take to be acknowledged before the write is retried.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Kafka's default `max.message.bytes` (1 MB) less room for the record overhead: a failure
+/// record that would be larger goes without its payload.
+const MAX_MESSAGE_BYTES: usize = 1_000_000 - 1024;
 
 /// Writes given-up records to a Kafka topic.
 pub struct KafkaDestination {
@@ -75,7 +78,7 @@ impl Destination for KafkaDestination {
     fn store<'a>(&'a self, given_up: &'a GivenUp) -> BoxFuture<'a, Result<(), DestinationError>> {
         Box::pin(async move {
             let error = |message: String| DestinationError { destination: self.name.clone(), message };
-            let messages = given_up.per_record();
+            let messages = given_up.per_record(MAX_MESSAGE_BYTES);
             let mut pending = Vec::with_capacity(messages.len());
             for (key, value) in &messages {
                 let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(value.as_slice());
