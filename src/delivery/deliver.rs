@@ -381,7 +381,8 @@ impl<I: Invoker> Run<'_, I> {
         let Some(destination) = &spec.fate.on_failure else {
             warn!(mapping = %spec.mapping, partition_key = ?info.keys().next(), first_offset = %first, last_offset = %last, records = n, condition, "Records given up with no on-failure destination; dropped.");
             MappingMetrics::add(&spec.metrics.dropped, n);
-            spec.metrics.set_result(&format!("PROBLEM: {n} records dropped ({condition}), offsets {first} to {last}"));
+            spec.metrics
+                .set_result(&format!("PROBLEM: records given up ({condition}) and dropped: offsets {first} to {last}"));
             return Ended::Resolved;
         };
         let mut backoff = Backoff::new(self.retry.base, self.retry.cap);
@@ -398,7 +399,7 @@ impl<I: Invoker> Run<'_, I> {
                 Ok(()) => {
                     MappingMetrics::add(&spec.metrics.on_failure_delivered, n);
                     spec.metrics.set_result(&format!(
-                        "PROBLEM: {n} records sent to the on-failure destination ({condition}), offsets {first} to {last}"
+                        "PROBLEM: records given up ({condition}) and sent to the on-failure destination: offsets {first} to {last}"
                     ));
                     return Ended::Resolved;
                 }
