@@ -4,6 +4,7 @@
 //! `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_KAFKA`, …) that aws-config reads itself, so a
 //! laptop against the local stack and a Lambda in a VPC run the same code.
 
+pub mod destinations;
 pub mod lambda;
 pub mod leases;
 pub mod mappings;
@@ -78,4 +79,40 @@ where
         (_, Some(status)) => format!("unreadable response (HTTP {status}): {cause}"),
         (_, None) => format!("{error}: {cause}"),
     }
+}
+
+/// Bounded calls for on-failure destinations: a destination that hangs is retried, holding only
+/// its partition.
+fn destination_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// An SQS client (on-failure destinations); endpoint from `AWS_ENDPOINT_URL_SQS`.
+pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(sdk).timeout_config(destination_timeouts()).build(),
+    )
+}
+
+/// An SNS client (on-failure destinations); endpoint from `AWS_ENDPOINT_URL_SNS`.
+pub fn sns_client(sdk: &SdkConfig) -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::from_conf(
+        aws_sdk_sns::config::Builder::from(sdk).timeout_config(destination_timeouts()).build(),
+    )
+}
+
+/// An S3 client (on-failure destinations); endpoint from `AWS_ENDPOINT_URL_S3`. Path-style
+/// addressing when an endpoint is set, as local S3s (moto, MinIO) need.
+pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+    let path_style = sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .timeout_config(destination_timeouts())
+            .force_path_style(path_style)
+            .build(),
+    )
 }

@@ -235,24 +235,26 @@ struct CommonArgs {
     /// JSON list of {"Type","URI"}, or shorthand `Type=…,URI=… Type=…,URI=…`.
     #[arg(long, num_args = 1..)]
     source_access_configurations: Vec<String>,
-    /// JSON `{"Filters":[{"Pattern":"…"}]}`. Stored, not yet enforced.
+    /// JSON `{"Filters":[{"Pattern":"…"}]}`: records no pattern matches are committed, never sent.
     #[arg(long)]
     filter_criteria: Option<String>,
-    /// JSON `{"OnFailure":{"Destination":"…"}}`. Stored, not yet enforced.
+    /// JSON `{"OnFailure":{"Destination":"…"}}`: SQS, SNS or S3 ARN, kafka://TOPIC or
+    /// kafka://HOST:PORT[,HOST:PORT]/TOPIC; where given-up records go.
     #[arg(long)]
     destination_config: Option<String>,
-    /// Stored, not yet enforced: batches are retried until they succeed.
+    /// Retries after the first attempt before a batch is given up: -1 (forever; 10 with a
+    /// destination) or 0–10000.
     #[arg(long, allow_hyphen_values = true)]
     maximum_retry_attempts: Option<i32>,
-    /// Stored, not yet enforced.
+    /// Records older than this (by Kafka timestamp) are given up: -1 (never) or 60–604800.
     #[arg(long, allow_hyphen_values = true)]
     maximum_record_age_in_seconds: Option<i32>,
-    /// Stored, not yet enforced.
+    /// Split a batch in two halves on a function error.
     #[arg(long, action = ArgAction::SetTrue, overrides_with = "no_bisect_batch_on_function_error")]
     bisect_batch_on_function_error: bool,
     #[arg(long, action = ArgAction::SetTrue, overrides_with = "bisect_batch_on_function_error")]
     no_bisect_batch_on_function_error: bool,
-    /// e.g. ReportBatchItemFailures. Stored, not yet enforced.
+    /// ReportBatchItemFailures: the function may name the first record to send again.
     #[arg(long, num_args = 1..)]
     function_response_types: Vec<String>,
     /// JSON or shorthand `MinimumPollers=1,MaximumPollers=3`.

@@ -8,8 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::delivery::checkpoint::Checkpoint;
+use crate::delivery::destination::Destination;
 use crate::delivery::policy::{Disposition, StopReason};
 use crate::delivery::record::RecordSource;
 use crate::model::mapping::{EventSourceMapping, StartingPosition};
@@ -123,6 +125,11 @@ pub trait MappingClient: Clone + Send + Sync + 'static {
 
     /// Resolves when the client as a whole fails and must be rebuilt.
     fn failed(&self) -> impl Future<Output = ConnectError> + Send;
+
+    /// Where the mapping's given-up records go (`DestinationConfig.OnFailure`), built at connect.
+    fn on_failure(&self) -> Option<Arc<dyn Destination>> {
+        None
+    }
 }
 
 /// Committed offsets of a few partitions, `None` where the group has none.

@@ -26,7 +26,10 @@ use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::delivery::batch::BatchLimits;
 use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
+use crate::delivery::deliver::Fate;
 use crate::delivery::event::{Envelope, EventSource};
+use crate::delivery::fate::FatePolicy;
+use crate::delivery::filter::Filters;
 use crate::delivery::guard::LeaseGuard;
 use crate::delivery::invoke::Invoker;
 use crate::delivery::metrics::{MappingMetrics, Metrics};
@@ -245,6 +248,18 @@ async fn serve<C: Connector, I: Invoker>(
             guard: Arc::new(LeaseGuard::unconditional()),
             progress: Arc::default(),
             metrics: deps.metrics.mapping(&mapping.uuid),
+            fate: Arc::new(Fate {
+                policy: FatePolicy::of(mapping),
+                // Mappings are validated before they are consumed (the same compile), so this
+                // never falls back to no filters.
+                filters: Arc::new(
+                    Filters::compile(mapping.filter_criteria.as_ref().unwrap_or(&serde_json::Value::Null))
+                        .unwrap_or_default(),
+                ),
+                on_failure: client.on_failure(),
+                event_source_arn: mapping.event_source_arn.clone(),
+                bootstrap_servers: client.bootstrap_servers().to_owned(),
+            }),
         },
         mapping: mapping.clone(),
     });

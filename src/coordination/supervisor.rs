@@ -871,8 +871,12 @@ where
                 .held
                 .values()
                 .any(|t| *t.id().mapping == *mapping.uuid && t.progress.batches.load(Ordering::Relaxed) > 0);
-            let result = match status.problem {
-                Some(problem) if status.failures >= PROBLEM_AFTER_FAILURES => problem,
+            // The data plane's word (`OK`, or the last give-up or destination problem) wins
+            // over "delivered" once a batch was resolved.
+            let fate = self.deps.metrics.mapping(&mapping.uuid).result();
+            let result = match (status.problem, fate) {
+                (Some(problem), _) if status.failures >= PROBLEM_AFTER_FAILURES => problem,
+                (_, Some(fate)) => fate,
                 _ if delivered => "OK".to_owned(),
                 _ => continue,
             };

@@ -4,7 +4,8 @@
 //! ends, or when one more record would push the encoded payload over
 //! [`super::event::MAX_PAYLOAD_BYTES`]. A record too large to be sent even alone is handed back
 //! as [`NextBatch::Oversized`] so the caller can report it and move past it: the partition is never
-//! stuck behind it.
+//! stuck behind it. Records that match none of the mapping's `FilterCriteria` are never put in a
+//! batch; the batch (or a [`NextBatch::Filtered`] run) accounts for them so they are committed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::event::{EncodedRecord, Envelope, MAX_PAYLOAD_BYTES, Payload, encode_record};
+use super::filter::Filters;
 use super::record::{KafkaRecord, RecordSource, SourceError};
 use crate::model::mapping::EventSourceMapping;
 
@@ -68,7 +70,10 @@ pub struct Batch {
     pub partition: i32,
     pub payload: Payload,
     pub first_offset: i64,
+    /// The last offset read for this batch: its last record's, or a later filtered-out record's.
     pub last_offset: i64,
+    /// Records read for this batch that matched no filter (not in `payload`).
+    pub filtered: usize,
 }
 
 impl Batch {
@@ -86,6 +91,8 @@ pub struct OversizedRecord {
     pub timestamp_ms: i64,
     /// The size its one-record payload would have had.
     pub payload_bytes: usize,
+    /// Its key, for on-failure destinations that key messages with it.
+    pub key: Option<Vec<u8>>,
 }
 
 /// What [`Batcher::next`] produced.
@@ -93,6 +100,12 @@ pub struct OversizedRecord {
 pub enum NextBatch {
     Batch(Batch),
     Oversized(OversizedRecord),
+    /// Records that matched no filter, up to `last_offset`, and nothing to send before them.
+    Filtered {
+        partition: i32,
+        last_offset: i64,
+        records: usize,
+    },
     /// Stop was requested before a record was gathered.
     Stopped,
     /// The source ended (test sources only) and nothing was left.
@@ -106,13 +119,21 @@ pub struct Batcher<S> {
     topic: Arc<str>,
     envelope: Arc<Envelope>,
     limits: BatchLimits,
+    filters: Arc<Filters>,
     /// A record read but not fitting the previous batch: it opens the next one.
     carried: Option<EncodedRecord>,
 }
 
 impl<S: RecordSource> Batcher<S> {
     pub fn new(source: S, topic: Arc<str>, envelope: Arc<Envelope>, limits: BatchLimits) -> Self {
-        Self { source, topic, envelope, limits, carried: None }
+        Self { source, topic, envelope, limits, filters: Arc::default(), carried: None }
+    }
+
+    /// Leaves out records that match none of `filters` (none: every record is sent).
+    #[must_use]
+    pub fn with_filters(mut self, filters: Arc<Filters>) -> Self {
+        self.filters = filters;
+        self
     }
 
     pub const fn limits(&self) -> BatchLimits {
@@ -134,6 +155,7 @@ impl<S: RecordSource> Batcher<S> {
                 };
                 match self.accept(item)? {
                     Accepted::Record(record) => break record,
+                    Accepted::Filtered { partition, offset } => return self.filtered_run(partition, offset),
                     Accepted::Skip => {}
                     Accepted::Ended => return Ok(NextBatch::Ended),
                 }
@@ -151,10 +173,12 @@ impl<S: RecordSource> Batcher<S> {
                 offset: first.offset,
                 timestamp_ms: first.timestamp_ms,
                 payload_bytes: alone,
+                key: super::destination::record_key(&first.json),
             }));
         }
         let (partition, first_offset) = (first.partition, first.offset);
         let mut last_offset = first.offset;
+        let mut filtered = 0;
         payload.push(&self.topic, first);
 
         let deadline = Instant::now() + self.limits.window;
@@ -185,16 +209,45 @@ impl<S: RecordSource> Batcher<S> {
                     last_offset = record.offset;
                     payload.push(&self.topic, record);
                 }
+                Accepted::Filtered { offset, .. } => {
+                    last_offset = offset;
+                    filtered += 1;
+                }
                 Accepted::Skip => {}
                 Accepted::Ended => break,
             }
         }
-        Ok(NextBatch::Batch(Batch { partition, payload, first_offset, last_offset }))
+        Ok(NextBatch::Batch(Batch { partition, payload, first_offset, last_offset, filtered }))
+    }
+
+    /// A filtered-out record with nothing gathered before it: it and the filtered-out records
+    /// already buffered behind it, up to the next record to send (carried into the next batch).
+    fn filtered_run(&mut self, partition: i32, mut last_offset: i64) -> Result<NextBatch, SourceError> {
+        let mut records = 1;
+        while records < self.limits.max_records.max(1000) {
+            let Some(item) = self.source.next_record().now_or_never() else { break };
+            match self.accept(item)? {
+                Accepted::Filtered { offset, .. } => {
+                    last_offset = offset;
+                    records += 1;
+                }
+                Accepted::Record(record) => {
+                    self.carried = Some(record);
+                    break;
+                }
+                Accepted::Skip => {}
+                Accepted::Ended => break,
+            }
+        }
+        Ok(NextBatch::Filtered { partition, last_offset, records })
     }
 
     fn accept(&self, item: Option<Result<KafkaRecord, SourceError>>) -> Result<Accepted, SourceError> {
         match item {
             None => Ok(Accepted::Ended),
+            Some(Ok(record)) if !self.filters.matches(&record) => {
+                Ok(Accepted::Filtered { partition: record.partition, offset: record.offset })
+            }
             Some(Ok(record)) => Ok(Accepted::Record(encode_record(&record))),
             Some(Err(SourceError::Transient { partition, message })) => {
                 warn!(topic = %self.topic, partition, error = %message, "Kafka read error; the client retries.");
@@ -207,6 +260,7 @@ impl<S: RecordSource> Batcher<S> {
 
 enum Accepted {
     Record(EncodedRecord),
+    Filtered { partition: i32, offset: i64 },
     Skip,
     Ended,
 }

@@ -99,11 +99,27 @@ pub struct MappingMetrics {
     pub batch_bytes: Timings,
     /// Per commit: milliseconds.
     pub commit_ms: Timings,
+    /// What the mapping's `LastProcessingResult` should say from the data plane: `OK` after a
+    /// delivered batch, the problem after a give-up or a destination failure.
+    pub last_result: Mutex<Option<String>>,
 }
 
 impl MappingMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets what `LastProcessingResult` should say.
+    pub fn set_result(&self, result: &str) {
+        let mut last = self.last_result.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() != Some(result) {
+            *last = Some(result.to_owned());
+        }
+    }
+
+    /// What `LastProcessingResult` should say, if a batch was resolved since this poller started.
+    pub fn result(&self) -> Option<String> {
+        self.last_result.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 

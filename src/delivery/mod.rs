@@ -8,14 +8,20 @@
 //! | `BatchSize`, window, the 6 MB limit, oversized records | [`batch`] |
 //! | the event, byte for byte | [`event`] |
 //! | `FilterCriteria` (the Lambda event-filter grammar) | [`filter`] |
-//! | one batch in flight, retries, commit after success | [`partition`] |
+//! | one batch in flight, commit after success | [`partition`] |
+//! | retries, bisect, partial batch responses, record age, give-up (rules) | [`fate`] |
+//! | running a batch through those rules, commit after each resolved part | [`deliver`] |
+//! | on-failure destinations (the seam, what they receive) | [`destination`] |
 //! | retry or stop on an Invoke API error | [`policy`] |
 //! | commit coalescing, never backwards | [`checkpoint`] |
 //! | no invoke or commit without the lease | [`guard`] |
 
 pub mod batch;
 pub mod checkpoint;
+pub mod deliver;
+pub mod destination;
 pub mod event;
+pub mod fate;
 pub mod filter;
 pub mod guard;
 pub mod invoke;

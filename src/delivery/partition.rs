@@ -2,26 +2,26 @@
 //!
 //! [`consume`] runs one partition until it is stopped, generic over the seams (record source,
 //! checkpoint, invoker) so it runs the same over Kafka and over the in-memory fakes. At most one
-//! batch is in flight; a failed batch is retried (capped exponential backoff with jitter) until it
-//! succeeds, and only then is its last offset + 1 handed to the committer. Stopping lets the
-//! in-flight batch finish (or drops it when `abandon` fires) and delivers a batch that was waiting
-//! for its window, then commits what succeeded.
+//! batch is in flight; what happens to it ([`super::deliver`]: retries with capped exponential
+//! backoff and jitter, bisect, partial responses, give-up to the on-failure destination) ends with
+//! its last offset + 1 handed to the committer. Records no filter matches are committed, never
+//! sent. Stopping lets the in-flight batch finish (or drops it when `abandon` fires) and delivers
+//! a batch that was waiting for its window, then commits what succeeded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
 
 use super::batch::{BatchLimits, Batcher, NextBatch};
 use super::checkpoint::{Checkpoint, CommitReport, CommitSender, CommitterSettings, spawn_committer};
+use super::deliver::{Ended, Fate, Run};
 use super::event::Envelope;
 use super::guard::LeaseGuard;
-use super::invoke::{InvokeError, InvokeOutcome, Invoker};
+use super::invoke::{InvokeError, Invoker};
 use super::metrics::MappingMetrics;
-use super::policy::{Disposition, StopReason, invoke_disposition};
+use super::policy::StopReason;
 use super::record::{RecordSource, SourceError};
-use crate::backoff::Backoff;
 use crate::config::Backoffs;
 
 /// Progress of a partition, written by its worker, read by the control plane (lag, status).
@@ -81,6 +81,8 @@ pub struct WorkerSpec {
     pub progress: Arc<Progress>,
     /// The mapping's counters in this poller.
     pub metrics: Arc<MappingMetrics>,
+    /// Filters, retry limits, bisect, partial responses and the on-failure destination.
+    pub fate: Arc<Fate>,
 }
 
 /// Why a partition worker gave up.
@@ -116,7 +118,8 @@ where
         CommitterSettings { retry_base: retry.base, retry_cap: retry.cap, ..CommitterSettings::default() };
     let (commits, committer) =
         spawn_committer(checkpoint, spec.mapping.clone(), spec.guard.clone(), committer_settings);
-    let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits);
+    let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits)
+        .with_filters(spec.fate.filters.clone());
     let result = run_partition(batcher, spec, invoker, commits, retry, stop, abandon).await;
     let report = committer.await.unwrap_or_default();
     result.map(|()| report)
@@ -133,81 +136,33 @@ async fn run_partition<S: RecordSource, I: Invoker>(
     abandon: &CancellationToken,
 ) -> Result<(), WorkerError> {
     let metrics = &spec.metrics;
+    let run = Run { spec, invoker: &invoker, commits: &commits, retry, stop, abandon };
     loop {
         if stop.is_cancelled() {
             return Ok(());
         }
-        let batch = match batcher.next(stop).await? {
+        let ended = match batcher.next(stop).await? {
             NextBatch::Stopped | NextBatch::Ended => return Ok(()),
-            NextBatch::Oversized(record) => {
-                error!(
-                    mapping = %spec.mapping, topic = %spec.topic, partition = record.partition, offset = record.offset,
-                    payload_bytes = record.payload_bytes, limit_bytes = batcher.limits().max_payload_bytes,
-                    "Record too large for a synchronous invoke even alone (MaximumPayloadSizeExceeded); skipped."
-                );
-                MappingMetrics::add(&metrics.polled, 1);
-                MappingMetrics::add(&metrics.oversized, 1);
-                MappingMetrics::add(&metrics.dropped, 1);
-                spec.progress.position.store(record.offset + 1, Ordering::Relaxed);
-                commits.delivered(record.partition, record.offset + 1);
+            NextBatch::Filtered { partition, last_offset, records } => {
+                MappingMetrics::add(&metrics.polled, records as u64);
+                MappingMetrics::add(&metrics.filtered_out, records as u64);
+                spec.progress.position.store(last_offset + 1, Ordering::Relaxed);
+                commits.delivered(partition, last_offset + 1);
                 continue;
             }
-            NextBatch::Batch(batch) => batch,
+            NextBatch::Oversized(record) => {
+                MappingMetrics::add(&metrics.polled, 1);
+                run.oversized(record).await?
+            }
+            NextBatch::Batch(batch) => {
+                MappingMetrics::add(&metrics.polled, (batch.payload.len() + batch.filtered) as u64);
+                MappingMetrics::add(&metrics.filtered_out, batch.filtered as u64);
+                run.batch(batch).await?
+            }
         };
-        let body = batch.payload.finish();
-        let (partition, first_offset, last_offset, records, bytes) =
-            (batch.partition, batch.first_offset, batch.last_offset, batch.payload.len(), body.len());
-        MappingMetrics::add(&metrics.polled, records as u64);
-        // The encoded records live on in `body`; free the parts now.
-        drop(batch);
-        let mut backoff = Backoff::new(retry.base, retry.cap);
-        let started = tokio::time::Instant::now();
-        loop {
-            if !spec.guard.is_valid() {
-                warn!(mapping = %spec.mapping, partition, "Lease no longer held; stopping this partition without invoking.");
-                return Ok(());
-            }
-            let result = tokio::select! {
-                biased;
-                () = abandon.cancelled() => return Ok(()),
-                result = invoker.invoke(&spec.function, body.clone()) => result,
-            };
-            let failure = match result {
-                Ok(InvokeOutcome::Success { .. }) => break,
-                Ok(InvokeOutcome::FunctionError { kind, body }) => {
-                    format!("function error ({kind}): {}", String::from_utf8_lossy(&body[..body.len().min(512)]))
-                }
-                Err(error) => match invoke_disposition(&error) {
-                    Disposition::Stop(reason) => {
-                        error!(mapping = %spec.mapping, function = %spec.function, partition, error = %error, "Cannot invoke the function; stopping this mapping.");
-                        return Err(WorkerError::Invoke { reason, error });
-                    }
-                    Disposition::Retry => error.to_string(),
-                },
-            };
-            MappingMetrics::add(&metrics.failed_attempts, 1);
-            MappingMetrics::add(&metrics.failed_invoke, records as u64);
-            spec.progress.note_attempt(Some(&failure));
-            let delay = backoff.next_delay();
-            warn!(
-                mapping = %spec.mapping, partition, first_offset, last_offset, attempt = backoff.attempts(), retry_in_ms = delay.as_millis(),
-                error = %failure, "Batch failed; retrying it."
-            );
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(delay) => {}
-            }
+        if ended == Ended::Stopped {
+            return Ok(());
         }
-        MappingMetrics::add(&metrics.invoked, records as u64);
-        MappingMetrics::add(&metrics.batches, 1);
-        metrics.invoke_ms.record(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        metrics.batch_records.record(records as u64);
-        metrics.batch_bytes.record(bytes as u64);
-        spec.progress.position.store(last_offset + 1, Ordering::Relaxed);
-        spec.progress.batches.fetch_add(1, Ordering::Relaxed);
-        spec.progress.note_attempt(None);
-        commits.delivered(partition, last_offset + 1);
     }
 }
 
@@ -215,6 +170,7 @@ async fn run_partition<S: RecordSource, I: Invoker>(
 mod tests {
     use super::*;
     use crate::delivery::event::EventSource;
+    use crate::delivery::invoke::InvokeOutcome;
     use crate::delivery::record::{KafkaRecord, TimestampType};
     use crate::testing::{MemoryCheckpoint, MemorySource};
     use std::collections::BTreeMap;
@@ -273,6 +229,7 @@ mod tests {
             guard: Arc::new(LeaseGuard::unconditional()),
             progress: Arc::default(),
             metrics: Arc::default(),
+            fate: Arc::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use super::cluster::{AuthRetry, ClusterResolver, ResolveError};
 use super::{KafkaCheckpoint, KafkaClient, KafkaClientError, KafkaPartitionSource, KafkaSettings};
 use crate::config::KafkaTuning;
 use crate::coordination::connector::{AfterRefusal, ConnectError, Connector, MappingClient, StartAt};
+use crate::delivery::destination::Destination;
 use crate::delivery::policy::{Disposition, StopReason};
 use crate::model::mapping::EventSourceMapping;
 
@@ -18,11 +19,21 @@ use crate::model::mapping::EventSourceMapping;
 pub struct KafkaConnector {
     resolver: ClusterResolver,
     tuning: KafkaTuning,
+    /// AWS configuration for SQS, SNS and S3 on-failure destinations; `None` loads it from the
+    /// environment when a mapping needs it.
+    destinations: Option<aws_config::SdkConfig>,
 }
 
 impl KafkaConnector {
     pub const fn new(resolver: ClusterResolver, tuning: KafkaTuning) -> Self {
-        Self { resolver, tuning }
+        Self { resolver, tuning, destinations: None }
+    }
+
+    /// Uses `sdk` for on-failure destinations instead of the environment's configuration.
+    #[must_use]
+    pub fn with_destination_sdk(mut self, sdk: &aws_config::SdkConfig) -> Self {
+        self.destinations = Some(sdk.clone());
+        self
     }
 }
 
@@ -83,6 +94,9 @@ impl Connector for KafkaConnector {
             fetch_queue_backoff_ms: self.tuning.fetch_queue_backoff_ms,
             request_timeout: self.tuning.request_timeout,
         };
+        let on_failure = crate::aws::destinations::for_mapping(mapping, &settings, self.destinations.as_ref())
+            .await
+            .map_err(|e| ConnectError::stop(StopReason::EsmConfigNotValid, format!("PROBLEM: {e}")))?;
         let client = KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?;
         // Serve the client's main queue from the start: librdkafka reports connection and TLS
         // failures there, and they are what makes a failed request explain itself.
@@ -97,6 +111,7 @@ impl Connector for KafkaConnector {
         Ok(KafkaMappingClient {
             client,
             bootstrap_servers: Arc::from(connection.bootstrap_servers.as_str()),
+            on_failure,
             failure,
             _main_queue: Arc::new(AbortOnDrop(main_queue)),
         })
@@ -108,6 +123,7 @@ impl Connector for KafkaConnector {
 pub struct KafkaMappingClient {
     client: KafkaClient,
     bootstrap_servers: Arc<str>,
+    on_failure: Option<Arc<dyn Destination>>,
     failure: watch::Receiver<Option<ConnectError>>,
     _main_queue: Arc<AbortOnDrop>,
 }
@@ -164,6 +180,10 @@ impl MappingClient for KafkaMappingClient {
 
     fn checkpoint(&self) -> KafkaCheckpoint {
         self.client.checkpoint()
+    }
+
+    fn on_failure(&self) -> Option<Arc<dyn Destination>> {
+        self.on_failure.clone()
     }
 
     async fn failed(&self) -> ConnectError {

@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 pub mod cluster;
 mod connector;
+pub mod destination;
 pub mod msk_iam;
 
 pub use connector::{KafkaConnector, KafkaMappingClient, kafka_disposition};
@@ -832,10 +833,7 @@ fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
         Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
         Timestamp::NotAvailable => (-1, TimestampType::NoTimestampType),
     };
-    let headers = message
-        .headers()
-        .map(|h| h.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect())
-        .unwrap_or_default();
+    let headers = message.headers().map(headers_of).unwrap_or_default();
     KafkaRecord {
         topic: topic.clone(),
         partition: message.partition(),
@@ -846,6 +844,27 @@ fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
         value: message.payload().map(<[u8]>::to_vec),
         headers,
     }
+}
+
+/// A record's headers. rdkafka 0.39 reads a header key as UTF-8 and panics when it is not (and
+/// offers no byte API outside `unsafe`), so each header is read on its own, catching that panic:
+/// a header whose key is not UTF-8 is delivered as key U+FFFD with no value, and the record goes
+/// on instead of stopping its partition.
+fn headers_of(headers: &rdkafka::message::BorrowedHeaders) -> Vec<Header> {
+    (0..headers.count())
+        .filter_map(|i| {
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                headers.try_get(i).map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) })
+            }));
+            match read {
+                Ok(header) => header,
+                Err(_) => {
+                    debug!(index = i, "A record header key is not UTF-8; delivered as U+FFFD without its value.");
+                    Some(Header { key: char::REPLACEMENT_CHARACTER.to_string(), value: None })
+                }
+            }
+        })
+        .collect()
 }
 
 /// Group offsets in Kafka (OffsetFetch / OffsetCommit as a simple, unsubscribed group member).

@@ -39,7 +39,7 @@ pub struct Endpoints {
 pub struct KafkaEventSourceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consumer_group_id: Option<String>,
-    /// Stored, not yet enforced (schema registry integration).
+    /// Not supported: refused by validation (it would change what the function receives).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_registry_config: Option<serde_json::Value>,
 }

@@ -99,6 +99,20 @@ impl EventSourceMapping {
                 validate_consumer_group_id(field, id)?;
             }
         }
+        for (field, config) in [
+            (
+                "AmazonManagedKafkaEventSourceConfig.SchemaRegistryConfig",
+                &self.amazon_managed_kafka_event_source_config,
+            ),
+            ("SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig", &self.self_managed_kafka_event_source_config),
+        ] {
+            if config.as_ref().is_some_and(|c| c.schema_registry_config.is_some()) {
+                return Err(invalid(
+                    field,
+                    "is not supported by kafka-esm: records reach the function as base64 bytes, as without a schema registry; remove it",
+                ));
+            }
+        }
         self.validate_settings()
     }
 
@@ -266,55 +280,19 @@ fn validate_destination_config(config: &serde_json::Value) -> Result<(), String>
         Ok(())
     } else {
         Err(format!(
-            "OnFailure.Destination '{destination}' is not an SQS queue, SNS topic or S3 bucket ARN, or kafka://TOPIC"
+            "OnFailure.Destination '{destination}' is not an SQS queue, SNS topic or S3 bucket ARN, kafka://TOPIC or kafka://HOST:PORT[,HOST:PORT]/TOPIC"
         ))
     }
 }
 
 fn destination_is_valid(destination: &str) -> bool {
-    if let Some(topic) = destination.strip_prefix("kafka://") {
-        return is_topic_name(topic);
-    }
-    let parts: Vec<&str> = destination.splitn(6, ':').collect();
-    let ["arn", partition, service, region, account, resource] = parts.as_slice() else {
-        return false;
-    };
-    let regional = !region.is_empty() && account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
-    partition.starts_with("aws")
-        && !resource.is_empty()
-        && !resource.contains(['/', ':'])
-        && match *service {
-            "sqs" | "sns" => regional,
-            // arn:aws:s3:::bucket
-            "s3" => region.is_empty() && account.is_empty(),
-            _ => false,
-        }
+    crate::delivery::destination::Target::parse(destination).is_some()
 }
 
-/// `{"Filters": [{"Pattern": "<JSON object>"}, ...]}`, at most 5 filters (AWS's default quota).
+/// `{"Filters": [{"Pattern": "<JSON text>"}, ...]}`: the Lambda event-filter grammar, compiled
+/// as the poller will run it, so every pattern the poller could not run is refused here.
 fn validate_filter_criteria(criteria: &serde_json::Value) -> Result<(), String> {
-    const MAX_FILTERS: usize = 5;
-    let obj = criteria.as_object().ok_or("must be an object {\"Filters\": [{\"Pattern\": \"...\"}]}")?;
-    if let Some(key) = obj.keys().find(|k| *k != "Filters") {
-        return Err(format!("unknown field '{key}'; the only field is Filters"));
-    }
-    let Some(filters) = obj.get("Filters") else { return Ok(()) };
-    let filters = filters.as_array().ok_or("Filters must be a list")?;
-    if filters.len() > MAX_FILTERS {
-        return Err(format!("{} filters; at most {MAX_FILTERS} are allowed", filters.len()));
-    }
-    for filter in filters {
-        let pattern = filter
-            .as_object()
-            .filter(|f| f.keys().all(|k| k == "Pattern"))
-            .and_then(|f| f.get("Pattern"))
-            .and_then(serde_json::Value::as_str)
-            .ok_or_else(|| format!("each filter must be {{\"Pattern\": \"...\"}}, not {filter}"))?;
-        if pattern.len() > 4096 || !serde_json::from_str::<serde_json::Value>(pattern).is_ok_and(|p| p.is_object()) {
-            return Err(format!("Pattern {pattern:?} is not a JSON object of at most 4096 characters"));
-        }
-    }
-    Ok(())
+    crate::delivery::filter::Filters::compile(criteria).map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -375,6 +353,19 @@ mod tests {
                 "SelfManagedKafkaEventSourceConfig.ConsumerGroupId",
             ),
             (json!({"UUID": "not-a-uuid"}), "UUID"),
+            (
+                json!({"SelfManagedKafkaEventSourceConfig": {"SchemaRegistryConfig": {"SchemaRegistryURI": "https://r"}}}),
+                "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig",
+            ),
+            (json!({"MaximumRetryAttempts": -2}), "MaximumRetryAttempts"),
+            (json!({"MaximumRetryAttempts": 10001}), "MaximumRetryAttempts"),
+            (json!({"MaximumRecordAgeInSeconds": 59}), "MaximumRecordAgeInSeconds"),
+            (json!({"MaximumRecordAgeInSeconds": 604801}), "MaximumRecordAgeInSeconds"),
+            (json!({"FunctionResponseTypes": ["Partial"]}), "FunctionResponseTypes"),
+            (json!({"DestinationConfig": {"OnFailure": {"Destination": "kafka://a/t"}}}), "DestinationConfig"),
+            (json!({"DestinationConfig": {"OnSuccess": {"Destination": "kafka://t"}}}), "DestinationConfig"),
+            (json!({"FilterCriteria": {"Filters": [{"Pattern": "{\"value\":[{\"prefix\":1}]}"}]}}), "FilterCriteria"),
+            (json!({"FilterCriteria": {"Filters": [{"Pattern": "{\"value\":\"x\"}"}]}}), "FilterCriteria"),
         ];
         for (patch, field) in cases {
             let mut v = example();
@@ -383,6 +374,23 @@ mod tests {
             }
             let m: EventSourceMapping = serde_json::from_value(v).unwrap();
             assert_eq!(m.validate().unwrap_err().field, field, "patch {patch}");
+        }
+    }
+
+    #[test]
+    fn fate_settings_within_range_are_accepted() {
+        let mut v = example();
+        v["MaximumRetryAttempts"] = json!(10000);
+        v["MaximumRecordAgeInSeconds"] = json!(604800);
+        v["BisectBatchOnFunctionError"] = json!(true);
+        v["FunctionResponseTypes"] = json!(["ReportBatchItemFailures"]);
+        v["FilterCriteria"] = json!({"Filters": [{"Pattern": "{\"value\":{\"a\":[{\"prefix\":\"x\"}]}}"}]});
+        for destination in
+            ["kafka://dlt", "kafka://a:9092,b:9093/dlt", "arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:s3:::b"]
+        {
+            v["DestinationConfig"] = json!({"OnFailure": {"Destination": destination}});
+            let m: EventSourceMapping = serde_json::from_value(v.clone()).unwrap();
+            m.validate().unwrap();
         }
     }
 

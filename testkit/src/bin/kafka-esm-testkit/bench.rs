@@ -91,6 +91,13 @@ pub struct RunArgs {
     /// With `--raw-only`: how many raw reads, one after the other.
     #[arg(long, env = "BENCH_RAW_RUNS", default_value_t = 2)]
     raw_runs: u32,
+    /// The mapping's `FilterCriteria` (JSON); the end-to-end rate then counts every record
+    /// read (sent or filtered out) until all are committed (scripts/bench-filter.sh).
+    #[arg(long, env = "BENCH_FILTER_CRITERIA")]
+    filter_criteria: Option<String>,
+    /// With a filter: how many records it lets through to the function.
+    #[arg(long, env = "BENCH_EXPECT_INVOKED")]
+    expect_invoked: Option<u64>,
 }
 
 /// Prints librdkafka's logs with the time since the client was created.
@@ -126,6 +133,12 @@ impl RunArgs {
         }
         if self.batched {
             extra.push_str("BENCH_BATCHED=1 ");
+        }
+        if let Some(filter) = &self.filter_criteria {
+            let _ = write!(extra, "BENCH_FILTER_CRITERIA='{filter}' ");
+            if let Some(n) = self.expect_invoked {
+                let _ = write!(extra, "BENCH_EXPECT_INVOKED={n} ");
+            }
         }
         format!(
             "BENCH_RECORDS={} BENCH_PARTITIONS={} BENCH_RECORD_BYTES={} BENCH_BATCH_SIZE={} \
@@ -517,27 +530,29 @@ async fn end_to_end(
     let env = esm_env(&dynalite.endpoint, &stub.endpoint, args);
     esm_command(&args.esm, &env, &["init".to_owned()]).await?;
     let source = format!(r#"{{"Endpoints":{{"KAFKA_BOOTSTRAP_SERVERS":["{bootstrap}"]}}}}"#);
-    let created = esm_command(
-        &args.esm,
-        &env,
-        &[
-            "create-event-source-mapping",
-            "--function-name",
-            "bench",
-            "--topics",
-            topic,
-            "--starting-position",
-            "TRIM_HORIZON",
-            "--batch-size",
-            &args.batch_size.to_string(),
-            "--maximum-batching-window-in-seconds",
-            &args.window_s.to_string(),
-            "--self-managed-event-source",
-            &source,
-        ]
-        .map(str::to_owned),
-    )
-    .await?;
+    let mut create: Vec<String> = [
+        "create-event-source-mapping",
+        "--function-name",
+        "bench",
+        "--topics",
+        topic,
+        "--starting-position",
+        "TRIM_HORIZON",
+        "--batch-size",
+        &args.batch_size.to_string(),
+        "--maximum-batching-window-in-seconds",
+        &args.window_s.to_string(),
+        "--self-managed-event-source",
+        &source,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Some(filter) = &args.filter_criteria {
+        create.extend(["--filter-criteria".to_owned(), filter.clone()]);
+    }
+    let created = esm_command(&args.esm, &env, &create).await?;
+    // With a filter, the stub sees only what passes it; the run ends once all is committed.
+    let invoked_total = args.expect_invoked.filter(|_| args.filter_criteria.is_some()).unwrap_or(total);
     let mapping: serde_json::Value = serde_json::from_str(&created).context("parse the created mapping")?;
     let uuid = mapping["UUID"].as_str().context("the created mapping has no UUID")?.to_owned();
 
@@ -572,13 +587,13 @@ async fn end_to_end(
         if records > 0 {
             first.get_or_insert(now);
         }
-        if records * 10 >= total {
+        if records * 10 >= invoked_total {
             ten.get_or_insert(now);
         }
-        if records * 10 >= total * 9 {
+        if records * 10 >= invoked_total * 9 {
             ninety.get_or_insert(now);
         }
-        if records >= total {
+        if records >= invoked_total {
             break (invocations, records);
         }
         if let Some(status) = poller.try_wait()? {
@@ -593,6 +608,17 @@ async fn end_to_end(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    if args.filter_criteria.is_some() {
+        // The records after the last one sent were filtered out: done once they are committed.
+        while !check_offsets(bootstrap, &uuid, topic).await?.ok {
+            if Instant::now() > deadline {
+                bail!("esm poll did not commit every filtered-out record within {} s", args.timeout_s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Records the poller is done with: with a filter, every record read.
+    let delivered = if args.filter_criteria.is_some() { total } else { delivered };
     let last = Instant::now();
     let cpu = cpu.stop();
     let peak_rss_kb = status_kb(pid, "VmHWM");
