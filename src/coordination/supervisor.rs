@@ -141,6 +141,7 @@ where
     P: Spawner,
 {
     let mut poller = Supervisor::new(store, leases, deps, clock, spawner, start);
+    poller.stopping = stop.child_token();
     if start == Start::Schedule && !poller.needed().await {
         info!("Every partition has a live poller; this scheduled poller is not needed.");
         return Exit::NotNeeded;
@@ -164,6 +165,9 @@ struct Supervisor<S, L, C, I, P> {
     consumers: HashMap<String, ConsumerHandle>,
     held: BTreeMap<LeaseId, Tenure>,
     handovers: Handovers,
+    /// Cancelled when this poller stops: from then on hand-overs abandon invokes that outlive the
+    /// drain timeout ([`Tenure::hand_over`]).
+    stopping: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     /// The valid, consumed mappings as of the last refresh.
     wanted: Vec<EventSourceMapping>,
@@ -215,6 +219,7 @@ where
             consumers: HashMap::new(),
             held: BTreeMap::new(),
             handovers: BTreeMap::new(),
+            stopping: CancellationToken::new(),
             tasks: Vec::new(),
             wanted: Vec::new(),
             known: None,
@@ -538,11 +543,11 @@ where
         };
         let done = CancellationToken::new();
         self.handovers.insert(id.clone(), done.clone());
-        let (leases, drain) = (self.leases.clone(), self.deps.settings.drain_timeout);
+        let (leases, drain, urgent) = (self.leases.clone(), self.deps.settings.drain_timeout, self.stopping.clone());
         self.tasks.retain(|t| !t.is_finished());
         self.tasks.push(tokio::spawn(async move {
             let _guard = done.drop_guard();
-            if tenure.hand_over(drain).await == super::tenure::Ended::Abandoned {
+            if tenure.hand_over(drain, &urgent).await == super::tenure::Ended::Abandoned {
                 warn!(lease = %tenure.id(), "In-flight invoke did not finish in time; abandoned it (its batch will be delivered again).");
             }
             // An offset reset applied here is marked before the next holder could apply it again.
@@ -905,6 +910,8 @@ where
     /// Relay (a Lambda stopping at its deadline, holding leases), hand everything over, stop the
     /// consumers, remove the heartbeat.
     async fn shutdown(&mut self, relay: bool) {
+        // Whatever ended the run, hand-overs now get the drain timeout.
+        self.stopping.cancel();
         let id = self.id();
         if relay
             && !self.held.is_empty()

@@ -102,14 +102,22 @@ impl Tenure {
         self.abandon.cancel();
     }
 
-    /// Ends the tenure gracefully: stop intake, let the in-flight batch finish within `drain`
-    /// (else abandon it), wait for the final commit, then revoke the guard. The caller releases
-    /// the lease afterwards.
-    pub async fn hand_over(&self, drain: Duration) -> Ended {
+    /// Ends the tenure gracefully: stop intake, let the in-flight batch finish, wait for the final
+    /// commit, then revoke the guard. The caller releases the lease afterwards.
+    ///
+    /// The in-flight invoke is waited for however long it runs until `urgent` fires (the poller
+    /// is stopping: SIGTERM, the Lambda deadline); from then on it gets `drain`, and is abandoned
+    /// after that. So a fair-share hand-over or a changed mapping never lets the next holder invoke
+    /// records whose invoke is still running; only a stopping poller can (its function ran longer
+    /// than the drain timeout: README, "What differs from AWS").
+    pub async fn hand_over(&self, drain: Duration, urgent: &CancellationToken) -> Ended {
         self.stop.cancel();
         let ended = tokio::select! {
             () = self.done.cancelled() => Ended::Drained,
-            () = tokio::time::sleep(drain) => {
+            () = async {
+                urgent.cancelled().await;
+                tokio::time::sleep(drain).await;
+            } => {
                 self.abandon.cancel();
                 // The consumer notices at once; don't wait on a wedged one forever.
                 let _ = tokio::time::timeout(ABANDON_GRACE, self.done.cancelled()).await;
@@ -148,7 +156,7 @@ mod tests {
             consumer.finish();
         });
         let start = tokio::time::Instant::now();
-        assert_eq!(t.hand_over(Duration::from_secs(30)).await, Ended::Drained);
+        assert_eq!(t.hand_over(Duration::from_secs(30), &urgent()).await, Ended::Drained);
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         assert!(!t.guard.is_valid() && !t.abandoning().is_cancelled());
     }
@@ -162,8 +170,53 @@ mod tests {
             consumer.finish();
         });
         let start = tokio::time::Instant::now();
-        assert_eq!(t.hand_over(Duration::from_secs(30)).await, Ended::Abandoned);
+        assert_eq!(t.hand_over(Duration::from_secs(30), &urgent()).await, Ended::Abandoned);
         assert_eq!(start.elapsed(), Duration::from_secs(30));
         assert!(t.is_finished() && !t.guard.is_valid());
+    }
+
+    fn urgent() -> CancellationToken {
+        let token = CancellationToken::new();
+        token.cancel();
+        token
+    }
+
+    /// The soak found it: a fair-share hand-over abandoned an invoke slower than the drain
+    /// timeout, and the next holder invoked the same records while it still ran.
+    #[tokio::test(start_paused = true)]
+    async fn a_hand_over_that_is_not_urgent_waits_for_a_slow_invoke_and_never_abandons_it() {
+        let t = tenure();
+        let consumer = t.clone();
+        tokio::spawn(async move {
+            consumer.stopping().cancelled().await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(600)) => consumer.finish(), // a 10-minute invoke
+                () = consumer.abandoning().cancelled() => {}
+            }
+        });
+        let start = tokio::time::Instant::now();
+        let not_urgent = CancellationToken::new();
+        assert_eq!(t.hand_over(Duration::from_secs(30), &not_urgent).await, Ended::Drained);
+        assert_eq!(start.elapsed(), Duration::from_secs(600));
+        assert!(!t.abandoning().is_cancelled() && !t.guard.is_valid());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_a_long_hand_over_gives_the_invoke_the_drain_timeout_from_then() {
+        let t = tenure();
+        let consumer = t.clone();
+        tokio::spawn(async move {
+            consumer.abandoning().cancelled().await;
+            consumer.finish();
+        });
+        let stopping = CancellationToken::new();
+        let later = stopping.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            later.cancel();
+        });
+        let start = tokio::time::Instant::now();
+        assert_eq!(t.hand_over(Duration::from_secs(30), &stopping).await, Ended::Abandoned);
+        assert_eq!(start.elapsed(), Duration::from_secs(130));
     }
 }
