@@ -7,14 +7,14 @@ use kafka_esm::aws::lambda::LambdaFunctionResolver;
 use kafka_esm::aws::mappings::DynamoMappingStore;
 use kafka_esm::deploy::custom_resource::{self, Request};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Provider {
     store: DynamoMappingStore,
     functions: LambdaFunctionResolver,
 }
 
-async fn handle(provider: &Provider, event: LambdaEvent<Value>) -> Result<(), Error> {
+async fn handle(provider: &Provider, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (url, response) = match serde_json::from_value::<Request>(event.payload.clone()) {
         Ok(request) => {
             let response = custom_resource::handle(&provider.store, &provider.functions, &request).await;
@@ -22,12 +22,16 @@ async fn handle(provider: &Provider, event: LambdaEvent<Value>) -> Result<(), Er
         }
         Err(e) => match custom_resource::malformed(&event.payload, &e.to_string()) {
             Some(answer) => answer,
-            None => return Err(format!("not a CloudFormation custom resource request (no ResponseURL): {e}").into()),
+            // Nobody waits for an answer (a test invoke, the build's start check): say so.
+            None => {
+                tracing::warn!(error = %e, "Not a CloudFormation custom resource request (no ResponseURL): nothing done.");
+                return Ok(json!({"Status": "IGNORED", "Reason": format!("not a CloudFormation custom resource request: {e}")}));
+            }
         },
     };
     // A response that cannot be delivered is an error: Lambda retries the asynchronous invoke.
     custom_resource::send(&url, &response).await?;
-    Ok(())
+    Ok(json!({"Status": response.status, "PhysicalResourceId": response.physical_resource_id}))
 }
 
 #[tokio::main]
