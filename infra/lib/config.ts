@@ -27,12 +27,14 @@ export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
     if (!Number.isFinite(parsed)) throw new Error(`context value '${key}' must be a number, got ${value}`);
     return parsed;
   };
-  const flag = (key: string): boolean => {
-    const value = context(key) ?? 'false';
+  const flag = (key: string, fallback = false): boolean => {
+    const value = context(key) ?? String(fallback);
     if (value !== 'true' && value !== 'false') throw new Error(`context value '${key}' must be true or false, got ${value}`);
     return value === 'true';
   };
   const timeoutSeconds = number('timeoutSeconds');
+  const drainTimeoutSeconds = number('drainTimeoutSeconds');
+  const routeTableIds = list('routeTableIds');
 
   return {
     env: { account: required('account'), region: required('region') },
@@ -41,16 +43,20 @@ export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
       vpcId: required('vpcId'),
       availabilityZones: list('availabilityZones'),
       subnetIds: list('subnetIds'),
-      routeTableIds: list('routeTableIds'),
+      // None given: none at all (an empty list would not match the subnets).
+      routeTableIds: routeTableIds.length > 0 ? routeTableIds : undefined,
       securityGroupId: required('securityGroupId'),
     },
     kafkaEsm: {
-      eventSourceArn: required('clusterArn'),
+      // Empty: self-managed Kafka.
+      eventSourceArn: context('clusterArn'),
       functionArns: list('targetFunctionArns'),
       sourceAccessSecretArns: list('secretArns'),
       sourceAccessSecretKmsKeyArns: list('secretKmsKeyArns'),
       iamAuthentication: flag('iamAuthentication'),
       maximumPollers: number('maximumPollers'),
+      reserveConcurrency: flag('reserveConcurrency', true),
+      drainTimeout: drainTimeoutSeconds === undefined ? undefined : Duration.seconds(drainTimeoutSeconds),
       architecture: architectureFromName(context('architecture')),
       timeout: timeoutSeconds === undefined ? undefined : Duration.seconds(timeoutSeconds),
       memorySize: number('memorySize'),
@@ -59,5 +65,7 @@ export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
       vpcEndpoints: flag('vpcEndpoints'),
       codePath: context('codePath'),
     },
+    permissionsBoundaryArn: context('permissionsBoundaryArn'),
+    eventSourceProvider: flag('eventSourceProvider'),
   };
 }

@@ -39,6 +39,7 @@ describe('cdk-nag AwsSolutions', () => {
       'AwsSolutions-IAM5[Resource::arn:aws:kafka:us-east-1:123456789012:group/example/01234567-89ab-cdef-0123-456789abcdef-1/*]',
       'AwsSolutions-IAM5[Resource::arn:aws:kafka:us-east-1:123456789012:topic/example/01234567-89ab-cdef-0123-456789abcdef-1/*]',
       'AwsSolutions-IAM5[Resource::arn:aws:lambda:us-east-1:123456789012:function:my-fn:*]',
+      'AwsSolutions-SQS3',
     ]);
   });
 

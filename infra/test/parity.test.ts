@@ -141,6 +141,9 @@ function canonicalName(resource: Json, scope: Scope): string {
     case 'AWS::Logs::LogGroup':
     case 'AWS::Events::Rule':
     case 'AWS::EC2::SecurityGroup':
+    case 'AWS::SQS::Queue':
+    case 'AWS::SQS::QueuePolicy':
+    case 'AWS::Lambda::EventInvokeConfig':
       return resource.Type.split('::')[2];
     default:
       throw new Error(`no canonical name for ${resource.Type}: add one before comparing it`);
@@ -188,6 +191,7 @@ function evaluateTemplate(template: CfnTemplate, parameters: Record<string, stri
   const roleId = Object.keys(names).find((id) => names[id] === 'Role')!;
   const outputs: Record<string, Json> = {};
   for (const [name, output] of Object.entries<Json>(template.Outputs ?? {})) {
+    if (output.Condition !== undefined && !conditions[output.Condition]) continue;
     outputs[name] = { Description: output.Description, Value: normalise('Output', evaluate(output.Value, scope)) };
   }
   return {
