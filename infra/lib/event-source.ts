@@ -12,7 +12,7 @@ import {
 } from 'aws-cdk-lib';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
-import type { KafkaEsm } from './kafka-esm';
+import { FUNCTION_QUALIFIER_WILDCARD, type KafkaEsm } from './kafka-esm';
 
 /** The CloudFormation resource type of a kafka-esm mapping. */
 export const EVENT_SOURCE_RESOURCE_TYPE = 'Custom::KafkaEsmEventSource';
@@ -74,8 +74,9 @@ export class KafkaEsmEventSourceProvider extends Construct {
         {
           id: 'AwsSolutions-IAM5',
           reason:
-            'Log streams of the provider\'s own log group (log-group:NAME:*), and qualifiers of the target ' +
-            'functions it resolves (FunctionArn:*), as lambda:GetFunction accepts a version or alias.',
+            'lambda:GetFunction on the qualifiers of each target function it resolves (FunctionArn:*): a ' +
+            'mapping may name a version or alias of a function it was granted.',
+          appliesTo: [{ regex: FUNCTION_QUALIFIER_WILDCARD }],
         },
       ],
       true,

@@ -258,11 +258,14 @@ describe('CDK and SAM parity', () => {
     };
     const ofType = (template: Json, type: string) => Object.values<Json>(template.Resources).find((r) => r.Type === type);
 
-    const extraAction = evaluateChanged((t) => ofType(t, 'AWS::IAM::Policy').Properties.PolicyDocument.Statement[0].Action.push('dynamodb:BatchWriteItem'));
+    const pollerPolicy = (template: Json) =>
+      Object.values<Json>(template.Resources).find((r) => r.Type === 'AWS::IAM::Policy' && r.Properties.PolicyName === 'kafka-esm-poller');
+    const extraAction = evaluateChanged((t) => pollerPolicy(t).Properties.PolicyDocument.Statement[0].Action.push('dynamodb:BatchWriteItem'));
     expect(extraAction.grants).not.toEqual(cdk.grants);
     const slowerSchedule = evaluateChanged((t) => (ofType(t, 'AWS::Events::Rule').Properties.ScheduleExpression = 'rate(5 minutes)'));
     expect(slowerSchedule.resources.Rule).not.toEqual(cdk.resources.Rule);
-    const noPolicyDependency = evaluateChanged((t) => delete ofType(t, 'AWS::Lambda::Function').DependsOn);
+    const noPolicyDependency = evaluateChanged((t) => delete Object.values<Json>(t.Resources).find(
+      (r) => r.Type === 'AWS::Lambda::Function' && r.Properties.Description?.includes('poller')).DependsOn);
     expect(noPolicyDependency.resources.Function).not.toEqual(cdk.resources.Function);
   });
 
