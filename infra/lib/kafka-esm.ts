@@ -16,7 +16,10 @@ import {
   aws_events_targets as targets,
   aws_iam as iam,
   aws_lambda as lambda,
+  aws_cloudwatch as cloudwatch,
+  aws_cloudwatch_actions as cloudwatchActions,
   aws_logs as logs,
+  aws_sns as sns,
   aws_sqs as sqs,
 } from 'aws-cdk-lib';
 import { NagSuppressions } from 'cdk-nag';
@@ -177,6 +180,52 @@ export interface KafkaEsmProps {
    * @default - none
    */
   readonly permissionsBoundary?: iam.IManagedPolicy;
+
+  /**
+   * CloudWatch alarms (0.10 USD a month each): poller errors, throttles and dropped asynchronous
+   * starts, no poller running for {@link noPollerAlarmPeriod}, a mapping disabled, and with
+   * {@link offsetLagAlarmThreshold} the largest `OffsetLag` of any mapping.
+   *
+   * @default false
+   */
+  readonly alarms?: boolean;
+
+  /**
+   * Where the alarms notify.
+   *
+   * @default - no action: the alarms only change state
+   */
+  readonly alarmTopic?: sns.ITopic;
+
+  /**
+   * How long without any poller execution before the "no poller running" alarm fires.
+   *
+   * @default Duration.minutes(5)
+   */
+  readonly noPollerAlarmPeriod?: Duration;
+
+  /**
+   * Alarm when the `OffsetLag` of any mapping stays above this many records for 15 minutes.
+   *
+   * @default - no lag alarm
+   */
+  readonly offsetLagAlarmThreshold?: number;
+
+  /**
+   * CloudWatch namespace of the poller's metrics (`OffsetLag` with the dimension
+   * `EventSourceMappingUUID`, published as EMF log lines) and of `MappingsDisabled`, counted from
+   * the poller's `Mapping disabled.` log line.
+   *
+   * @default 'KafkaEsm'
+   */
+  readonly metricsNamespace?: string;
+
+  /**
+   * A CloudWatch dashboard of the pollers and the mappings' lag (3 USD a month).
+   *
+   * @default false
+   */
+  readonly dashboard?: boolean;
 
   /**
    * Instruction set of the poller (and of the custom resource provider). The code is built for
@@ -371,6 +420,9 @@ export class KafkaEsm extends Construct {
     if (props.permissionsBoundary) {
       iam.PermissionsBoundary.of(this).apply(props.permissionsBoundary);
     }
+    if (props.alarms || props.dashboard) {
+      this.createMonitoring(props);
+    }
 
     this.suppressNagFindings(props);
   }
@@ -403,6 +455,101 @@ export class KafkaEsm extends Construct {
       return lambda.Code.fromAsset(dir);
     }
     return buildFromSource(binary, arch);
+  }
+
+  /** The alarms of the poller, by what they watch; empty unless {@link KafkaEsmProps.alarms}. */
+  public readonly alarms: Record<string, cloudwatch.Alarm> = {};
+
+  private createMonitoring(props: KafkaEsmProps): void {
+    const namespace = props.metricsNamespace ?? 'KafkaEsm';
+    const minutes = (n: number) => Duration.minutes(n);
+    // The poller logs this line (JSON, tracing's `fields.message`) when it disables a mapping.
+    const disabled = new logs.MetricFilter(this, 'MappingsDisabledFilter', {
+      logGroup: this.logGroup,
+      metricNamespace: namespace,
+      metricName: 'MappingsDisabled',
+      filterPattern: logs.FilterPattern.stringValue('$.fields.message', '=', 'Mapping disabled.'),
+      metricValue: '1',
+    }).metric({ statistic: 'Sum', period: minutes(5) });
+    const fn = this.function;
+    const maxLag = new cloudwatch.MathExpression({
+      expression: `SELECT MAX(OffsetLag) FROM SCHEMA("${namespace}", EventSourceMappingUUID)`,
+      label: 'largest OffsetLag',
+      period: minutes(5),
+      usingMetrics: {},
+    });
+
+    if (props.alarms) {
+      const noPoller = props.noPollerAlarmPeriod ?? minutes(5);
+      const alarm = (id: string, description: string, options: cloudwatch.CreateAlarmOptions, metric: cloudwatch.Metric | cloudwatch.MathExpression) => {
+        const created = metric.createAlarm(this, `${id}Alarm`, { alarmDescription: `kafka-esm: ${description}`, ...options });
+        if (props.alarmTopic) created.addAlarmAction(new cloudwatchActions.SnsAction(props.alarmTopic));
+        this.alarms[id] = created;
+      };
+      const atLeastOnce = {
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      };
+      alarm('PollerErrors', 'a poller invocation failed', atLeastOnce, fn.metricErrors({ period: minutes(5) }));
+      alarm('PollerThrottles', 'a poller start was throttled', atLeastOnce, fn.metricThrottles({ period: minutes(5) }));
+      alarm(
+        'DroppedStarts',
+        'Lambda dropped an asynchronous poller start (see the DroppedStarts queue)',
+        atLeastOnce,
+        fn.metric('AsyncEventsDropped', { statistic: 'Sum', period: minutes(5) }),
+      );
+      alarm(
+        'NoPollerRunning',
+        `no poller started for ${noPoller.toHumanString()} (the schedule starts one every minute: schedule disabled or deleted, function not invocable)`,
+        {
+          threshold: 1,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        },
+        fn.metricInvocations({ period: noPoller }),
+      );
+      alarm('MappingDisabled', 'a poller disabled a mapping (its log line says why)', atLeastOnce, disabled);
+      if (props.offsetLagAlarmThreshold !== undefined) {
+        alarm(
+          'OffsetLag',
+          `a mapping's OffsetLag stayed above ${props.offsetLagAlarmThreshold} records for 15 minutes`,
+          {
+            threshold: props.offsetLagAlarmThreshold,
+            evaluationPeriods: 3,
+            comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+          },
+          maxLag,
+        );
+      }
+    }
+
+    if (props.dashboard) {
+      const dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
+        defaultInterval: Duration.hours(3),
+      });
+      dashboard.addWidgets(
+        new cloudwatch.GraphWidget({
+          title: 'Pollers',
+          left: [fn.metricInvocations(), fn.metricErrors(), fn.metricThrottles(), fn.metric('AsyncEventsDropped', { statistic: 'Sum' })],
+          right: [fn.metric('ConcurrentExecutions', { statistic: 'Maximum' })],
+        }),
+        new cloudwatch.GraphWidget({
+          title: 'OffsetLag by mapping',
+          left: [
+            new cloudwatch.MathExpression({
+              expression: `SEARCH('{${namespace},EventSourceMappingUUID} MetricName="OffsetLag"', 'Maximum', 60)`,
+              label: '',
+              usingMetrics: {},
+            }),
+          ],
+        }),
+        new cloudwatch.GraphWidget({ title: 'Mappings disabled', left: [disabled] }),
+      );
+    }
   }
 
   private table(id: string, partitionKey: string, removalPolicy: RemovalPolicy): dynamodb.Table {

@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { App, Duration, RemovalPolicy, Stack, aws_ec2 as ec2 } from 'aws-cdk-lib';
+import { App, Duration, RemovalPolicy, Stack, aws_ec2 as ec2, aws_sns as sns } from 'aws-cdk-lib';
 import * as childProcess from 'child_process';
 // The build at synthesis is observed, not run (it takes minutes).
 jest.mock('child_process', () => ({ ...jest.requireActual('child_process'), execFileSync: jest.fn() }));
@@ -391,6 +391,60 @@ describe('VPC endpoints', () => {
     const { template } = synth({ vpcEndpoints: false });
     template.resourceCountIs('AWS::EC2::VPCEndpoint', 0);
     template.resourceCountIs('AWS::EC2::SecurityGroup', 0);
+  });
+});
+
+describe('alarms and dashboard', () => {
+  test('cost nothing by default: no alarm, dashboard or metric filter', () => {
+    const template = Template.fromStack(constructStack({}));
+    for (const type of ['AWS::CloudWatch::Alarm', 'AWS::CloudWatch::Dashboard', 'AWS::Logs::MetricFilter']) {
+      template.resourceCountIs(type, 0);
+    }
+  });
+
+  test('watch errors, throttles, dropped starts, missing pollers, disabled mappings and lag, and notify the topic', () => {
+    const stack = new Stack(new App(), 'Alarms', { env: { account: ACCOUNT, region: REGION } });
+    const topic = new sns.Topic(stack, 'Topic');
+    const esm = new KafkaEsm(stack, 'KafkaEsm', {
+      ...baseProps(stack), alarms: true, alarmTopic: topic, offsetLagAlarmThreshold: 5000, metricsNamespace: 'Orders',
+    });
+    const template = Template.fromStack(stack);
+    expect(Object.keys(esm.alarms).sort()).toEqual(
+      ['DroppedStarts', 'MappingDisabled', 'NoPollerRunning', 'OffsetLag', 'PollerErrors', 'PollerThrottles'],
+    );
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map((a) => a.Properties);
+    expect(alarms).toHaveLength(6);
+    const topicId = Object.keys(template.findResources('AWS::SNS::Topic'))[0];
+    for (const alarm of alarms) expect(alarm.AlarmActions).toEqual([{ Ref: topicId }]);
+    const byMetric = Object.fromEntries(alarms.map((a) => [a.MetricName ?? 'expression', a]));
+    expect(Object.keys(byMetric).sort()).toEqual(['AsyncEventsDropped', 'Errors', 'Invocations', 'MappingsDisabled', 'Throttles', 'expression']);
+    expect(byMetric.Invocations).toMatchObject({ ComparisonOperator: 'LessThanThreshold', Threshold: 1, TreatMissingData: 'breaching', Period: 300 });
+    expect(byMetric.MappingsDisabled).toMatchObject({ Namespace: 'Orders', Threshold: 1 });
+    expect(byMetric.expression.Metrics[0].Expression).toBe('SELECT MAX(OffsetLag) FROM SCHEMA("Orders", EventSourceMappingUUID)');
+    expect(byMetric.expression).toMatchObject({ Threshold: 5000, EvaluationPeriods: 3, ComparisonOperator: 'GreaterThanThreshold' });
+  });
+
+  test("count the poller's own log line for a disabled mapping", () => {
+    const stack = new Stack(new App(), 'Filter', { env: { account: ACCOUNT, region: REGION } });
+    new KafkaEsm(stack, 'KafkaEsm', { ...baseProps(stack), alarms: true });
+    const filter = Object.values(Template.fromStack(stack).findResources('AWS::Logs::MetricFilter'))[0].Properties;
+    expect(filter.FilterPattern).toBe('{ $.fields.message = "Mapping disabled." }');
+    expect(filter.MetricTransformations).toEqual([{ MetricName: 'MappingsDisabled', MetricNamespace: 'KafkaEsm', MetricValue: '1' }]);
+    // The line the pattern matches: tracing's JSON output puts the message under `fields`.
+    const supervisor = fs.readFileSync(path.join(REPO_ROOT, 'src', 'coordination', 'supervisor.rs'), 'utf8');
+    expect(supervisor).toMatch(/warn!\([^;]*"Mapping disabled\."\)/);
+    const poller = fs.readFileSync(path.join(REPO_ROOT, 'functions', 'poller', 'src', 'main.rs'), 'utf8');
+    expect(poller).toMatch(/tracing_subscriber::fmt\(\)\s*\.json\(\)/);
+  });
+
+  test('a dashboard on request', () => {
+    const stack = new Stack(new App(), 'Dashboard', { env: { account: ACCOUNT, region: REGION } });
+    new KafkaEsm(stack, 'KafkaEsm', { ...baseProps(stack), dashboard: true });
+    const template = Template.fromStack(stack);
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 0);
+    const body = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0].Properties.DashboardBody);
+    expect(body).toContain('OffsetLag');
   });
 });
 
