@@ -68,6 +68,15 @@ export class KafkaEsmEventSourceProvider extends Construct {
       environment: { ESM_MAPPINGS_TABLE: kafkaEsm.mappingsTable.tableName, RUST_LOG: 'info' },
     });
     this.serviceToken = this.function.functionArn;
+    // The deployment-level targets, which mappings declared in CloudFormation name.
+    if (kafkaEsm.functionArns.length > 0) {
+      this.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['lambda:GetFunction'],
+          resources: kafkaEsm.functionArns.flatMap((arn) => [arn, `${arn}:*`]),
+        }),
+      );
+    }
     NagSuppressions.addResourceSuppressions(
       this.role,
       [

@@ -331,6 +331,9 @@ export class KafkaEsm extends Construct {
   /** Instruction set of the Lambda functions. */
   public readonly architecture: lambda.Architecture;
 
+  /** {@link KafkaEsmProps.functionArns}: targets granted at the deployment level. */
+  public readonly functionArns: string[];
+
   private readonly codePath?: string;
   private provider?: KafkaEsmEventSourceProvider;
 
@@ -345,6 +348,7 @@ export class KafkaEsm extends Construct {
     validate(this, props, { maximumPollers, timeout, drainTimeout, functionName });
     this.architecture = props.architecture ?? lambda.Architecture.ARM_64;
     this.codePath = props.codePath;
+    this.functionArns = props.functionArns ?? [];
 
     const tableRemovalPolicy = props.tableRemovalPolicy ?? RemovalPolicy.RETAIN;
     this.mappingsTable = this.table('MappingsTable', 'UUID', tableRemovalPolicy);

@@ -44,12 +44,25 @@ const CONFIGURATIONS: [string, Record<string, Json>][] = [
       secretArns: ['arn:aws:secretsmanager:us-east-1:123456789012:secret:AmazonMSK_a-AbCdEf', 'arn:aws:secretsmanager:us-east-1:123456789012:secret:ca-GhIjKl'],
       secretKmsKeyArns: ['arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555'],
       vpcEndpoints: true,
+      eventSourceProvider: true,
       targetFunctionArns: ['arn:aws:lambda:us-east-1:123456789012:function:a', 'arn:aws:lambda:us-east-1:123456789012:function:b'],
     },
   ],
   [
+    'self-managed Kafka, no reserved concurrency, a boundary',
+    {
+      clusterArn: '',
+      iamAuthentication: true,
+      vpcEndpoints: true,
+      reserveConcurrency: false,
+      drainTimeoutSeconds: 45,
+      permissionsBoundaryArn: 'arn:aws:iam::123456789012:policy/team-boundary',
+      eventSourceProvider: true,
+    },
+  ],
+  [
     'x86_64 and other sizes',
-    { architecture: 'x86_64', maximumPollers: 25, timeoutSeconds: 900, memorySize: 1024, logRetentionDays: 7, logLevel: 'kafka_esm=debug' },
+    { architecture: 'x86_64', maximumPollers: 100, timeoutSeconds: 900, memorySize: 1024, logRetentionDays: 7, logLevel: 'kafka_esm=debug' },
   ],
 ];
 
@@ -126,8 +139,15 @@ function samParameters(template: CfnTemplate, context: Record<string, Json>): Re
 }
 
 /** A name for a resource that says what it is, the same in both templates. */
-function canonicalName(resource: Json, scope: Scope): string {
+function canonicalName(resource: Json, scope: Scope, template: CfnTemplate): string {
   const p = resource.Properties ?? {};
+  // The Custom::KafkaEsmEventSource provider's function, role, policy and log group.
+  const isProviderRole = (role: Json) => /provider/.test(role?.Properties?.Description ?? '');
+  const ofProvider =
+    (['AWS::Lambda::Function', 'AWS::IAM::Role'].includes(resource.Type) && isProviderRole(resource)) ||
+    (resource.Type === 'AWS::IAM::Policy' && isProviderRole(template.Resources[p.Roles?.[0]?.Ref])) ||
+    (resource.Type === 'AWS::Logs::LogGroup' && p.LogGroupName === undefined);
+  if (ofProvider) return `Provider${resource.Type.split('::')[2]}`;
   switch (resource.Type) {
     case 'AWS::DynamoDB::Table':
       return `Table:${p.KeySchema.find((k: Json) => k.KeyType === 'HASH').AttributeName}`;
@@ -168,7 +188,7 @@ function evaluateTemplate(template: CfnTemplate, parameters: Record<string, stri
   const plainScope: Scope = { parameters, pseudo, conditions, resourceName: () => undefined };
   const names: Record<string, string> = {};
   for (const [id, resource] of present) {
-    const name = canonicalName(resource, plainScope);
+    const name = canonicalName(resource, plainScope, template);
     if (Object.values(names).includes(name)) throw new Error(`two resources are ${name}`);
     names[id] = name;
   }
@@ -189,6 +209,7 @@ function evaluateTemplate(template: CfnTemplate, parameters: Record<string, stri
     };
   }
   const roleId = Object.keys(names).find((id) => names[id] === 'Role')!;
+  const providerRoleId = Object.keys(names).find((id) => names[id] === 'ProviderRole');
   const outputs: Record<string, Json> = {};
   for (const [name, output] of Object.entries<Json>(template.Outputs ?? {})) {
     if (output.Condition !== undefined && !conditions[output.Condition]) continue;
@@ -197,7 +218,10 @@ function evaluateTemplate(template: CfnTemplate, parameters: Record<string, stri
   return {
     resources,
     types: present.map(([, r]) => r.Type).sort(),
-    grants: grantLines(roleGrants(template, roleId, scope)),
+    grants: [
+      ...grantLines(roleGrants(template, roleId, scope)),
+      ...(providerRoleId ? grantLines(roleGrants(template, providerRoleId, scope)).map((g) => `provider: ${g}`) : []),
+    ],
     outputs,
   };
 }
@@ -208,6 +232,7 @@ function normalise(name: string, properties: Json): Json {
   if (p === null || typeof p !== 'object') return p;
   switch (name) {
     case 'Function':
+    case 'ProviderFunction':
       delete p.Code;
       delete p.Tags;
       break;
@@ -220,6 +245,7 @@ function normalise(name: string, properties: Json): Json {
       if (p.FunctionName === '<Function.Arn>') p.FunctionName = '<Function>';
       break;
     case 'Policy':
+    case 'ProviderPolicy':
       delete p.PolicyName;
       delete p.PolicyDocument; // compared as (action, resource) pairs
       break;
@@ -240,6 +266,11 @@ describe('CDK and SAM parity', () => {
     const cdk = evaluateTemplate(synth(overrides).template.toJSON() as CfnTemplate, {}, STACK_NAME);
     const samEvaluated = evaluateTemplate(sam, samParameters(sam, context), STACK_NAME);
 
+    if (overrides.eventSourceProvider) {
+      // The provider is compared too: its function, role, policy, log group and grants.
+      expect(Object.keys(cdk.resources)).toEqual(expect.arrayContaining(['ProviderFunction', 'ProviderRole', 'ProviderPolicy', 'ProviderLogGroup']));
+      expect(cdk.grants.filter((g) => g.startsWith('provider: '))).toContainEqual(expect.stringMatching(/^provider: lambda:GetFunction /));
+    }
     expect(samEvaluated.grants).toEqual(cdk.grants);
     expect(samEvaluated.types).toEqual(cdk.types);
     expect(Object.keys(samEvaluated.resources).sort()).toEqual(Object.keys(cdk.resources).sort());

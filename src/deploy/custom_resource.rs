@@ -272,9 +272,7 @@ async fn delete<S: MappingStore>(store: &S, request: &Request) -> Result<(String
         // Already gone (a failed create, a delete retried, removed with esm): nothing to do.
         Err(ApiError { code: "ResourceNotFoundException", .. }) => Ok((uuid, Map::new())),
         // Already being deleted.
-        Err(ApiError { code: "ResourceConflictException", .. })
-            if matches!(api::get(store, &uuid).await, Ok(api::Item::Mapping(m)) if m.state == crate::model::state::State::Deleting) =>
-        {
+        Err(ApiError { code: "ResourceConflictException", .. }) if matches!(api::get(store, &uuid).await, Ok(api::Item::Mapping(m)) if m.state == crate::model::state::State::Deleting) => {
             Ok((uuid, Map::new()))
         }
         Err(e) => Err(e),

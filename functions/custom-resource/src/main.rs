@@ -25,7 +25,9 @@ async fn handle(provider: &Provider, event: LambdaEvent<Value>) -> Result<Value,
             // Nobody waits for an answer (a test invoke, the build's start check): say so.
             None => {
                 tracing::warn!(error = %e, "Not a CloudFormation custom resource request (no ResponseURL): nothing done.");
-                return Ok(json!({"Status": "IGNORED", "Reason": format!("not a CloudFormation custom resource request: {e}")}));
+                return Ok(
+                    json!({"Status": "IGNORED", "Reason": format!("not a CloudFormation custom resource request: {e}")}),
+                );
             }
         },
     };
