@@ -34,6 +34,7 @@ export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
   };
   const timeoutSeconds = number('timeoutSeconds');
   const drainTimeoutSeconds = number('drainTimeoutSeconds');
+  const noPollerAlarmMinutes = number('noPollerAlarmMinutes');
   const routeTableIds = list('routeTableIds');
 
   return {
@@ -64,7 +65,12 @@ export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
       logLevel: context('logLevel'),
       vpcEndpoints: flag('vpcEndpoints'),
       codePath: context('codePath'),
+      alarms: flag('alarms'),
+      offsetLagAlarmThreshold: number('offsetLagAlarmThreshold'),
+      noPollerAlarmPeriod: noPollerAlarmMinutes === undefined ? undefined : Duration.minutes(noPollerAlarmMinutes),
+      metricsNamespace: context('metricsNamespace'),
     },
+    alarmTopicArn: context('alarmTopicArn'),
     permissionsBoundaryArn: context('permissionsBoundaryArn'),
     eventSourceProvider: flag('eventSourceProvider'),
   };

@@ -1,4 +1,4 @@
-import { CfnOutput, Stack, StackProps, aws_ec2 as ec2, aws_iam as iam, aws_lambda as lambda } from 'aws-cdk-lib';
+import { CfnOutput, Stack, StackProps, aws_ec2 as ec2, aws_iam as iam, aws_lambda as lambda, aws_sns as sns } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { KafkaEsm, KafkaEsmProps } from './kafka-esm';
 
@@ -21,7 +21,9 @@ export interface KafkaEsmStackProps extends StackProps {
   /** The cluster's network. */
   readonly network: ClusterNetwork;
   /** Everything else of {@link KafkaEsmProps}; the network props are filled in from {@link network}. */
-  readonly kafkaEsm: Omit<KafkaEsmProps, 'vpc' | 'vpcSubnets' | 'securityGroups' | 'permissionsBoundary'>;
+  readonly kafkaEsm: Omit<KafkaEsmProps, 'vpc' | 'vpcSubnets' | 'securityGroups' | 'permissionsBoundary' | 'alarmTopic'>;
+  /** ARN of the SNS topic the alarms notify. */
+  readonly alarmTopicArn?: string;
   /** ARN of a managed policy that bounds every role of the stack. */
   readonly permissionsBoundaryArn?: string;
   /** Create the `Custom::KafkaEsmEventSource` provider and output its service token. */
@@ -57,6 +59,7 @@ export class KafkaEsmStack extends Stack {
       vpc,
       vpcSubnets: { subnets: vpc.privateSubnets },
       securityGroups: [securityGroup],
+      alarmTopic: props.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn) : undefined,
       permissionsBoundary: props.permissionsBoundaryArn
         ? iam.ManagedPolicy.fromManagedPolicyArn(this, 'PermissionsBoundary', props.permissionsBoundaryArn)
         : undefined,

@@ -506,14 +506,15 @@ export class KafkaEsm extends Construct {
       );
       alarm(
         'NoPollerRunning',
-        `no poller started for ${noPoller.toHumanString()} (the schedule starts one every minute: schedule disabled or deleted, function not invocable)`,
+        `no poller started in ${noPoller.toMinutes()} min (the schedule starts one every minute: schedule disabled or deleted, function not invocable)`,
         {
+          // N minutes in a row without an invocation.
           threshold: 1,
-          evaluationPeriods: 1,
+          evaluationPeriods: noPoller.toMinutes(),
           comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
           treatMissingData: cloudwatch.TreatMissingData.BREACHING,
         },
-        fn.metricInvocations({ period: noPoller }),
+        fn.metricInvocations({ period: minutes(1) }),
       );
       alarm('MappingDisabled', 'a poller disabled a mapping (its log line says why)', atLeastOnce, disabled);
       if (props.offsetLagAlarmThreshold !== undefined) {

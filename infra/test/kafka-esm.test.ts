@@ -418,7 +418,8 @@ describe('alarms and dashboard', () => {
     for (const alarm of alarms) expect(alarm.AlarmActions).toEqual([{ Ref: topicId }]);
     const byMetric = Object.fromEntries(alarms.map((a) => [a.MetricName ?? 'expression', a]));
     expect(Object.keys(byMetric).sort()).toEqual(['AsyncEventsDropped', 'Errors', 'Invocations', 'MappingsDisabled', 'Throttles', 'expression']);
-    expect(byMetric.Invocations).toMatchObject({ ComparisonOperator: 'LessThanThreshold', Threshold: 1, TreatMissingData: 'breaching', Period: 300 });
+    // Five minutes in a row without a start.
+    expect(byMetric.Invocations).toMatchObject({ ComparisonOperator: 'LessThanThreshold', Threshold: 1, TreatMissingData: 'breaching', Period: 60, EvaluationPeriods: 5 });
     expect(byMetric.MappingsDisabled).toMatchObject({ Namespace: 'Orders', Threshold: 1 });
     expect(byMetric.expression.Metrics[0].Expression).toBe('SELECT MAX(OffsetLag) FROM SCHEMA("Orders", EventSourceMappingUUID)');
     expect(byMetric.expression).toMatchObject({ Threshold: 5000, EvaluationPeriods: 3, ComparisonOperator: 'GreaterThanThreshold' });

@@ -45,6 +45,11 @@ const CONFIGURATIONS: [string, Record<string, Json>][] = [
       secretKmsKeyArns: ['arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555'],
       vpcEndpoints: true,
       eventSourceProvider: true,
+      alarms: true,
+      alarmTopicArn: 'arn:aws:sns:us-east-1:123456789012:ops',
+      offsetLagAlarmThreshold: 5000,
+      noPollerAlarmMinutes: 10,
+      metricsNamespace: 'Orders',
       targetFunctionArns: ['arn:aws:lambda:us-east-1:123456789012:function:a', 'arn:aws:lambda:us-east-1:123456789012:function:b'],
     },
   ],
@@ -58,6 +63,7 @@ const CONFIGURATIONS: [string, Record<string, Json>][] = [
       drainTimeoutSeconds: 45,
       permissionsBoundaryArn: 'arn:aws:iam::123456789012:policy/team-boundary',
       eventSourceProvider: true,
+      alarms: true,
     },
   ],
   [
@@ -153,6 +159,10 @@ function canonicalName(resource: Json, scope: Scope, template: CfnTemplate): str
       return `Table:${p.KeySchema.find((k: Json) => k.KeyType === 'HASH').AttributeName}`;
     case 'AWS::Lambda::Permission':
       return `Permission:${p.Principal}`;
+    case 'AWS::CloudWatch::Alarm':
+      return `Alarm:${p.MetricName ?? 'expression'}`;
+    case 'AWS::Logs::MetricFilter':
+      return 'MetricFilter';
     case 'AWS::EC2::VPCEndpoint':
       return `VPCEndpoint:${String(evaluate(p.ServiceName, scope)).split('.').pop()}`;
     case 'AWS::Lambda::Function':
@@ -270,6 +280,11 @@ describe('CDK and SAM parity', () => {
       // The provider is compared too: its function, role, policy, log group and grants.
       expect(Object.keys(cdk.resources)).toEqual(expect.arrayContaining(['ProviderFunction', 'ProviderRole', 'ProviderPolicy', 'ProviderLogGroup']));
       expect(cdk.grants.filter((g) => g.startsWith('provider: '))).toContainEqual(expect.stringMatching(/^provider: lambda:GetFunction /));
+    }
+    if (overrides.alarms) {
+      const alarms = ['Alarm:AsyncEventsDropped', 'Alarm:Errors', 'Alarm:Invocations', 'Alarm:MappingsDisabled', 'Alarm:Throttles', 'MetricFilter'];
+      if (overrides.offsetLagAlarmThreshold !== undefined) alarms.push('Alarm:expression');
+      expect(Object.keys(cdk.resources).filter((n) => n.startsWith('Alarm') || n === 'MetricFilter').sort()).toEqual(alarms.sort());
     }
     expect(samEvaluated.grants).toEqual(cdk.grants);
     expect(samEvaluated.types).toEqual(cdk.types);
