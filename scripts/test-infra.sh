@@ -4,7 +4,7 @@
 #   1. sam translate   template.yaml through the SAM CLI's own translator (what `sam validate` runs),
 #                      saved for the parity test
 #   2. jest            `npm test` in infra/: tsc --noEmit, construct tests, cdk-nag, CDK/SAM parity
-#   3. cdk synth       the example app with the event source provider, with cdk-nag AwsSolutions,
+#   3. cdk synth       the example app with the event source provider and alarms, with cdk-nag AwsSolutions,
 #                      into a temporary directory (stand-in bootstraps: no Rust build)
 #   4. cfn-lint (CDK)  the synthesized template
 #   5. cfn-lint (SAM)  template.yaml
@@ -113,7 +113,7 @@ cdk_synth() {
       >"$work/lambda/$binary/bootstrap"
   done
   (cd "$infra" && npx cdk synth --quiet --no-notices --output "$work/cdk.out" \
-    -c codePath="$work/lambda" -c eventSourceProvider=true)
+    -c codePath="$work/lambda" -c eventSourceProvider=true -c alarms=true -c offsetLagAlarmThreshold=10000)
 }
 cfn_lint_cdk() {
   # W3005 (DependsOn also implied by a reference): CDK always adds DependsOn on the function's role.
