@@ -7,7 +7,7 @@
 #   3. cdk synth       the example app with the event source provider and alarms, with cdk-nag AwsSolutions,
 #                      into a temporary directory (stand-in bootstraps: no Rust build)
 #   4. cfn-lint (CDK)  the synthesized template
-#   5. cfn-lint (SAM)  template.yaml
+#   5. cfn-lint (SAM)  template.yaml, and infra/examples/mapping.yaml (a Custom::KafkaEsmEventSource)
 #   6. sam validate    `sam validate --lint` on template.yaml
 #
 # Installs what is missing first: infra/node_modules (`npm ci`, again whenever package-lock.json
@@ -120,7 +120,7 @@ cfn_lint_cdk() {
   cfn-lint --ignore-checks W3005 -- "$work"/cdk.out/*.template.json
 }
 cfn_lint_sam() {
-  cfn-lint -- "$root/template.yaml"
+  cfn-lint -- "$root/template.yaml" "$infra/examples/mapping.yaml"
 }
 sam_validate() {
   (cd "$root" && sam validate --lint --template template.yaml)
