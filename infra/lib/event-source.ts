@@ -176,6 +176,14 @@ export interface KafkaEsmEventSourceBaseProps {
    */
   readonly reportBatchItemFailures?: boolean;
   /**
+   * Where the poller sends a batch it gives up on (`DestinationConfig.OnFailure`): an `SqsDlq`,
+   * `SnsDlq` or `S3OnFailureDestination` from aws-lambda-event-sources. The poller gets the grants
+   * aws-cdk gives for it.
+   *
+   * @default - discarded records are ignored
+   */
+  readonly onFailure?: lambda.IEventSourceDlq;
+  /**
    * Least and most pollers of this mapping (`ProvisionedPollerConfig`).
    *
    * @default - kafka-esm's scaling between 1 and the deployment's maximum
@@ -273,6 +281,9 @@ abstract class KafkaEsmEventSourceBase implements lambda.IEventSource {
       );
       secret.encryptionKey?.grantDecrypt(kafkaEsm.role);
     }
+    // The destination's grants go to the poller, which sends to it. aws-cdk's destinations do not
+    // read the mapping they are bound to (it does not exist yet).
+    const onFailure = this.base.onFailure?.bind(undefined as unknown as lambda.IEventSourceMapping, kafkaEsm.function);
     const id = `${source.idPrefix}:${Names.nodeUniqueId(target.node)}${this.base.topic}`;
     this.resource = new CustomResource(target, id, {
       serviceToken: provider.serviceToken,
@@ -286,6 +297,7 @@ abstract class KafkaEsmEventSourceBase implements lambda.IEventSource {
         MaximumBatchingWindowInSeconds: this.base.maxBatchingWindow?.toSeconds(),
         Enabled: this.base.enabled,
         FilterCriteria: this.base.filters ? { Filters: this.base.filters } : undefined,
+        DestinationConfig: onFailure ? { OnFailure: { Destination: onFailure.destination } } : undefined,
         BisectBatchOnFunctionError: this.base.bisectBatchOnError,
         MaximumRetryAttempts: this.base.retryAttempts,
         MaximumRecordAgeInSeconds: this.base.maxRecordAge?.toSeconds(),

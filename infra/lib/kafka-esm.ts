@@ -130,6 +130,30 @@ export interface KafkaEsmProps {
   readonly sourceAccessSecretArns?: string[];
 
   /**
+   * SQS queues that mappings name as their on-failure destination
+   * (`DestinationConfig.OnFailure.Destination`): the poller may `sqs:SendMessage` to them. A
+   * {@link KafkaEsmEventSource} with `onFailure` adds its own.
+   *
+   * @default - none
+   */
+  readonly onFailureQueueArns?: string[];
+
+  /**
+   * SNS topics that mappings name as their on-failure destination: the poller may `sns:Publish`.
+   *
+   * @default - none
+   */
+  readonly onFailureTopicArns?: string[];
+
+  /**
+   * S3 buckets that mappings name as their on-failure destination: the poller may `s3:PutObject`
+   * in them.
+   *
+   * @default - none
+   */
+  readonly onFailureBucketArns?: string[];
+
+  /**
    * Customer managed KMS keys that encrypt {@link sourceAccessSecretArns}. MSK requires SCRAM
    * secrets to use one, and reading such a secret needs `kms:Decrypt` on its key.
    *
@@ -667,6 +691,17 @@ export class KafkaEsm extends Construct {
         }),
       );
     }
+    const destinations: [string, string, string[]][] = [
+      ['SendFailuresToQueues', 'sqs:SendMessage', props.onFailureQueueArns ?? []],
+      ['PublishFailures', 'sns:Publish', props.onFailureTopicArns ?? []],
+      ['WriteFailuresToBuckets', 's3:PutObject', (props.onFailureBucketArns ?? []).map((arn) => `${arn}/*`)],
+    ];
+    for (const [sid, action, resources] of destinations) {
+      if (resources.length > 0) {
+        statements.push(new iam.PolicyStatement({ sid, actions: [action], resources }));
+      }
+    }
+
     const keys = props.sourceAccessSecretKmsKeyArns ?? [];
     if (keys.length > 0) {
       statements.push(
@@ -754,6 +789,15 @@ export class KafkaEsm extends Construct {
         appliesTo: [{ regex: FUNCTION_QUALIFIER_WILDCARD }],
       },
     ];
+    if ((props.onFailureBucketArns ?? []).length > 0) {
+      wildcards.push({
+        id: 'AwsSolutions-IAM5',
+        reason:
+          'The poller writes one object per failed batch, named by the mapping and batch, into the on-failure ' +
+          'buckets the deployment names (s3:PutObject on BUCKET/*, nothing else).',
+        appliesTo: [{ regex: '/^Resource::(arn:[^:]+:s3:::[^/*]+|<[^>*]+>)\\/\\*$/g' }],
+      });
+    }
     if (props.iamAuthentication) {
       wildcards.push({
         id: 'AwsSolutions-IAM5',

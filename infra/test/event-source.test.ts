@@ -1,8 +1,9 @@
 // Mappings declared with the construct: `fn.addEventSource(new KafkaEsmEventSource({...}))` becomes a
 // Custom::KafkaEsmEventSource resource with AWS::Lambda::EventSourceMapping's property names, served
 // by the Rust provider, with the grants the poller and the provider need for that function.
-import { App, Aspects, CfnParameter, Duration, Stack, aws_ec2 as ec2, aws_lambda as lambda, aws_secretsmanager as secretsmanager } from 'aws-cdk-lib';
+import { App, Aspects, CfnParameter, Duration, Stack, aws_ec2 as ec2, aws_lambda as lambda, aws_secretsmanager as secretsmanager, aws_sqs as sqs } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
+import { SqsDlq } from 'aws-cdk-lib/aws-lambda-event-sources';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { AuthenticationMethod, KafkaEsmEventSource, SelfManagedKafkaEsmEventSource } from '../lib/event-source';
 import { KafkaEsm } from '../lib/kafka-esm';
@@ -127,6 +128,27 @@ describe('KafkaEsmEventSource', () => {
       .findError('*', Match.stringLikeRegexp('AwsSolutions-'))
       .filter((e) => e.id.startsWith('/Mappings/KafkaEsm/'));
     expect(errors.map((e) => `${e.id}: ${String(e.entry.data).split('\n')[0]}`)).toEqual([]);
+  });
+
+  test("sends failed batches to onFailure: the destination in DestinationConfig, aws-cdk's grants on the poller", () => {
+    const { stack, kafkaEsm, consumer } = world();
+    const dlq = new sqs.Queue(stack, 'Failed', { enforceSSL: true });
+    consumer.addEventSource(
+      new KafkaEsmEventSource({
+        kafkaEsm, clusterArn: CLUSTER, topic: 'orders', startingPosition: lambda.StartingPosition.LATEST, onFailure: new SqsDlq(dlq),
+      }),
+    );
+    const template = Template.fromStack(stack);
+    const queueId = Object.keys(template.findResources('AWS::SQS::Queue')).find((id) => id.startsWith('Failed'))!;
+    template.hasResourceProperties('Custom::KafkaEsmEventSource', {
+      DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': [queueId, 'Arn'] } } },
+    });
+    expect(roleGrantLines(template, /^kafka-esm poller/)).toContain(`sqs:SendMessage <${queueId}.Arn>`);
+    // Not the consumer: the poller sends to the destination.
+    const consumerRole = Object.keys(template.findResources('AWS::IAM::Role')).find((id) => id.startsWith('ConsumerServiceRole'))!;
+    const consumerPolicies = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) =>
+      p.Properties.Roles.some((r: { Ref?: string }) => r.Ref === consumerRole));
+    expect(JSON.stringify(consumerPolicies)).not.toContain('sqs:');
   });
 
   test('grants the poller its secret and keeps the SCRAM configuration', () => {

@@ -102,6 +102,17 @@ describe('poller role', () => {
     }
   });
 
+  test('may send to the on-failure destinations it is given, and to no others', () => {
+    const queue = `arn:aws:sqs:${REGION}:${ACCOUNT}:failed`;
+    const topic = `arn:aws:sns:${REGION}:${ACCOUNT}:failed`;
+    const bucket = 'arn:aws:s3:::failed-batches';
+    const base = new Set(grantLines(grantsOf(synth().template).grants));
+    const added = grantLines(
+      grantsOf(synth({ onFailureQueueArns: [queue], onFailureTopicArns: [topic], onFailureBucketArns: [bucket] }).template).grants,
+    ).filter((l) => !base.has(l));
+    expect(added).toEqual([`s3:PutObject ${bucket}/*`, `sns:Publish ${topic}`, `sqs:SendMessage ${queue}`]);
+  });
+
   test('for self-managed Kafka (no cluster ARN) has no MSK permissions', () => {
     const msk = grantLines(grantsOf(synth({ iamAuthentication: true }).template).grants);
     const selfManaged = grantLines(grantsOf(Template.fromStack(constructStack({ eventSourceArn: undefined, iamAuthentication: true }))).grants);
