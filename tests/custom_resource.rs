@@ -232,6 +232,24 @@ async fn update_of_a_topic_creates_a_replacement_and_the_old_one_is_deleted_afte
 }
 
 #[tokio::test]
+async fn a_replacement_that_keeps_topic_and_function_conflicts_with_the_old_mapping() {
+    // CloudFormation creates the replacement before deleting the old one; two mappings of one topic
+    // to one function would deliver every record twice, so the create is refused (as AWS does).
+    let world = World::new().await;
+    let old = success(&world.run("Create", None, properties("orders"), None).await);
+    let mut new = properties("orders");
+    new["StartingPosition"] = json!("LATEST");
+    let response = world.run("Update", Some(&old), new, Some(properties("orders"))).await;
+    let reason = failure(&response);
+    assert!(reason.starts_with("ResourceConflictException: ") && reason.contains(&old), "{reason}");
+    assert_eq!(response["PhysicalResourceId"], old, "the failed update keeps the old mapping");
+    assert_eq!(
+        world.stored(&old).await.unwrap().starting_position,
+        Some(kafka_esm::model::mapping::StartingPosition::TrimHorizon)
+    );
+}
+
+#[tokio::test]
 async fn delete_marks_a_running_mapping_deleting_and_repeats_succeed() {
     let world = World::new().await;
     let uuid = success(&world.run("Create", None, properties("orders"), None).await);
