@@ -1,6 +1,6 @@
 //! The `Custom::KafkaEsmEventSource` provider: CloudFormation invokes it for each create, update
 //! and delete of a mapping declared in a template; it calls the same API as `esm` on the mappings
-//! table (`ESM_MAPPINGS_TABLE`) and PUTs the outcome to CloudFormation's response URL
+//! table (`ESM_MAPPINGS_TABLE`, default `kafka-esm-mappings`) and PUTs the outcome to CloudFormation's response URL
 //! (`kafka_esm::deploy::custom_resource`).
 
 use kafka_esm::aws::lambda::LambdaFunctionResolver;
@@ -43,7 +43,11 @@ async fn main() -> Result<(), Error> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .without_time()
         .init();
-    let table = std::env::var("ESM_MAPPINGS_TABLE").map_err(|_| "ESM_MAPPINGS_TABLE must name the mappings table")?;
+    // As for the poller and esm: unset or empty means the default table name.
+    let table = std::env::var("ESM_MAPPINGS_TABLE")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| kafka_esm::config::Tables::default().mappings);
     let sdk = kafka_esm::aws::sdk_config().await;
     let provider = Provider {
         store: DynamoMappingStore::from_sdk(&sdk, table),
