@@ -135,7 +135,7 @@ cdk_build_synth() { # arch
   case $arch in arm64) machine=183 ;; x86_64) machine=62 ;; *) log "unknown architecture $arch"; return 1 ;; esac
   (cd "$infra" && npx cdk synth --quiet --no-notices --output "$work/cdk-build.out" \
     -c architecture="$arch" -c eventSourceProvider=true)
-  python3 - "$work/cdk-build.out" "$arch" "$machine" <<'PY'
+  (cd "$root" && python3 - "$work/cdk-build.out" "$arch" "$machine") <<'PY'
 import json, pathlib, struct, sys
 out, arch, machine = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 template = json.loads(next(out.glob("*.template.json")).read_text())
@@ -145,11 +145,15 @@ assert len(functions) == 2, f"expected the poller and the provider, got {list(fu
 for name, fn in functions.items():
     assert fn["Properties"]["Architectures"] == [arch], (name, fn["Properties"]["Architectures"])
     key = fn["Properties"]["Code"]["S3Key"]
-    asset = next(a for a in assets.values() if a["destinations"]["current_account-current_region"]["objectKey"] == key)
+    asset = next(a for a in assets.values() if any(d["objectKey"] == key for d in a["destinations"].values()))
     header = (out / asset["source"]["path"] / "bootstrap").read_bytes()[:20]
     found = struct.unpack_from("<H", header, 18)[0]
     assert header[:4] == b"\x7fELF" and header[4] == 2 and found == machine, f"{name}: e_machine {found}, want {machine} ({arch})"
-    print(f"{name}: {asset['source']['path']}/bootstrap is an ELF64 executable for {arch} (e_machine {found})")
+    # The binary just built for this function, byte for byte.
+    binary = "custom-resource" if "provider" in fn["Properties"]["Description"] else "poller"
+    built = pathlib.Path("target/lambda") / arch / binary / "bootstrap"
+    assert (out / asset["source"]["path"] / "bootstrap").read_bytes() == built.read_bytes(), f"{name}: not {built}"
+    print(f"{name}: {asset['source']['path']}/bootstrap is {built}, an ELF64 executable for {arch} (e_machine {found})")
 PY
 }
 

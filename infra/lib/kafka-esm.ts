@@ -876,11 +876,14 @@ export function checkBootstrap(file: string, arch: LambdaArchitectureName): void
  * `aws:cdk:bundling-stacks` or give prebuilt `codePath`.
  */
 function buildFromSource(binary: string, arch: LambdaArchitectureName): lambda.Code {
-  return lambda.Code.fromAsset(path.join(REPO_ROOT, 'functions'), {
+  return lambda.Code.fromAsset(path.join(REPO_ROOT, 'functions', binary), {
     // The output is what deploys; the sources are the whole workspace.
     assetHashType: AssetHashType.OUTPUT,
     bundling: {
       image: DockerImage.fromRegistry('kafka-esm-builds-locally-only'),
+      // CDK reuses a bundle whose source and options it has seen (the local function is not part
+      // of that key): naming the binary and architecture here keeps one bundle per pair.
+      environment: { KAFKA_ESM_BINARY: binary, KAFKA_ESM_ARCHITECTURE: arch },
       local: {
         tryBundle(outputDir: string): boolean {
           execFileSync('bash', [path.join(REPO_ROOT, 'scripts', 'build-lambda.sh'), arch], {
