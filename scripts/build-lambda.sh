@@ -47,10 +47,11 @@ cd "$repo"
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 
-# Every Lambda that deploys. A new one (e.g. functions/custom-resource) is one more line here; its
+# Every Lambda that deploys (the poller, and the Custom::KafkaEsmEventSource provider); their
 # binaries are found with `cargo metadata`.
 PACKAGES=(
   kafka-esm-poller
+  kafka-esm-custom-resource
 )
 # Binaries that link librdkafka: their feature list is checked.
 KAFKA_BINARIES=(poller)

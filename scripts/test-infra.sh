@@ -4,10 +4,13 @@
 #   1. sam translate   template.yaml through the SAM CLI's own translator (what `sam validate` runs),
 #                      saved for the parity test
 #   2. jest            `npm test` in infra/: tsc --noEmit, construct tests, cdk-nag, CDK/SAM parity
-#   3. cdk synth       the example app, with cdk-nag AwsSolutions, into a temporary directory
+#   3. cdk synth       the example app with the event source provider and alarms, with cdk-nag AwsSolutions,
+#                      into a temporary directory (stand-in bootstraps: no Rust build)
 #   4. cfn-lint (CDK)  the synthesized template
-#   5. cfn-lint (SAM)  template.yaml
+#   5. cfn-lint (SAM)  template.yaml, and infra/examples/mapping.yaml (a Custom::KafkaEsmEventSource)
 #   6. sam validate    `sam validate --lint` on template.yaml
+#   7. (KAFKA_ESM_CDK_BUILD=ARCH only) cdk synth without codePath: synthesis runs
+#      scripts/build-lambda.sh ARCH, and each Lambda asset's ELF header must name ARCH
 #
 # Installs what is missing first: infra/node_modules (`npm ci`, again whenever package-lock.json
 # changes) and a Python venv with pinned cfn-lint and SAM CLI, cached outside the clone in
@@ -103,17 +106,55 @@ jest_tests() {
   (cd "$infra" && KAFKA_ESM_SAM_TRANSLATED="$translated" npm test --silent)
 }
 cdk_synth() {
-  (cd "$infra" && npx cdk synth --quiet --no-notices --output "$work/cdk.out")
+  # Prebuilt stand-ins (the ELF header of an arm64 executable, all the construct checks) instead
+  # of the real build, which `cdk synth` runs when no codePath is given and which takes minutes.
+  local binary
+  for binary in poller custom-resource; do
+    mkdir -p "$work/lambda/$binary"
+    python3 -c 'import struct, sys; sys.stdout.buffer.write(b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HH", 3, 183) + bytes(44))' \
+      >"$work/lambda/$binary/bootstrap"
+  done
+  (cd "$infra" && npx cdk synth --quiet --no-notices --output "$work/cdk.out" \
+    -c codePath="$work/lambda" -c eventSourceProvider=true -c alarms=true -c offsetLagAlarmThreshold=10000)
 }
 cfn_lint_cdk() {
   # W3005 (DependsOn also implied by a reference): CDK always adds DependsOn on the function's role.
   cfn-lint --ignore-checks W3005 -- "$work"/cdk.out/*.template.json
 }
 cfn_lint_sam() {
-  cfn-lint -- "$root/template.yaml"
+  cfn-lint -- "$root/template.yaml" "$infra/examples/mapping.yaml"
 }
 sam_validate() {
   (cd "$root" && sam validate --lint --template template.yaml)
+}
+cdk_build_synth() { # arch
+  # What `cdk deploy` does with no codePath: synthesis runs scripts/build-lambda.sh for the
+  # architecture (LAMBDA_PROFILE is passed through; a no-op when the build is fresh) and packages
+  # the result. Every Lambda asset of the synthesized template must be an ELF executable for it.
+  local arch=$1 machine
+  case $arch in arm64) machine=183 ;; x86_64) machine=62 ;; *) log "unknown architecture $arch"; return 1 ;; esac
+  (cd "$infra" && npx cdk synth --quiet --no-notices --output "$work/cdk-build.out" \
+    -c architecture="$arch" -c eventSourceProvider=true)
+  (cd "$root" && python3 - "$work/cdk-build.out" "$arch" "$machine") <<'PY'
+import json, pathlib, struct, sys
+out, arch, machine = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+template = json.loads(next(out.glob("*.template.json")).read_text())
+assets = json.loads(next(out.glob("*.assets.json")).read_text())["files"]
+functions = {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
+assert len(functions) == 2, f"expected the poller and the provider, got {list(functions)}"
+for name, fn in functions.items():
+    assert fn["Properties"]["Architectures"] == [arch], (name, fn["Properties"]["Architectures"])
+    key = fn["Properties"]["Code"]["S3Key"]
+    asset = next(a for a in assets.values() if any(d["objectKey"] == key for d in a["destinations"].values()))
+    header = (out / asset["source"]["path"] / "bootstrap").read_bytes()[:20]
+    found = struct.unpack_from("<H", header, 18)[0]
+    assert header[:4] == b"\x7fELF" and header[4] == 2 and found == machine, f"{name}: e_machine {found}, want {machine} ({arch})"
+    # The binary just built for this function, byte for byte.
+    binary = "custom-resource" if "provider" in fn["Properties"]["Description"] else "poller"
+    built = pathlib.Path("target/lambda") / arch / binary / "bootstrap"
+    assert (out / asset["source"]["path"] / "bootstrap").read_bytes() == built.read_bytes(), f"{name}: not {built}"
+    print(f"{name}: {asset['source']['path']}/bootstrap is {built}, an ELF64 executable for {arch} (e_machine {found})")
+PY
 }
 
 check "sam translate" sam_translate
@@ -122,6 +163,11 @@ check "cdk synth" cdk_synth
 check "cfn-lint CDK template" cfn_lint_cdk
 check "cfn-lint template.yaml" cfn_lint_sam
 check "sam validate --lint" sam_validate
+# Opt-in, after scripts/build-lambda.sh (it builds when nothing is built: minutes):
+# KAFKA_ESM_CDK_BUILD=x86_64 also synthesizes with the real build and checks the assets' ELF headers.
+if [ -n "${KAFKA_ESM_CDK_BUILD:-}" ]; then
+  check "cdk synth with the build ($KAFKA_ESM_CDK_BUILD)" cdk_build_synth "$KAFKA_ESM_CDK_BUILD"
+fi
 
 if [ "$failed" -gt 0 ]; then
   log "failed: ${failures[*]}"

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | the mapping (AWS shape, states, rules, store seam) | [`model`] |
 //! | the EventSourceMapping API | [`api`] |
+//! | the CloudFormation custom resource over the API | [`deploy`] |
 //! | the data plane: records → batches → invokes → commits | [`delivery`] |
 //! | the control plane: leases, fair share, scaling, consumers | [`coordination`] |
 //! | adapters: DynamoDB, Lambda, Secrets Manager ([`aws`]); librdkafka, MSK, SASL ([`kafka`]) | |
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod coordination;
 pub mod delivery;
+pub mod deploy;
 pub mod kafka;
 pub mod model;
 pub mod ops;

@@ -27,12 +27,15 @@ export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
     if (!Number.isFinite(parsed)) throw new Error(`context value '${key}' must be a number, got ${value}`);
     return parsed;
   };
-  const flag = (key: string): boolean => {
-    const value = context(key) ?? 'false';
+  const flag = (key: string, fallback = false): boolean => {
+    const value = context(key) ?? String(fallback);
     if (value !== 'true' && value !== 'false') throw new Error(`context value '${key}' must be true or false, got ${value}`);
     return value === 'true';
   };
   const timeoutSeconds = number('timeoutSeconds');
+  const drainTimeoutSeconds = number('drainTimeoutSeconds');
+  const noPollerAlarmMinutes = number('noPollerAlarmMinutes');
+  const routeTableIds = list('routeTableIds');
 
   return {
     env: { account: required('account'), region: required('region') },
@@ -41,16 +44,23 @@ export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
       vpcId: required('vpcId'),
       availabilityZones: list('availabilityZones'),
       subnetIds: list('subnetIds'),
-      routeTableIds: list('routeTableIds'),
+      // None given: none at all (an empty list would not match the subnets).
+      routeTableIds: routeTableIds.length > 0 ? routeTableIds : undefined,
       securityGroupId: required('securityGroupId'),
     },
     kafkaEsm: {
-      eventSourceArn: required('clusterArn'),
+      // Empty: self-managed Kafka.
+      eventSourceArn: context('clusterArn'),
       functionArns: list('targetFunctionArns'),
       sourceAccessSecretArns: list('secretArns'),
       sourceAccessSecretKmsKeyArns: list('secretKmsKeyArns'),
+      onFailureQueueArns: list('onFailureQueueArns'),
+      onFailureTopicArns: list('onFailureTopicArns'),
+      onFailureBucketArns: list('onFailureBucketArns'),
       iamAuthentication: flag('iamAuthentication'),
       maximumPollers: number('maximumPollers'),
+      reserveConcurrency: flag('reserveConcurrency', true),
+      drainTimeout: drainTimeoutSeconds === undefined ? undefined : Duration.seconds(drainTimeoutSeconds),
       architecture: architectureFromName(context('architecture')),
       timeout: timeoutSeconds === undefined ? undefined : Duration.seconds(timeoutSeconds),
       memorySize: number('memorySize'),
@@ -58,6 +68,13 @@ export function stackPropsFromContext(scope: Construct): KafkaEsmStackProps {
       logLevel: context('logLevel'),
       vpcEndpoints: flag('vpcEndpoints'),
       codePath: context('codePath'),
+      alarms: flag('alarms'),
+      offsetLagAlarmThreshold: number('offsetLagAlarmThreshold'),
+      noPollerAlarmPeriod: noPollerAlarmMinutes === undefined ? undefined : Duration.minutes(noPollerAlarmMinutes),
+      metricsNamespace: context('metricsNamespace'),
     },
+    alarmTopicArn: context('alarmTopicArn'),
+    permissionsBoundaryArn: context('permissionsBoundaryArn'),
+    eventSourceProvider: flag('eventSourceProvider'),
   };
 }

@@ -1,4 +1,4 @@
-import { CfnOutput, Stack, StackProps, aws_ec2 as ec2, aws_lambda as lambda } from 'aws-cdk-lib';
+import { CfnOutput, Stack, StackProps, aws_ec2 as ec2, aws_iam as iam, aws_lambda as lambda, aws_sns as sns } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { KafkaEsm, KafkaEsmProps } from './kafka-esm';
 
@@ -21,7 +21,13 @@ export interface KafkaEsmStackProps extends StackProps {
   /** The cluster's network. */
   readonly network: ClusterNetwork;
   /** Everything else of {@link KafkaEsmProps}; the network props are filled in from {@link network}. */
-  readonly kafkaEsm: Omit<KafkaEsmProps, 'vpc' | 'vpcSubnets' | 'securityGroups'>;
+  readonly kafkaEsm: Omit<KafkaEsmProps, 'vpc' | 'vpcSubnets' | 'securityGroups' | 'permissionsBoundary' | 'alarmTopic'>;
+  /** ARN of the SNS topic the alarms notify. */
+  readonly alarmTopicArn?: string;
+  /** ARN of a managed policy that bounds every role of the stack. */
+  readonly permissionsBoundaryArn?: string;
+  /** Create the `Custom::KafkaEsmEventSource` provider and output its service token. */
+  readonly eventSourceProvider?: boolean;
 }
 
 /** The example deployment: kafka-esm in an existing cluster VPC, with its outputs. */
@@ -31,6 +37,12 @@ export class KafkaEsmStack extends Stack {
   constructor(scope: Construct, id: string, props: KafkaEsmStackProps) {
     super(scope, id, props);
     const { network } = props;
+    if (network.routeTableIds !== undefined && network.routeTableIds.length !== network.subnetIds.length) {
+      throw new Error(
+        `routeTableIds must name the route table of each of the ${network.subnetIds.length} subnets, in the same order ` +
+          `(got ${network.routeTableIds.length})`,
+      );
+    }
 
     const vpc = ec2.Vpc.fromVpcAttributes(this, 'Vpc', {
       vpcId: network.vpcId,
@@ -47,6 +59,10 @@ export class KafkaEsmStack extends Stack {
       vpc,
       vpcSubnets: { subnets: vpc.privateSubnets },
       securityGroups: [securityGroup],
+      alarmTopic: props.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn) : undefined,
+      permissionsBoundary: props.permissionsBoundaryArn
+        ? iam.ManagedPolicy.fromManagedPolicyArn(this, 'PermissionsBoundary', props.permissionsBoundaryArn)
+        : undefined,
     });
 
     new CfnOutput(this, 'MappingsTableName', {
@@ -65,6 +81,20 @@ export class KafkaEsmStack extends Stack {
       description: 'ARN of the poller function',
       value: this.kafkaEsm.function.functionArn,
     });
+    new CfnOutput(this, 'PollerRoleArn', {
+      description: 'ARN of the poller role (for cargo lambda deploy --iam-role)',
+      value: this.kafkaEsm.role.roleArn,
+    });
+    new CfnOutput(this, 'DroppedStartsQueueUrl', {
+      description: 'Queue of poller starts Lambda dropped (older than a minute, or failed)',
+      value: this.kafkaEsm.droppedStarts.queueUrl,
+    });
+    if (props.eventSourceProvider) {
+      new CfnOutput(this, 'EventSourceServiceToken', {
+        description: 'ServiceToken of Custom::KafkaEsmEventSource resources (mappings declared in CloudFormation)',
+        value: this.kafkaEsm.eventSourceProvider().serviceToken,
+      });
+    }
   }
 }
 

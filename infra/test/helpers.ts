@@ -26,14 +26,33 @@ export function exampleContext(): Record<string, Json> {
   return context;
 }
 
-let codeDir: string | undefined;
-/** A stand-in for `target/lambda/poller`: a directory with a `bootstrap`, made once per test file. */
-export function fakeCodeDir(): string {
-  if (codeDir === undefined) {
-    codeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kafka-esm-poller-'));
-    fs.writeFileSync(path.join(codeDir, 'bootstrap'), '#!/bin/sh\necho test build\n', { mode: 0o755 });
+const codeDirs: Record<string, string> = {};
+/**
+ * A stand-in for `target/lambda/<arch>`: `poller/bootstrap` and `custom-resource/bootstrap`, each
+ * the 64-byte ELF header of an executable for `arch` (all the construct reads), made once per test file.
+ */
+export function fakeCodeDir(arch: 'arm64' | 'x86_64' = 'arm64'): string {
+  if (codeDirs[arch] === undefined) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `kafka-esm-lambda-${arch}-`));
+    for (const binary of ['poller', 'custom-resource']) {
+      fs.mkdirSync(path.join(dir, binary));
+      fs.writeFileSync(path.join(dir, binary, 'bootstrap'), elfHeader(arch === 'arm64' ? 183 : 62), { mode: 0o755 });
+    }
+    codeDirs[arch] = dir;
   }
-  return codeDir;
+  return codeDirs[arch];
+}
+
+/** The ELF64 little-endian header of a position-independent executable for `machine`. */
+export function elfHeader(machine: number): Buffer {
+  const header = Buffer.alloc(64);
+  header.write('\x7fELF', 0, 'latin1');
+  header[4] = 2; // ELFCLASS64
+  header[5] = 1; // little-endian
+  header[6] = 1; // EV_CURRENT
+  header.writeUInt16LE(3, 16); // ET_DYN
+  header.writeUInt16LE(machine, 18);
+  return header;
 }
 
 export interface Synthesized {
@@ -45,7 +64,11 @@ export interface Synthesized {
 /** Synthesizes the example stack with cdk.json's values, overridden by `context`. */
 export function synth(context: Record<string, Json> = {}, options: { nag?: boolean } = {}): Synthesized {
   const app = new App({
-    context: { ...cdkJsonContext(), codePath: fakeCodeDir(), ...context },
+    context: {
+      ...cdkJsonContext(),
+      codePath: fakeCodeDir(context.architecture === 'x86_64' ? 'x86_64' : 'arm64'),
+      ...context,
+    },
     analyticsReporting: false,
   });
   const stack = new KafkaEsmStack(app, STACK_NAME, stackPropsFromContext(app));

@@ -9,6 +9,7 @@ const ALL_OPTIONS = {
   secretArns: ['arn:aws:secretsmanager:us-east-1:123456789012:secret:AmazonMSK_kafka-esm-AbCdEf'],
   secretKmsKeyArns: ['arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555'],
   vpcEndpoints: true,
+  onFailureBucketArns: ['arn:aws:s3:::failed-orders'],
 };
 
 function findings(stack: Parameters<typeof Annotations.fromStack>[0]): string[] {
@@ -39,6 +40,8 @@ describe('cdk-nag AwsSolutions', () => {
       'AwsSolutions-IAM5[Resource::arn:aws:kafka:us-east-1:123456789012:group/example/01234567-89ab-cdef-0123-456789abcdef-1/*]',
       'AwsSolutions-IAM5[Resource::arn:aws:kafka:us-east-1:123456789012:topic/example/01234567-89ab-cdef-0123-456789abcdef-1/*]',
       'AwsSolutions-IAM5[Resource::arn:aws:lambda:us-east-1:123456789012:function:my-fn:*]',
+      'AwsSolutions-IAM5[Resource::arn:aws:s3:::failed-orders/*]',
+      'AwsSolutions-SQS3',
     ]);
   });
 

@@ -44,12 +44,34 @@ const CONFIGURATIONS: [string, Record<string, Json>][] = [
       secretArns: ['arn:aws:secretsmanager:us-east-1:123456789012:secret:AmazonMSK_a-AbCdEf', 'arn:aws:secretsmanager:us-east-1:123456789012:secret:ca-GhIjKl'],
       secretKmsKeyArns: ['arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555'],
       vpcEndpoints: true,
+      eventSourceProvider: true,
+      onFailureQueueArns: ['arn:aws:sqs:us-east-1:123456789012:failed-orders'],
+      onFailureTopicArns: ['arn:aws:sns:us-east-1:123456789012:failed-orders', 'arn:aws:sns:us-east-1:123456789012:failed-payments'],
+      onFailureBucketArns: ['arn:aws:s3:::failed-orders', 'arn:aws:s3:::failed-payments'],
+      alarms: true,
+      alarmTopicArn: 'arn:aws:sns:us-east-1:123456789012:ops',
+      offsetLagAlarmThreshold: 5000,
+      noPollerAlarmMinutes: 10,
+      metricsNamespace: 'Orders',
       targetFunctionArns: ['arn:aws:lambda:us-east-1:123456789012:function:a', 'arn:aws:lambda:us-east-1:123456789012:function:b'],
     },
   ],
   [
+    'self-managed Kafka, no reserved concurrency, a boundary',
+    {
+      clusterArn: '',
+      iamAuthentication: true,
+      vpcEndpoints: true,
+      reserveConcurrency: false,
+      drainTimeoutSeconds: 45,
+      permissionsBoundaryArn: 'arn:aws:iam::123456789012:policy/team-boundary',
+      eventSourceProvider: true,
+      alarms: true,
+    },
+  ],
+  [
     'x86_64 and other sizes',
-    { architecture: 'x86_64', maximumPollers: 25, timeoutSeconds: 900, memorySize: 1024, logRetentionDays: 7, logLevel: 'kafka_esm=debug' },
+    { architecture: 'x86_64', maximumPollers: 100, timeoutSeconds: 900, memorySize: 1024, logRetentionDays: 7, logLevel: 'kafka_esm=debug' },
   ],
 ];
 
@@ -126,13 +148,24 @@ function samParameters(template: CfnTemplate, context: Record<string, Json>): Re
 }
 
 /** A name for a resource that says what it is, the same in both templates. */
-function canonicalName(resource: Json, scope: Scope): string {
+function canonicalName(resource: Json, scope: Scope, template: CfnTemplate): string {
   const p = resource.Properties ?? {};
+  // The Custom::KafkaEsmEventSource provider's function, role, policy and log group.
+  const isProviderRole = (role: Json) => /provider/.test(role?.Properties?.Description ?? '');
+  const ofProvider =
+    (['AWS::Lambda::Function', 'AWS::IAM::Role'].includes(resource.Type) && isProviderRole(resource)) ||
+    (resource.Type === 'AWS::IAM::Policy' && isProviderRole(template.Resources[p.Roles?.[0]?.Ref])) ||
+    (resource.Type === 'AWS::Logs::LogGroup' && p.LogGroupName === undefined);
+  if (ofProvider) return `Provider${resource.Type.split('::')[2]}`;
   switch (resource.Type) {
     case 'AWS::DynamoDB::Table':
       return `Table:${p.KeySchema.find((k: Json) => k.KeyType === 'HASH').AttributeName}`;
     case 'AWS::Lambda::Permission':
       return `Permission:${p.Principal}`;
+    case 'AWS::CloudWatch::Alarm':
+      return `Alarm:${p.MetricName ?? 'expression'}`;
+    case 'AWS::Logs::MetricFilter':
+      return 'MetricFilter';
     case 'AWS::EC2::VPCEndpoint':
       return `VPCEndpoint:${String(evaluate(p.ServiceName, scope)).split('.').pop()}`;
     case 'AWS::Lambda::Function':
@@ -141,6 +174,9 @@ function canonicalName(resource: Json, scope: Scope): string {
     case 'AWS::Logs::LogGroup':
     case 'AWS::Events::Rule':
     case 'AWS::EC2::SecurityGroup':
+    case 'AWS::SQS::Queue':
+    case 'AWS::SQS::QueuePolicy':
+    case 'AWS::Lambda::EventInvokeConfig':
       return resource.Type.split('::')[2];
     default:
       throw new Error(`no canonical name for ${resource.Type}: add one before comparing it`);
@@ -165,7 +201,7 @@ function evaluateTemplate(template: CfnTemplate, parameters: Record<string, stri
   const plainScope: Scope = { parameters, pseudo, conditions, resourceName: () => undefined };
   const names: Record<string, string> = {};
   for (const [id, resource] of present) {
-    const name = canonicalName(resource, plainScope);
+    const name = canonicalName(resource, plainScope, template);
     if (Object.values(names).includes(name)) throw new Error(`two resources are ${name}`);
     names[id] = name;
   }
@@ -186,14 +222,19 @@ function evaluateTemplate(template: CfnTemplate, parameters: Record<string, stri
     };
   }
   const roleId = Object.keys(names).find((id) => names[id] === 'Role')!;
+  const providerRoleId = Object.keys(names).find((id) => names[id] === 'ProviderRole');
   const outputs: Record<string, Json> = {};
   for (const [name, output] of Object.entries<Json>(template.Outputs ?? {})) {
+    if (output.Condition !== undefined && !conditions[output.Condition]) continue;
     outputs[name] = { Description: output.Description, Value: normalise('Output', evaluate(output.Value, scope)) };
   }
   return {
     resources,
     types: present.map(([, r]) => r.Type).sort(),
-    grants: grantLines(roleGrants(template, roleId, scope)),
+    grants: [
+      ...grantLines(roleGrants(template, roleId, scope)),
+      ...(providerRoleId ? grantLines(roleGrants(template, providerRoleId, scope)).map((g) => `provider: ${g}`) : []),
+    ],
     outputs,
   };
 }
@@ -204,6 +245,7 @@ function normalise(name: string, properties: Json): Json {
   if (p === null || typeof p !== 'object') return p;
   switch (name) {
     case 'Function':
+    case 'ProviderFunction':
       delete p.Code;
       delete p.Tags;
       break;
@@ -216,6 +258,7 @@ function normalise(name: string, properties: Json): Json {
       if (p.FunctionName === '<Function.Arn>') p.FunctionName = '<Function>';
       break;
     case 'Policy':
+    case 'ProviderPolicy':
       delete p.PolicyName;
       delete p.PolicyDocument; // compared as (action, resource) pairs
       break;
@@ -236,6 +279,16 @@ describe('CDK and SAM parity', () => {
     const cdk = evaluateTemplate(synth(overrides).template.toJSON() as CfnTemplate, {}, STACK_NAME);
     const samEvaluated = evaluateTemplate(sam, samParameters(sam, context), STACK_NAME);
 
+    if (overrides.eventSourceProvider) {
+      // The provider is compared too: its function, role, policy, log group and grants.
+      expect(Object.keys(cdk.resources)).toEqual(expect.arrayContaining(['ProviderFunction', 'ProviderRole', 'ProviderPolicy', 'ProviderLogGroup']));
+      expect(cdk.grants.filter((g) => g.startsWith('provider: '))).toContainEqual(expect.stringMatching(/^provider: lambda:GetFunction /));
+    }
+    if (overrides.alarms) {
+      const alarms = ['Alarm:AsyncEventsDropped', 'Alarm:Errors', 'Alarm:Invocations', 'Alarm:MappingsDisabled', 'Alarm:Throttles', 'MetricFilter'];
+      if (overrides.offsetLagAlarmThreshold !== undefined) alarms.push('Alarm:expression');
+      expect(Object.keys(cdk.resources).filter((n) => n.startsWith('Alarm') || n === 'MetricFilter').sort()).toEqual(alarms.sort());
+    }
     expect(samEvaluated.grants).toEqual(cdk.grants);
     expect(samEvaluated.types).toEqual(cdk.types);
     expect(Object.keys(samEvaluated.resources).sort()).toEqual(Object.keys(cdk.resources).sort());
@@ -254,11 +307,14 @@ describe('CDK and SAM parity', () => {
     };
     const ofType = (template: Json, type: string) => Object.values<Json>(template.Resources).find((r) => r.Type === type);
 
-    const extraAction = evaluateChanged((t) => ofType(t, 'AWS::IAM::Policy').Properties.PolicyDocument.Statement[0].Action.push('dynamodb:BatchWriteItem'));
+    const pollerPolicy = (template: Json) =>
+      Object.values<Json>(template.Resources).find((r) => r.Type === 'AWS::IAM::Policy' && r.Properties.PolicyName === 'kafka-esm-poller');
+    const extraAction = evaluateChanged((t) => pollerPolicy(t).Properties.PolicyDocument.Statement[0].Action.push('dynamodb:BatchWriteItem'));
     expect(extraAction.grants).not.toEqual(cdk.grants);
     const slowerSchedule = evaluateChanged((t) => (ofType(t, 'AWS::Events::Rule').Properties.ScheduleExpression = 'rate(5 minutes)'));
     expect(slowerSchedule.resources.Rule).not.toEqual(cdk.resources.Rule);
-    const noPolicyDependency = evaluateChanged((t) => delete ofType(t, 'AWS::Lambda::Function').DependsOn);
+    const noPolicyDependency = evaluateChanged((t) => delete Object.values<Json>(t.Resources).find(
+      (r) => r.Type === 'AWS::Lambda::Function' && r.Properties.Description?.includes('poller')).DependsOn);
     expect(noPolicyDependency.resources.Function).not.toEqual(cdk.resources.Function);
   });
 
