@@ -131,7 +131,7 @@ export interface KafkaEsmProps {
 
   /**
    * SQS queues that mappings name as their on-failure destination
-   * (`DestinationConfig.OnFailure.Destination`): the poller may `sqs:SendMessage` to them. A
+   * (`DestinationConfig.OnFailure.Destination`): the poller may `sqs:GetQueueUrl` and `sqs:SendMessage` on them. A
    * {@link KafkaEsmEventSource} with `onFailure` adds its own.
    *
    * @default - none
@@ -691,14 +691,15 @@ export class KafkaEsm extends Construct {
         }),
       );
     }
-    const destinations: [string, string, string[]][] = [
-      ['SendFailuresToQueues', 'sqs:SendMessage', props.onFailureQueueArns ?? []],
-      ['PublishFailures', 'sns:Publish', props.onFailureTopicArns ?? []],
-      ['WriteFailuresToBuckets', 's3:PutObject', (props.onFailureBucketArns ?? []).map((arn) => `${arn}/*`)],
+    // The poller finds a queue's URL from its ARN (GetQueueUrl), then sends to it.
+    const destinations: [string, string[], string[]][] = [
+      ['SendFailuresToQueues', ['sqs:GetQueueUrl', 'sqs:SendMessage'], props.onFailureQueueArns ?? []],
+      ['PublishFailures', ['sns:Publish'], props.onFailureTopicArns ?? []],
+      ['WriteFailuresToBuckets', ['s3:PutObject'], (props.onFailureBucketArns ?? []).map((arn) => `${arn}/*`)],
     ];
-    for (const [sid, action, resources] of destinations) {
+    for (const [sid, actions, resources] of destinations) {
       if (resources.length > 0) {
-        statements.push(new iam.PolicyStatement({ sid, actions: [action], resources }));
+        statements.push(new iam.PolicyStatement({ sid, actions, resources }));
       }
     }
 
