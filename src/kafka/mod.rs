@@ -5,7 +5,8 @@
 //! starts (the group's committed offset, else the mapping's `StartingPosition`) and adds or removes
 //! partitions one at a time as the poller's leases come and go (incremental assignment), each with
 //! its own queue, so partitions are read and invoked in parallel while librdkafka keeps fetching
-//! ahead into a bounded buffer (`queued.max.messages.kbytes` per partition). It implements the
+//! ahead into a bounded buffer (`queued.max.messages.kbytes` per partition, a share of the
+//! client's budget: [`fetch_share_kbytes`]). It implements the
 //! [`RecordSource`] and [`Checkpoint`] seams.
 
 use std::collections::BTreeMap;
@@ -679,6 +680,14 @@ fn resolve_start(position: StartingPosition, (low, high): (i64, i64), by_time: O
     }
 }
 
+/// The fetch-ahead buffer of each partition (`queued.max.messages.kbytes`) when a client's
+/// `budget_kbytes` is shared by `partitions`: an equal share, at most `per_partition_kbytes`, at
+/// least 64 KiB (below that a partition fetches too little at a time to keep up).
+pub fn fetch_share_kbytes(budget_kbytes: u32, partitions: usize, per_partition_kbytes: u32) -> u32 {
+    let partitions = u32::try_from(partitions.max(1)).unwrap_or(u32::MAX);
+    (budget_kbytes / partitions).clamp(64.min(per_partition_kbytes), per_partition_kbytes)
+}
+
 /// The librdkafka settings of every consumer kafka-esm creates (the benchmark's raw reader uses
 /// them too, so the two measure the same client).
 pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
@@ -696,6 +705,9 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         .set("queued.max.messages.kbytes", settings.queued_max_kbytes.to_string())
+        // One fetch adds at most this much to a partition's buffer (a record batch larger than it
+        // still comes whole), so a small buffer is not overshot by librdkafka's default 1 MiB.
+        .set("max.partition.fetch.bytes", (settings.queued_max_kbytes.min(1024) * 1024).to_string())
         .set("fetch.queue.backoff.ms", settings.fetch_queue_backoff_ms.to_string())
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.ms", "100")
@@ -920,6 +932,23 @@ mod tests {
         assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::End)), 20);
         assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::Offset(-1))), 20);
         assert_eq!(resolve_start(AtTimestamp, marks, None), 20);
+    }
+
+    #[test]
+    fn the_fetch_budget_is_shared_by_the_partitions() {
+        // 16 MiB over 8 partitions: each may use its full 2 MiB.
+        assert_eq!(fetch_share_kbytes(16_384, 8, 2048), 2048);
+        assert_eq!(fetch_share_kbytes(16_384, 100, 2048), 163);
+        assert_eq!(fetch_share_kbytes(16_384, 512, 2048), 64);
+        // Never below 64 KiB (unless the per-partition setting itself is lower), never above it.
+        assert_eq!(fetch_share_kbytes(1024, 1000, 2048), 64);
+        assert_eq!(fetch_share_kbytes(1024, 1000, 16), 16);
+        assert_eq!(fetch_share_kbytes(16_384, 0, 2048), 2048);
+        let small = consumer_config(&KafkaSettings { queued_max_kbytes: 163, ..settings(Security::Plaintext) }, "c");
+        assert_eq!(small.get("queued.max.messages.kbytes"), Some("163"));
+        assert_eq!(small.get("max.partition.fetch.bytes"), Some("166912"));
+        let large = consumer_config(&settings(Security::Plaintext), "c");
+        assert_eq!(large.get("max.partition.fetch.bytes"), Some("1048576"));
     }
 
     fn settings(security: Security) -> KafkaSettings {
