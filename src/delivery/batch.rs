@@ -14,8 +14,8 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::event::{EncodedRecord, Envelope, MAX_PAYLOAD_BYTES, Payload, encode_record};
-use super::record::{KafkaRecord, RecordSource, SourceError};
+use super::event::{EncodedRecord, Envelope, MAX_PAYLOAD_BYTES, Payload, RecordEncoder};
+use super::record::{RecordSource, SourceError};
 use crate::model::mapping::EventSourceMapping;
 
 /// AWS's default `BatchSize` for Kafka.
@@ -106,13 +106,15 @@ pub struct Batcher<S> {
     topic: Arc<str>,
     envelope: Arc<Envelope>,
     limits: BatchLimits,
+    encoder: RecordEncoder,
     /// A record read but not fitting the previous batch: it opens the next one.
     carried: Option<EncodedRecord>,
 }
 
 impl<S: RecordSource> Batcher<S> {
     pub fn new(source: S, topic: Arc<str>, envelope: Arc<Envelope>, limits: BatchLimits) -> Self {
-        Self { source, topic, envelope, limits, carried: None }
+        let encoder = RecordEncoder::new(&topic);
+        Self { source, topic, envelope, limits, encoder, carried: None }
     }
 
     pub const fn limits(&self) -> BatchLimits {
@@ -130,7 +132,7 @@ impl<S: RecordSource> Batcher<S> {
                 let item = tokio::select! {
                     biased;
                     () = stop.cancelled() => return Ok(NextBatch::Stopped),
-                    item = self.source.next_record() => item,
+                    item = self.source.next_encoded(&self.encoder) => item,
                 };
                 match self.accept(item)? {
                     Accepted::Record(record) => break record,
@@ -161,7 +163,7 @@ impl<S: RecordSource> Batcher<S> {
         while payload.len() < self.limits.max_records {
             let item = if self.limits.window.is_zero() {
                 // No window: take what is already buffered, never wait.
-                match self.source.next_record().now_or_never() {
+                match self.source.next_encoded(&self.encoder).now_or_never() {
                     Some(item) => item,
                     None => break,
                 }
@@ -173,7 +175,7 @@ impl<S: RecordSource> Batcher<S> {
                     // would never deliver a quiet partition's records.
                     () = stop.cancelled() => break,
                     () = sleep_until(deadline) => break,
-                    item = self.source.next_record() => item,
+                    item = self.source.next_encoded(&self.encoder) => item,
                 }
             };
             match self.accept(item)? {
@@ -192,10 +194,10 @@ impl<S: RecordSource> Batcher<S> {
         Ok(NextBatch::Batch(Batch { partition, payload, first_offset, last_offset }))
     }
 
-    fn accept(&self, item: Option<Result<KafkaRecord, SourceError>>) -> Result<Accepted, SourceError> {
+    fn accept(&self, item: Option<Result<EncodedRecord, SourceError>>) -> Result<Accepted, SourceError> {
         match item {
             None => Ok(Accepted::Ended),
-            Some(Ok(record)) => Ok(Accepted::Record(encode_record(&record))),
+            Some(Ok(record)) => Ok(Accepted::Record(record)),
             Some(Err(SourceError::Transient { partition, message })) => {
                 warn!(topic = %self.topic, partition, error = %message, "Kafka read error; the client retries.");
                 Ok(Accepted::Skip)
@@ -214,8 +216,8 @@ enum Accepted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::event::EventSource;
-    use crate::delivery::record::TimestampType;
+    use crate::delivery::event::{EventSource, encode_record};
+    use crate::delivery::record::{KafkaRecord, TimestampType};
     use crate::testing::MemorySource;
 
     fn rec(offset: i64, value_len: usize) -> KafkaRecord {

@@ -31,6 +31,7 @@ pub use connector::{KafkaConnector, KafkaMappingClient, kafka_disposition};
 pub use crate::aws::secrets::{ClientCertificate, Secret, UserPassword};
 use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
 use crate::delivery::policy::StopReason;
+use crate::delivery::event::{EncodedRecord, RecordEncoder, RecordView};
 use crate::delivery::record::{Header, KafkaRecord, RecordSource, SourceError, TimestampType};
 use crate::model::mapping::StartingPosition;
 use msk_iam::MskIamSigner;
@@ -814,36 +815,65 @@ impl KafkaPartitionSource {
 
 impl RecordSource for KafkaPartitionSource {
     async fn next_record(&mut self) -> Option<Result<KafkaRecord, SourceError>> {
-        let partition = self.partition;
         Some(match self.queue.recv().await {
             Ok(message) => Ok(to_record(&message, &self.topic)),
-            Err(e) => {
-                let message = e.to_string();
-                match e.rdkafka_error_code() {
-                    Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed) => {
-                        Err(SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthzError) })
-                    }
-                    Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
-                        Err(SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthnError) })
-                    }
-                    // The topic or partition went away: restart from the committed offset (the
-                    // consumer then finds out what is left).
-                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
-                        Err(SourceError::Fatal { partition, message, stop: None })
-                    }
-                    _ => Err(SourceError::Transient { partition, message }),
-                }
+            Err(e) => Err(self.source_error(&e)),
+        })
+    }
+
+    /// Encodes the record from librdkafka's buffer in place: no owned copy of key, value and
+    /// headers first.
+    async fn next_encoded(&mut self, encoder: &RecordEncoder) -> Option<Result<EncodedRecord, SourceError>> {
+        Some(match self.queue.recv().await {
+            Ok(message) => {
+                let (timestamp_ms, timestamp_type) = timestamp(&message);
+                let headers = message.headers();
+                let count = headers.map_or(0, Headers::count);
+                let view = RecordView {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    timestamp_ms,
+                    timestamp_type,
+                    key: message.key(),
+                    value: message.payload(),
+                    headers: (0..count).filter_map(move |i| headers?.try_get(i)).map(|h| (h.key, h.value)),
+                };
+                Ok(encoder.encode(view))
             }
+            Err(e) => Err(self.source_error(&e)),
         })
     }
 }
 
-fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
-    let (timestamp_ms, timestamp_type) = match message.timestamp() {
+impl KafkaPartitionSource {
+    fn source_error(&self, e: &KafkaError) -> SourceError {
+        let partition = self.partition;
+        let message = e.to_string();
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthzError) }
+            }
+            Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthnError) }
+            }
+            // The topic or partition went away: restart from the committed offset (the consumer
+            // then finds out what is left).
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => SourceError::Fatal { partition, message, stop: None },
+            _ => SourceError::Transient { partition, message },
+        }
+    }
+}
+
+fn timestamp(message: &BorrowedMessage<'_>) -> (i64, TimestampType) {
+    match message.timestamp() {
         Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
         Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
         Timestamp::NotAvailable => (-1, TimestampType::NoTimestampType),
-    };
+    }
+}
+
+fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
+    let (timestamp_ms, timestamp_type) = timestamp(message);
     let headers = message
         .headers()
         .map(|h| h.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect())
