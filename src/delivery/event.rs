@@ -341,10 +341,10 @@ fn group_open(topic: &str, partition: i32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+    use serde_json::{Value, json};
 
     /// The encoder before [`RecordEncoder`]: `serde_json` over the record, the reference the
     /// hand-written one must match byte for byte.
@@ -352,78 +352,77 @@ mod tests {
         serde_json::to_vec(&RecordJson(record)).unwrap()
     }
 
-struct RecordJson<'a>(&'a KafkaRecord);
+    struct RecordJson<'a>(&'a KafkaRecord);
 
-impl Serialize for RecordJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let r = self.0;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("topic", &*r.topic)?;
-        map.serialize_entry("partition", &r.partition)?;
-        map.serialize_entry("offset", &r.offset)?;
-        map.serialize_entry("timestamp", &r.timestamp_ms)?;
-        map.serialize_entry("timestampType", r.timestamp_type.as_str())?;
-        // A null key or value is left out of the record, as AWS does.
-        if let Some(key) = &r.key {
-            map.serialize_entry("key", &Base64(key))?;
+    impl Serialize for RecordJson<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let r = self.0;
+            let mut map = serializer.serialize_map(None)?;
+            map.serialize_entry("topic", &*r.topic)?;
+            map.serialize_entry("partition", &r.partition)?;
+            map.serialize_entry("offset", &r.offset)?;
+            map.serialize_entry("timestamp", &r.timestamp_ms)?;
+            map.serialize_entry("timestampType", r.timestamp_type.as_str())?;
+            // A null key or value is left out of the record, as AWS does.
+            if let Some(key) = &r.key {
+                map.serialize_entry("key", &Base64(key))?;
+            }
+            if let Some(value) = &r.value {
+                map.serialize_entry("value", &Base64(value))?;
+            }
+            map.serialize_entry("headers", &HeadersJson(&r.headers))?;
+            map.end()
         }
-        if let Some(value) = &r.value {
-            map.serialize_entry("value", &Base64(value))?;
+    }
+
+    struct Base64<'a>(&'a [u8]);
+
+    impl Serialize for Base64<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(&base64::display::Base64Display::new(self.0, &STANDARD))
         }
-        map.serialize_entry("headers", &HeadersJson(&r.headers))?;
-        map.end()
     }
-}
 
-struct Base64<'a>(&'a [u8]);
+    /// `[{"k1":[…]},{"k2":[…]}]`: a list of one-entry objects, so order and duplicates survive.
+    struct HeadersJson<'a>(&'a [Header]);
 
-impl Serialize for Base64<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&base64::display::Base64Display::new(self.0, &STANDARD))
-    }
-}
-
-/// `[{"k1":[…]},{"k2":[…]}]`: a list of one-entry objects, so order and duplicates survive.
-struct HeadersJson<'a>(&'a [Header]);
-
-impl Serialize for HeadersJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for header in self.0 {
-            seq.serialize_element(&OneHeader(header))?;
+    impl Serialize for HeadersJson<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+            for header in self.0 {
+                seq.serialize_element(&OneHeader(header))?;
+            }
+            seq.end()
         }
-        seq.end()
     }
-}
 
-struct OneHeader<'a>(&'a Header);
+    struct OneHeader<'a>(&'a Header);
 
-impl Serialize for OneHeader<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        // A null header value is sent as an empty array: deserialisers typed `byte[]`/`Vec<i8>`
-        // (aws_lambda_events among them) would reject `null`.
-        map.serialize_entry(&self.0.key, &SignedBytes(self.0.value.as_deref().unwrap_or_default()))?;
-        map.end()
+    impl Serialize for OneHeader<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(Some(1))?;
+            // A null header value is sent as an empty array: deserialisers typed `byte[]`/`Vec<i8>`
+            // (aws_lambda_events among them) would reject `null`.
+            map.serialize_entry(&self.0.key, &SignedBytes(self.0.value.as_deref().unwrap_or_default()))?;
+            map.end()
+        }
     }
-}
 
-/// Bytes as Java serialises `byte[]`: signed, -128..127.
-struct SignedBytes<'a>(&'a [u8]);
+    /// Bytes as Java serialises `byte[]`: signed, -128..127.
+    struct SignedBytes<'a>(&'a [u8]);
 
-impl Serialize for SignedBytes<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|&b| b as i8))
+    impl Serialize for SignedBytes<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(self.0.iter().map(|&b| b as i8))
+        }
     }
-}
 
     /// Odd records: null and empty keys and values, binary and non-UTF-8 bytes, every byte value
     /// in a header, duplicate and null headers, keys and topics needing JSON escapes, extreme
     /// numbers, each timestamp type.
     fn odd_records() -> Vec<KafkaRecord> {
         let all_bytes: Vec<u8> = (0..=255).collect();
-        let topics: [Arc<str>; 3] =
-            [Arc::from("orders"), Arc::from("t\"q\\u\u{1}\u{1f}\n\t\u{7f}é💥"), Arc::from("")];
+        let topics: [Arc<str>; 3] = [Arc::from("orders"), Arc::from("t\"q\\u\u{1}\u{1f}\n\t\u{7f}é💥"), Arc::from("")];
         let keys: [Option<Vec<u8>>; 5] =
             [None, Some(vec![]), Some(b"k".to_vec()), Some(vec![0xff, 0xfe, 0x00, 0x80]), Some(all_bytes.clone())];
         let values: [Option<Vec<u8>>; 6] = [
@@ -473,13 +472,12 @@ impl Serialize for SignedBytes<'_> {
         for r in &records {
             let encoded = encode_record(r);
             let reference = serde_encode(r);
-            assert_eq!(
-                String::from_utf8_lossy(&encoded.json),
-                String::from_utf8_lossy(&reference),
-                "record {r:?}"
-            );
+            assert_eq!(String::from_utf8_lossy(&encoded.json), String::from_utf8_lossy(&reference), "record {r:?}");
             assert_eq!(encoded.json, reference);
-            assert_eq!((encoded.partition, encoded.offset, encoded.timestamp_ms), (r.partition, r.offset, r.timestamp_ms));
+            assert_eq!(
+                (encoded.partition, encoded.offset, encoded.timestamp_ms),
+                (r.partition, r.offset, r.timestamp_ms)
+            );
             // And it is the JSON the contract describes: parses, base64 decodes to the bytes.
             let v: Value = serde_json::from_slice(&encoded.json).unwrap();
             let decoded = |field: &str| v.get(field).map(|s| STANDARD.decode(s.as_str().unwrap()).unwrap());

@@ -92,14 +92,16 @@ impl Connector for KafkaConnector {
         let Ok(partitions) = connected.client.partitions().await else {
             return Ok(connected.finish(&connection.bootstrap_servers));
         };
-        let share = super::fetch_share_kbytes(self.tuning.fetch_buffer_kbytes, partitions.len(), settings.queued_max_kbytes);
+        let share =
+            super::fetch_share_kbytes(self.tuning.fetch_buffer_kbytes, partitions.len(), settings.queued_max_kbytes);
         if share >= settings.queued_max_kbytes {
             return Ok(connected.finish(&connection.bootstrap_servers));
         }
         debug!(mapping = %mapping.uuid, partitions = partitions.len(), queued_max_kbytes = share, "Fetch-ahead buffer per partition within the budget.");
         drop(connected);
         let settings = KafkaSettings { queued_max_kbytes: share, ..settings };
-        Ok(serve_main_queue(KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?).finish(&connection.bootstrap_servers))
+        Ok(serve_main_queue(KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?)
+            .finish(&connection.bootstrap_servers))
     }
 }
 

@@ -30,8 +30,8 @@ pub use connector::{KafkaConnector, KafkaMappingClient, kafka_disposition};
 
 pub use crate::aws::secrets::{ClientCertificate, Secret, UserPassword};
 use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
-use crate::delivery::policy::StopReason;
 use crate::delivery::event::{EncodedRecord, RecordEncoder, RecordView};
+use crate::delivery::policy::StopReason;
 use crate::delivery::record::{Header, KafkaRecord, RecordSource, SourceError, TimestampType};
 use crate::model::mapping::StartingPosition;
 use msk_iam::MskIamSigner;

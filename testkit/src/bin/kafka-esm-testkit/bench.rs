@@ -750,10 +750,8 @@ async fn fresh_broker(args: &RunArgs, label: &str) -> Result<Filled> {
     if args.batched {
         // tansu 0.6 answers wrong end offsets after multi-record batches: a new topic's partition
         // ends where the acknowledged records end.
-        let acknowledged: BTreeMap<i32, i64> = (0..)
-            .zip(&produced)
-            .map(|(p, &n)| Ok((p, i64::try_from(n)?)))
-            .collect::<Result<_>>()?;
+        let acknowledged: BTreeMap<i32, i64> =
+            (0..).zip(&produced).map(|(p, &n)| Ok((p, i64::try_from(n)?))).collect::<Result<_>>()?;
         if acknowledged != lookups.ends {
             println!(
                 "    note: tansu's end offsets {:?} are not the acknowledged records {:?} (tansu 0.6 after producer batches); measuring against the acknowledged",
@@ -806,7 +804,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         bail!("BENCH_RECORDS and BENCH_PARTITIONS must be positive");
     }
     if !args.raw_only && !args.esm.exists() {
-        bail!("{} not found: build it with `cargo build --profile profiling --bin esm -p kafka-esm`", args.esm.display());
+        bail!(
+            "{} not found: build it with `cargo build --profile profiling --bin esm -p kafka-esm`",
+            args.esm.display()
+        );
     }
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let ticks = clock_ticks_per_second();
@@ -887,7 +888,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             t.e2e.rate.records_per_s() / t.raw.records_per_s(),
             verdict(ratio >= 0.9)
         );
-        let per_record = |s: Option<f64>| s.map_or("unknown".to_owned(), |s| format!("{:.2}", s * 1e6 / t.total as f64));
+        let per_record =
+            |s: Option<f64>| s.map_or("unknown".to_owned(), |s| format!("{:.2}", s * 1e6 / t.total as f64));
         let steady = t.e2e.steady_cpu_us_per_record;
         println!(
             "    | CPU us per record (reading process; esm poll from its first record, and over its life) | {} | {} ({}) | | esm poll <= 3: {} |",
@@ -953,9 +955,19 @@ async fn throughput(args: &RunArgs, raw_label: &str, dynalite: &Dynalite, ticks:
         args.stub_delay_ms
     );
     let services = [("tansu", broker.pid), ("dynalite", dynalite_pid)];
-    let e2e =
-        end_to_end(args, &broker.tansu.bootstrap, &broker.topic, &broker.ends, total, raw.bytes, dynalite, &stub, &services, ticks)
-            .await?;
+    let e2e = end_to_end(
+        args,
+        &broker.tansu.bootstrap,
+        &broker.topic,
+        &broker.ends,
+        total,
+        raw.bytes,
+        dynalite,
+        &stub,
+        &services,
+        ticks,
+    )
+    .await?;
     println!("    {}", e2e.rate.describe());
     println!(
         "    first record delivered {:.2} s after the poller started; {} invocations, {:.0} records each on average",

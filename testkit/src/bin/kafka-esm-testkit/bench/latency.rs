@@ -58,7 +58,11 @@ impl Percentiles {
 
 impl std::fmt::Display for Percentiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} records)", self.p50_ms, self.p99_ms, self.max_ms, self.count)
+        write!(
+            f,
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} records)",
+            self.p50_ms, self.p99_ms, self.max_ms, self.count
+        )
     }
 }
 
@@ -268,7 +272,8 @@ pub async fn measure(
         let mut out = Vec::new();
         for invocation in stub.invocations() {
             let arrived = base_us
-                - i64::try_from(base_instant.saturating_duration_since(invocation.started.into()).as_micros()).unwrap_or(0);
+                - i64::try_from(base_instant.saturating_duration_since(invocation.started.into()).as_micros())
+                    .unwrap_or(0);
             let Some(records) = invocation.event["records"].as_object() else { continue };
             for record in records.values().filter_map(|v| v.as_array()).flatten() {
                 let stamp = record["value"].as_str().and_then(|v| STANDARD.decode(v).ok()).and_then(|v| stamp_of(&v));
