@@ -87,10 +87,15 @@ impl Connector for KafkaConnector {
         let connected = serve_main_queue(KafkaClient::new(settings.clone(), mapping.topic(), &mapping.uuid)?);
         // The fetch-ahead budget is shared by the topic's partitions: librdkafka's buffer is per
         // partition and fixed when the client is made, so a topic with more partitions than the
-        // budget allows at `ESM_QUEUED_MAX_KBYTES` each gets a client with a smaller one. If the
-        // topic cannot be read yet, the first client stays: serving it reports why.
-        let Ok(partitions) = connected.client.partitions().await else {
-            return Ok(connected.finish(&connection.bootstrap_servers));
+        // budget allows at `ESM_QUEUED_MAX_KBYTES` each gets a client with a smaller one. The
+        // partitions are the first request the mapping would make anyway; its error is the
+        // connection's.
+        let partitions = match connected.client.partitions().await {
+            Ok(partitions) => partitions,
+            Err(e) => {
+                close(connected).await;
+                return Err(e.into());
+            }
         };
         let share =
             super::fetch_share_kbytes(self.tuning.fetch_buffer_kbytes, partitions.len(), settings.queued_max_kbytes);
@@ -98,11 +103,16 @@ impl Connector for KafkaConnector {
             return Ok(connected.finish(&connection.bootstrap_servers));
         }
         debug!(mapping = %mapping.uuid, partitions = partitions.len(), queued_max_kbytes = share, "Fetch-ahead buffer per partition within the budget.");
-        drop(connected);
+        close(connected).await;
         let settings = KafkaSettings { queued_max_kbytes: share, ..settings };
         Ok(serve_main_queue(KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?)
             .finish(&connection.bootstrap_servers))
     }
+}
+
+/// Closing a client may wait on the network: keep it off the async threads.
+async fn close(connected: Connected) {
+    let _ = tokio::task::spawn_blocking(move || drop(connected)).await;
 }
 
 /// A client whose main queue is being served.
