@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Throughput and memory of `esm poll` on local services: prints numbers and the command that
-# reproduces them; asserts nothing about timing.
+# Throughput, CPU, memory and latency of `esm poll` on local services, side by side with a plain
+# librdkafka consumer on the same data: prints numbers, the commit and the command that reproduces
+# them; asserts nothing about timing.
 #
-#   scripts/bench.sh                      # 200,000 x 1 KB records over 8 partitions, BatchSize 1000
-#   BENCH_RECORDS=20000 scripts/bench.sh  # quick
+#   scripts/bench.sh                      # 200,000 x 1 KB producer-batched records over 8 partitions
+#   BENCH_BATCHED=0 scripts/bench.sh      # the same records, one per produce batch
+#   BENCH_RECORDS=20000 BENCH_LATENCY_S=0 scripts/bench.sh       # quick, throughput only
+#   BENCH_PARTITIONS=100 BENCH_STUB_DELAY_MS=1000 BENCH_LATENCY_S=0 scripts/bench.sh   # memory
+#   BENCH_LATENCY_ONLY=1 scripts/bench.sh # latency only
 #
-# Builds `esm` and `kafka-esm-testkit` (release), then `kafka-esm-testkit bench` measures in one run:
+# Builds `esm` and `kafka-esm-testkit` with the `profiling` profile (the release build's
+# optimisation, LTO and codegen units, with symbols kept so `perf record -p $(pgrep -f 'esm poll')`
+# can attribute the poller's CPU), then `kafka-esm-testkit bench` measures in one run:
 #   (a) the raw fetch rate of the product's Kafka client setup (rdkafka StreamConsumer with the
 #       product's settings, split partition queues read in parallel tasks) on a fresh tansu,
 #   (b) the end-to-end rate through a real `esm poll` into a counting Invoke stub, on another
 #       fresh tansu with the same records (tansu slows down with every full read), offsets
-#       checked afterwards by the test kit's own offsets reader,
+#       checked afterwards by the test kit's own offsets reader, and the CPU seconds of every
+#       process (per record for the readers),
 #   (c) the poller's peak RSS (VmHWM),
-# and prints both rates, their ratio, the peak RSS, CPU seconds per process and the command that
-# reproduces the run. Targets (e2e >= 0.8 x raw, RSS <= 64 MiB) are reported, never asserted; the
-# exit status is non-zero only if something failed (e.g. offsets not committed).
+#   (d) latency: records produced at a fixed rate (1,000/s over 4 partitions), each stamped with its
+#       send time, read at once by a raw consumer and by `esm poll` (window 0), at fetch waits 10
+#       and 1 ms: produce -> consume and produce -> invoke p50/p99 side by side,
+# and prints a summary table with the targets (e2e >= 0.9 x raw, <= 3 us poller CPU per record,
+# RSS <= 64 MiB, latency overhead <= 1 ms p50 / 5 ms p99), reported, never asserted; the exit
+# status is non-zero only if something failed (e.g. offsets not committed).
 #
 # Settings (environment, or the same names as flags: `scripts/bench.sh --records 20000`):
 #   BENCH_RECORDS (200000), BENCH_PARTITIONS (8), BENCH_RECORD_BYTES (1024),
-#   BENCH_BATCH_SIZE (1000), BENCH_WINDOW_S (0), BENCH_TIMEOUT_S (600),
+#   BENCH_BATCH_SIZE (1000), BENCH_WINDOW_S (0), BENCH_TIMEOUT_S (600), BENCH_BATCHED (1),
+#   BENCH_LATENCY_S (10; 0 skips), BENCH_LATENCY_RATE (1000), BENCH_LATENCY_PARTITIONS (4),
+#   BENCH_LATENCY_FETCH_WAITS (10,1), BENCH_LATENCY_ONLY (0),
 #   ESM_FETCH_WAIT_MS (10: tansu holds every fetch that long), ESM_QUEUED_MAX_KBYTES (2048),
 #   ESM_FETCH_QUEUE_BACKOFF_MS (10).
 #   Other ESM_* variables (and RUST_LOG) reach the poller unchanged.
@@ -26,7 +38,6 @@
 #   BENCH_STUB_DELAY_MS=1000   a slow function: fetch-ahead buffers stay full (worst-case RSS)
 #   BENCH_RAW_CONFIG=k=v,k=v   extra librdkafka settings for the raw reader only
 #   BENCH_RAW_ONLY=1 BENCH_RAW_RUNS=N   only raw reads; BENCH_RDKAFKA_DEBUG=fetch logs them
-#   BENCH_BATCHED=1            pre-fill producer-batched (linger.ms 5), as real producers send
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -36,11 +47,11 @@ LOG_TAG=bench
 
 bash scripts/install-deps.sh
 
-log "building esm and kafka-esm-testkit (release; several minutes on 2 cores the first time)"
+log "building esm and kafka-esm-testkit (profiling profile: release + symbols; several minutes on 2 cores the first time)"
 # Two invocations, so `esm` is built exactly as `cargo build --release --bin esm` builds it
 # (features are unified over the packages of one invocation).
-cargo build --release --quiet -p kafka-esm --bin esm
-cargo build --release --quiet -p kafka-esm-testkit --bin kafka-esm-testkit
+cargo build --profile profiling --quiet -p kafka-esm --bin esm
+cargo build --profile profiling --quiet -p kafka-esm-testkit --bin kafka-esm-testkit
 
 target=${CARGO_TARGET_DIR:-$repo/target}
-exec "$target/release/kafka-esm-testkit" bench --esm "$target/release/esm" "$@"
+exec "$target/profiling/kafka-esm-testkit" bench --esm "$target/profiling/esm" "$@"

@@ -42,6 +42,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         meaning: "fetch-ahead buffer per partition (librdkafka queued.max.messages.kbytes)",
     },
     EnvVar {
+        name: "ESM_FETCH_BUFFER_KBYTES",
+        default: "16384",
+        meaning: "fetch-ahead budget of a mapping's Kafka client, shared by the topic's partitions: each buffers at most this / partitions, and at most ESM_QUEUED_MAX_KBYTES",
+    },
+    EnvVar {
         name: "ESM_FETCH_QUEUE_BACKOFF_MS",
         default: "10",
         meaning: "how soon a partition whose fetch-ahead buffer was full is fetched again",
@@ -155,6 +160,8 @@ pub struct KafkaTuning {
     pub fetch_wait_max_ms: u32,
     /// Fetch-ahead buffer per partition.
     pub queued_max_kbytes: u32,
+    /// Fetch-ahead budget of one mapping's client, shared by the topic's partitions.
+    pub fetch_buffer_kbytes: u32,
     /// librdkafka's `fetch.queue.backoff.ms` defaults to 1000 and idles a partition for a second
     /// each time its buffer is full; 10 keeps it busy.
     pub fetch_queue_backoff_ms: u32,
@@ -166,6 +173,7 @@ impl Default for KafkaTuning {
         Self {
             fetch_wait_max_ms: 500,
             queued_max_kbytes: 2048,
+            fetch_buffer_kbytes: 16384,
             fetch_queue_backoff_ms: 10,
             request_timeout: Duration::from_secs(10),
         }
@@ -332,6 +340,7 @@ impl Settings {
             kafka: KafkaTuning {
                 fetch_wait_max_ms: env.number("ESM_FETCH_WAIT_MS", 0)?.unwrap_or(d.kafka.fetch_wait_max_ms),
                 queued_max_kbytes: env.number("ESM_QUEUED_MAX_KBYTES", 1)?.unwrap_or(d.kafka.queued_max_kbytes),
+                fetch_buffer_kbytes: env.number("ESM_FETCH_BUFFER_KBYTES", 1)?.unwrap_or(d.kafka.fetch_buffer_kbytes),
                 fetch_queue_backoff_ms: env
                     .number("ESM_FETCH_QUEUE_BACKOFF_MS", 0)?
                     .unwrap_or(d.kafka.fetch_queue_backoff_ms),

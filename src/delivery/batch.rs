@@ -15,9 +15,9 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::event::{EncodedRecord, Envelope, MAX_PAYLOAD_BYTES, Payload, encode_record};
+use super::event::{EncodedRecord, Envelope, MAX_PAYLOAD_BYTES, Payload, RecordEncoder, RecordView};
 use super::filter::Filters;
-use super::record::{KafkaRecord, RecordSource, SourceError};
+use super::record::{RecordSource, SourceError};
 use crate::model::mapping::EventSourceMapping;
 
 /// AWS's default `BatchSize` for Kafka.
@@ -120,13 +120,15 @@ pub struct Batcher<S> {
     envelope: Arc<Envelope>,
     limits: BatchLimits,
     filters: Arc<Filters>,
+    encoder: RecordEncoder,
     /// A record read but not fitting the previous batch: it opens the next one.
     carried: Option<EncodedRecord>,
 }
 
 impl<S: RecordSource> Batcher<S> {
     pub fn new(source: S, topic: Arc<str>, envelope: Arc<Envelope>, limits: BatchLimits) -> Self {
-        Self { source, topic, envelope, limits, filters: Arc::default(), carried: None }
+        let encoder = RecordEncoder::new(&topic);
+        Self { source, topic, envelope, limits, filters: Arc::default(), encoder, carried: None }
     }
 
     /// Leaves out records that match none of `filters` (none: every record is sent).
@@ -151,7 +153,7 @@ impl<S: RecordSource> Batcher<S> {
                 let item = tokio::select! {
                     biased;
                     () = stop.cancelled() => return Ok(NextBatch::Stopped),
-                    item = self.source.next_record() => item,
+                    item = self.read() => item,
                 };
                 match self.accept(item)? {
                     Accepted::Record(record) => break record,
@@ -185,7 +187,7 @@ impl<S: RecordSource> Batcher<S> {
         while payload.len() < self.limits.max_records {
             let item = if self.limits.window.is_zero() {
                 // No window: take what is already buffered, never wait.
-                match self.source.next_record().now_or_never() {
+                match self.read().now_or_never() {
                     Some(item) => item,
                     None => break,
                 }
@@ -197,7 +199,7 @@ impl<S: RecordSource> Batcher<S> {
                     // would never deliver a quiet partition's records.
                     () = stop.cancelled() => break,
                     () = sleep_until(deadline) => break,
-                    item = self.source.next_record() => item,
+                    item = self.read() => item,
                 }
             };
             match self.accept(item)? {
@@ -225,7 +227,7 @@ impl<S: RecordSource> Batcher<S> {
     fn filtered_run(&mut self, partition: i32, mut last_offset: i64) -> Result<NextBatch, SourceError> {
         let mut records = 1;
         while records < self.limits.max_records.max(1000) {
-            let Some(item) = self.source.next_record().now_or_never() else { break };
+            let Some(item) = self.read().now_or_never() else { break };
             match self.accept(item)? {
                 Accepted::Filtered { offset, .. } => {
                     last_offset = offset;
@@ -242,13 +244,32 @@ impl<S: RecordSource> Batcher<S> {
         Ok(NextBatch::Filtered { partition, last_offset, records })
     }
 
-    fn accept(&self, item: Option<Result<KafkaRecord, SourceError>>) -> Result<Accepted, SourceError> {
+    /// The next record, encoded, or marked filtered when it matches none of the filters. Without
+    /// filters it is encoded straight from the client's buffer; with them it is read as a record
+    /// first, for the patterns to look at.
+    fn read(&mut self) -> impl Future<Output = Option<Result<Read, SourceError>>> + Send + '_ {
+        let (source, encoder, filters) = (&mut self.source, &self.encoder, &self.filters);
+        async move {
+            if filters.is_empty() {
+                return source.next_encoded(encoder).await.map(|r| r.map(Read::Record));
+            }
+            source.next_record().await.map(|r| {
+                r.map(|record| {
+                    if filters.matches(&record) {
+                        Read::Record(encoder.encode(RecordView::of(&record)))
+                    } else {
+                        Read::Filtered { partition: record.partition, offset: record.offset }
+                    }
+                })
+            })
+        }
+    }
+
+    fn accept(&self, item: Option<Result<Read, SourceError>>) -> Result<Accepted, SourceError> {
         match item {
             None => Ok(Accepted::Ended),
-            Some(Ok(record)) if !self.filters.matches(&record) => {
-                Ok(Accepted::Filtered { partition: record.partition, offset: record.offset })
-            }
-            Some(Ok(record)) => Ok(Accepted::Record(encode_record(&record))),
+            Some(Ok(Read::Filtered { partition, offset })) => Ok(Accepted::Filtered { partition, offset }),
+            Some(Ok(Read::Record(record))) => Ok(Accepted::Record(record)),
             Some(Err(SourceError::Transient { partition, message })) => {
                 warn!(topic = %self.topic, partition, error = %message, "Kafka read error; the client retries.");
                 Ok(Accepted::Skip)
@@ -256,6 +277,11 @@ impl<S: RecordSource> Batcher<S> {
             Some(Err(fatal)) => Err(fatal),
         }
     }
+}
+
+enum Read {
+    Record(EncodedRecord),
+    Filtered { partition: i32, offset: i64 },
 }
 
 enum Accepted {
@@ -268,8 +294,8 @@ enum Accepted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::event::EventSource;
-    use crate::delivery::record::TimestampType;
+    use crate::delivery::event::{EventSource, encode_record};
+    use crate::delivery::record::{KafkaRecord, TimestampType};
     use crate::testing::MemorySource;
 
     fn rec(offset: i64, value_len: usize) -> KafkaRecord {

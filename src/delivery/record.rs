@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use super::event::{EncodedRecord, RecordEncoder, RecordView};
 use super::policy::StopReason;
 
 /// How Kafka stamped a record's `timestamp`.
@@ -67,4 +68,14 @@ pub trait RecordSource: Send {
     /// fakes end; a Kafka partition never does). Must be cancel-safe: dropping the future loses
     /// no record.
     fn next_record(&mut self) -> impl Future<Output = Option<Result<KafkaRecord, SourceError>>> + Send;
+
+    /// The next record already encoded by `encoder`, as [`RecordSource::next_record`] otherwise.
+    /// A source that can read a record in place (librdkafka's borrowed messages) encodes it from
+    /// there, without an owned copy first. Cancel-safe as `next_record`.
+    fn next_encoded(
+        &mut self,
+        encoder: &RecordEncoder,
+    ) -> impl Future<Output = Option<Result<EncodedRecord, SourceError>>> + Send {
+        async move { Some(self.next_record().await?.map(|record| encoder.encode(RecordView::of(&record)))) }
+    }
 }

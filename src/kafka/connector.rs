@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tracing::debug;
 
 use super::cluster::{AuthRetry, ClusterResolver, ResolveError};
 use super::{KafkaCheckpoint, KafkaClient, KafkaClientError, KafkaPartitionSource, KafkaSettings};
@@ -97,24 +98,67 @@ impl Connector for KafkaConnector {
         let on_failure = crate::aws::destinations::for_mapping(mapping, &settings, self.destinations.as_ref())
             .await
             .map_err(|e| ConnectError::stop(StopReason::EsmConfigNotValid, format!("PROBLEM: {e}")))?;
-        let client = KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?;
-        // Serve the client's main queue from the start: librdkafka reports connection and TLS
-        // failures there, and they are what makes a failed request explain itself.
-        let (failure_tx, failure) = watch::channel(None);
-        let main_queue = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let error = client.serve_main_queue().await;
-                failure_tx.send_replace(Some(ConnectError::from(error)));
-            })
+        let connected = serve_main_queue(KafkaClient::new(settings.clone(), mapping.topic(), &mapping.uuid)?);
+        // The fetch-ahead budget is shared by the topic's partitions: librdkafka's buffer is per
+        // partition and fixed when the client is made, so a topic with more partitions than the
+        // budget allows at `ESM_QUEUED_MAX_KBYTES` each gets a client with a smaller one. The
+        // partitions are the first request the mapping would make anyway; its error is the
+        // connection's.
+        let partitions = match connected.client.partitions().await {
+            Ok(partitions) => partitions,
+            Err(e) => {
+                close(connected).await;
+                return Err(e.into());
+            }
         };
-        Ok(KafkaMappingClient {
-            client,
-            bootstrap_servers: Arc::from(connection.bootstrap_servers.as_str()),
-            on_failure,
-            failure,
-            _main_queue: Arc::new(AbortOnDrop(main_queue)),
+        let share =
+            super::fetch_share_kbytes(self.tuning.fetch_buffer_kbytes, partitions.len(), settings.queued_max_kbytes);
+        if share >= settings.queued_max_kbytes {
+            return Ok(connected.finish(&connection.bootstrap_servers, on_failure));
+        }
+        debug!(mapping = %mapping.uuid, partitions = partitions.len(), queued_max_kbytes = share, "Fetch-ahead buffer per partition within the budget.");
+        close(connected).await;
+        let settings = KafkaSettings { queued_max_kbytes: share, ..settings };
+        Ok(serve_main_queue(KafkaClient::new(settings, mapping.topic(), &mapping.uuid)?)
+            .finish(&connection.bootstrap_servers, on_failure))
+    }
+}
+
+/// Closing a client may wait on the network: keep it off the async threads.
+async fn close(connected: Connected) {
+    let _ = tokio::task::spawn_blocking(move || drop(connected)).await;
+}
+
+/// A client whose main queue is being served.
+struct Connected {
+    client: KafkaClient,
+    failure: watch::Receiver<Option<ConnectError>>,
+    main_queue: AbortOnDrop,
+}
+
+/// Serves the client's main queue from the start: librdkafka reports connection and TLS failures
+/// there, and they are what makes a failed request explain itself.
+fn serve_main_queue(client: KafkaClient) -> Connected {
+    let (failure_tx, failure) = watch::channel(None);
+    let main_queue = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let error = client.serve_main_queue().await;
+            failure_tx.send_replace(Some(ConnectError::from(error)));
         })
+    };
+    Connected { client, failure, main_queue: AbortOnDrop(main_queue) }
+}
+
+impl Connected {
+    fn finish(self, bootstrap_servers: &str, on_failure: Option<Arc<dyn Destination>>) -> KafkaMappingClient {
+        KafkaMappingClient {
+            client: self.client,
+            bootstrap_servers: Arc::from(bootstrap_servers),
+            on_failure,
+            failure: self.failure,
+            _main_queue: Arc::new(self.main_queue),
+        }
     }
 }
 

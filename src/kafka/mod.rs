@@ -5,7 +5,8 @@
 //! starts (the group's committed offset, else the mapping's `StartingPosition`) and adds or removes
 //! partitions one at a time as the poller's leases come and go (incremental assignment), each with
 //! its own queue, so partitions are read and invoked in parallel while librdkafka keeps fetching
-//! ahead into a bounded buffer (`queued.max.messages.kbytes` per partition). It implements the
+//! ahead into a bounded buffer (`queued.max.messages.kbytes` per partition, a share of the
+//! client's budget: [`fetch_share_kbytes`]). It implements the
 //! [`RecordSource`] and [`Checkpoint`] seams.
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub use connector::{KafkaConnector, KafkaMappingClient, kafka_disposition};
 
 pub use crate::aws::secrets::{ClientCertificate, Secret, UserPassword};
 use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
+use crate::delivery::event::{EncodedRecord, RecordEncoder, RecordView};
 use crate::delivery::policy::StopReason;
 use crate::delivery::record::{Header, KafkaRecord, RecordSource, SourceError, TimestampType};
 use crate::model::mapping::StartingPosition;
@@ -680,6 +682,14 @@ fn resolve_start(position: StartingPosition, (low, high): (i64, i64), by_time: O
     }
 }
 
+/// The fetch-ahead buffer of each partition (`queued.max.messages.kbytes`) when a client's
+/// `budget_kbytes` is shared by `partitions`: an equal share, at most `per_partition_kbytes`, at
+/// least 64 KiB (below that a partition fetches too little at a time to keep up).
+pub fn fetch_share_kbytes(budget_kbytes: u32, partitions: usize, per_partition_kbytes: u32) -> u32 {
+    let partitions = u32::try_from(partitions.max(1)).unwrap_or(u32::MAX);
+    (budget_kbytes / partitions).clamp(64.min(per_partition_kbytes), per_partition_kbytes)
+}
+
 /// The librdkafka settings of every consumer kafka-esm creates (the benchmark's raw reader uses
 /// them too, so the two measure the same client).
 pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
@@ -697,6 +707,9 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         .set("queued.max.messages.kbytes", settings.queued_max_kbytes.to_string())
+        // One fetch adds at most this much to a partition's buffer (a record batch larger than it
+        // still comes whole), so a small buffer is not overshot by librdkafka's default 1 MiB.
+        .set("max.partition.fetch.bytes", (settings.queued_max_kbytes.min(1024) * 1024).to_string())
         .set("fetch.queue.backoff.ms", settings.fetch_queue_backoff_ms.to_string())
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.ms", "100")
@@ -803,36 +816,65 @@ impl KafkaPartitionSource {
 
 impl RecordSource for KafkaPartitionSource {
     async fn next_record(&mut self) -> Option<Result<KafkaRecord, SourceError>> {
-        let partition = self.partition;
         Some(match self.queue.recv().await {
             Ok(message) => Ok(to_record(&message, &self.topic)),
-            Err(e) => {
-                let message = e.to_string();
-                match e.rdkafka_error_code() {
-                    Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed) => {
-                        Err(SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthzError) })
-                    }
-                    Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
-                        Err(SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthnError) })
-                    }
-                    // The topic or partition went away: restart from the committed offset (the
-                    // consumer then finds out what is left).
-                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
-                        Err(SourceError::Fatal { partition, message, stop: None })
-                    }
-                    _ => Err(SourceError::Transient { partition, message }),
-                }
+            Err(e) => Err(self.source_error(&e)),
+        })
+    }
+
+    /// Encodes the record from librdkafka's buffer in place: no owned copy of key, value and
+    /// headers first.
+    async fn next_encoded(&mut self, encoder: &RecordEncoder) -> Option<Result<EncodedRecord, SourceError>> {
+        Some(match self.queue.recv().await {
+            Ok(message) => {
+                let (timestamp_ms, timestamp_type) = timestamp(&message);
+                let headers = message.headers();
+                let count = headers.map_or(0, Headers::count);
+                let view = RecordView {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    timestamp_ms,
+                    timestamp_type,
+                    key: message.key(),
+                    value: message.payload(),
+                    headers: (0..count).filter_map(move |i| header_at(headers?, i)),
+                };
+                Ok(encoder.encode(view))
             }
+            Err(e) => Err(self.source_error(&e)),
         })
     }
 }
 
-fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
-    let (timestamp_ms, timestamp_type) = match message.timestamp() {
+impl KafkaPartitionSource {
+    fn source_error(&self, e: &KafkaError) -> SourceError {
+        let partition = self.partition;
+        let message = e.to_string();
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthzError) }
+            }
+            Some(RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                SourceError::Fatal { partition, message, stop: Some(StopReason::EventSourceAuthnError) }
+            }
+            // The topic or partition went away: restart from the committed offset (the consumer
+            // then finds out what is left).
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => SourceError::Fatal { partition, message, stop: None },
+            _ => SourceError::Transient { partition, message },
+        }
+    }
+}
+
+fn timestamp(message: &BorrowedMessage<'_>) -> (i64, TimestampType) {
+    match message.timestamp() {
         Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
         Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
         Timestamp::NotAvailable => (-1, TimestampType::NoTimestampType),
-    };
+    }
+}
+
+fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
+    let (timestamp_ms, timestamp_type) = timestamp(message);
     let headers = message.headers().map(headers_of).unwrap_or_default();
     KafkaRecord {
         topic: topic.clone(),
@@ -852,19 +894,20 @@ fn to_record(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> KafkaRecord {
 /// on instead of stopping its partition.
 fn headers_of(headers: &rdkafka::message::BorrowedHeaders) -> Vec<Header> {
     (0..headers.count())
-        .filter_map(|i| {
-            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                headers.try_get(i).map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) })
-            }));
-            match read {
-                Ok(header) => header,
-                Err(_) => {
-                    debug!(index = i, "A record header key is not UTF-8; delivered as U+FFFD without its value.");
-                    Some(Header { key: char::REPLACEMENT_CHARACTER.to_string(), value: None })
-                }
-            }
-        })
+        .filter_map(|i| header_at(headers, i))
+        .map(|(key, value)| Header { key: key.to_owned(), value: value.map(<[u8]>::to_vec) })
         .collect()
+}
+
+/// Header `i`, borrowed from librdkafka's buffer (see [`headers_of`] for keys that are not UTF-8).
+fn header_at(headers: &rdkafka::message::BorrowedHeaders, i: usize) -> Option<(&str, Option<&[u8]>)> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| headers.try_get(i))) {
+        Ok(header) => header.map(|h| (h.key, h.value)),
+        Err(_) => {
+            debug!(index = i, "A record header key is not UTF-8; delivered as U+FFFD without its value.");
+            Some(("\u{FFFD}", None))
+        }
+    }
 }
 
 /// Group offsets in Kafka (OffsetFetch / OffsetCommit as a simple, unsubscribed group member).
@@ -939,6 +982,23 @@ mod tests {
         assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::End)), 20);
         assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::Offset(-1))), 20);
         assert_eq!(resolve_start(AtTimestamp, marks, None), 20);
+    }
+
+    #[test]
+    fn the_fetch_budget_is_shared_by_the_partitions() {
+        // 16 MiB over 8 partitions: each may use its full 2 MiB.
+        assert_eq!(fetch_share_kbytes(16_384, 8, 2048), 2048);
+        assert_eq!(fetch_share_kbytes(16_384, 100, 2048), 163);
+        assert_eq!(fetch_share_kbytes(16_384, 512, 2048), 64);
+        // Never below 64 KiB (unless the per-partition setting itself is lower), never above it.
+        assert_eq!(fetch_share_kbytes(1024, 1000, 2048), 64);
+        assert_eq!(fetch_share_kbytes(1024, 1000, 16), 16);
+        assert_eq!(fetch_share_kbytes(16_384, 0, 2048), 2048);
+        let small = consumer_config(&KafkaSettings { queued_max_kbytes: 163, ..settings(Security::Plaintext) }, "c");
+        assert_eq!(small.get("queued.max.messages.kbytes"), Some("163"));
+        assert_eq!(small.get("max.partition.fetch.bytes"), Some("166912"));
+        let large = consumer_config(&settings(Security::Plaintext), "c");
+        assert_eq!(large.get("max.partition.fetch.bytes"), Some("1048576"));
     }
 
     fn settings(security: Security) -> KafkaSettings {
