@@ -2,8 +2,8 @@
 # Runs every test on a fresh machine: installs what is missing (cached outside the clone),
 # checks formatting and lints, runs the unit and integration tests against real local services
 # (tansu, dynalite and stunnel started by the test kit; `cargo lambda watch` serving the example
-# consumer), the demo as a new user runs it (a fresh clone, nothing running), then the infra
-# checks (CDK jest tests, cdk synth, cfn-lint, sam validate).
+# consumer), the demo as a new user runs it (a fresh clone, nothing running), the Lambda artifacts,
+# then the infra checks (CDK jest tests, cdk synth with the real build, cfn-lint, sam validate).
 #
 #   TEST_SKIP_DEMO=1   skip the clean-clone demo
 set -euo pipefail
@@ -53,13 +53,16 @@ bash scripts/handoff-gap.sh
 step "MSK IAM tokens still equal the reference signer's (scripts/msk-iam-reference-tokens.py)"
 "$KAFKA_ESM_CACHE/py/bin/python" scripts/msk-iam-reference-tokens.py --check tests/data/msk-iam-reference-tokens.json
 
-step "infra checks"
-bash scripts/test-infra.sh
-
 # The Lambda artifact for this machine's architecture, built the way deploys build it (cargo
 # lambda, zig, cmake) and checked: ELF machine, glibc <= 2.34, static C libraries, starts under
 # the Runtime API. The lambda-ci profile skips LTO to fit CI's time; deploys use release.
-step "Lambda artifact for this architecture (scripts/build-lambda.sh, lambda-ci profile)"
-LAMBDA_PROFILE=lambda-ci bash scripts/build-lambda.sh "$(uname -m | sed 's/aarch64/arm64/')"
+arch=$(uname -m | sed 's/aarch64/arm64/')
+step "Lambda artifacts for this architecture (scripts/build-lambda.sh, lambda-ci profile)"
+LAMBDA_PROFILE=lambda-ci bash scripts/build-lambda.sh "$arch"
+
+# The infra checks, including a `cdk synth` that builds the code as `cdk deploy` does (fresh
+# from the step above) and checks that each Lambda asset is the bootstrap just built.
+step "infra checks (scripts/test-infra.sh, with the real build for $arch)"
+KAFKA_ESM_CDK_BUILD=$arch LAMBDA_PROFILE=lambda-ci bash scripts/test-infra.sh
 
 step "all tests passed"

@@ -76,7 +76,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     EnvVar {
         name: "ESM_DRAIN_TIMEOUT_MS",
         default: "30000",
-        meaning: "on hand-over, how long an in-flight invoke may finish before it is abandoned (its batch is redelivered)",
+        meaning: "when a poller stops (SIGTERM, the Lambda deadline), how long an in-flight invoke may finish before it is abandoned (its batch is redelivered); other hand-overs wait for it",
     },
     EnvVar {
         name: "ESM_STOP_MARGIN_MS",
@@ -116,7 +116,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     EnvVar {
         name: "ESM_MAX_POLLERS",
         default: "unlimited",
-        meaning: "most pollers across all mappings (infra derives it from the reserved concurrency)",
+        meaning: "most pollers across all mappings (the templates set it from their MaximumPollers and reserve MaximumPollers + 2 concurrent executions)",
     },
     EnvVar {
         name: "ESM_POLLER_FUNCTION",

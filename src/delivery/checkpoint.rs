@@ -5,14 +5,15 @@
 //! partition workers hand it "batch up to offset N succeeded", it coalesces those per partition and
 //! commits the highest, retrying with backoff. It never learns of an offset that was not
 //! delivered, so nothing can be committed past a failure; a crash before a commit only means
-//! redelivery.
+//! redelivery. While commits fail, [`CommitSender::failing`] says why, and the partition worker
+//! takes no new batch: what could be redelivered stays one batch, not everything since.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
@@ -54,6 +55,8 @@ impl<C: Checkpoint> Checkpoint for Arc<C> {
 #[derive(Debug, Clone)]
 pub struct CommitSender {
     tx: mpsc::UnboundedSender<(i32, i64)>,
+    /// The last commit's error while commits fail; `None` once one succeeds.
+    health: watch::Receiver<Option<String>>,
 }
 
 impl CommitSender {
@@ -61,6 +64,18 @@ impl CommitSender {
     pub fn delivered(&self, partition: i32, next_offset: i64) {
         // The committer outlives every sender (it ends when they are all dropped).
         let _ = self.tx.send((partition, next_offset));
+    }
+
+    /// Why commits fail, while they do (`None`: the last commit succeeded).
+    pub fn failing(&self) -> Option<String> {
+        self.health.borrow().clone()
+    }
+
+    /// Waits until a commit succeeds again (at once when none is failing).
+    pub async fn recovered(&self) {
+        let mut health = self.health.clone();
+        // An error means the committer is gone: nothing to wait for.
+        let _ = health.wait_for(Option::is_none).await;
     }
 }
 
@@ -96,13 +111,15 @@ pub fn spawn_committer<C: Checkpoint>(
     settings: CommitterSettings,
 ) -> (CommitSender, JoinHandle<CommitReport>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run_committer(checkpoint, rx, mapping, guard, settings));
-    (CommitSender { tx }, handle)
+    let (health_tx, health) = watch::channel(None);
+    let handle = tokio::spawn(run_committer(checkpoint, rx, health_tx, mapping, guard, settings));
+    (CommitSender { tx, health }, handle)
 }
 
 async fn run_committer<C: Checkpoint>(
     checkpoint: C,
     mut rx: mpsc::UnboundedReceiver<(i32, i64)>,
+    health: watch::Sender<Option<String>>,
     mapping: Arc<str>,
     guard: Arc<LeaseGuard>,
     settings: CommitterSettings,
@@ -139,8 +156,10 @@ async fn run_committer<C: Checkpoint>(
                 debug!(mapping = %mapping, offsets = ?pending, "Committed offsets.");
                 report.committed.append(&mut pending);
                 backoff.reset();
+                health.send_if_modified(|h| h.take().is_some());
             }
             Err(e) => {
+                health.send_replace(Some(e.message.clone()));
                 let delay = backoff.next_delay();
                 warn!(mapping = %mapping, error = %e, retry_in_ms = delay.as_millis(), "Offset commit failed; retrying.");
                 // Keep collecting while waiting, so the retry commits the newest offsets.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::batch::{BatchLimits, Batcher, NextBatch};
 use super::checkpoint::{Checkpoint, CommitReport, CommitSender, CommitterSettings, spawn_committer};
@@ -140,6 +141,19 @@ async fn run_partition<S: RecordSource, I: Invoker>(
     loop {
         if stop.is_cancelled() {
             return Ok(());
+        }
+        if let Some(error) = commits.failing() {
+            // Each new batch would widen what a crash redelivers, without bound: wait for a commit.
+            warn!(mapping = %spec.mapping, error = %error, "Offset commits are failing; no new batch until one succeeds.");
+            let problem = format!("offset commit failing: {error}");
+            spec.progress.note_attempt(Some(&problem));
+            metrics.set_result(&format!("PROBLEM: {problem}"));
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Ok(()),
+                () = commits.recovered() => {}
+            }
+            info!(mapping = %spec.mapping, "Offset commits succeed again; taking new batches.");
         }
         let ended = match batcher.next(stop).await? {
             NextBatch::Stopped | NextBatch::Ended => return Ok(()),
@@ -295,6 +309,50 @@ mod tests {
                 assert!(o == 4 || o == 8 || o == 10, "unexpected commit {o}");
             }
         }
+    }
+
+    /// Review finding #12: failing commits never paused intake, so what a crash would redeliver
+    /// grew without bound, and the mapping showed nothing.
+    #[tokio::test(start_paused = true)]
+    async fn failing_commits_pause_intake_and_show_on_the_mapping_until_one_succeeds() {
+        /// Invokes take 10 ms, as real ones take time (the committer runs meanwhile).
+        #[derive(Debug, Default)]
+        struct Timed(ScriptedInvoker);
+        impl Invoker for Timed {
+            async fn invoke(&self, function: &str, payload: bytes::Bytes) -> Result<InvokeOutcome, InvokeError> {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                self.0.invoke(function, payload).await
+            }
+        }
+        let invoker = Arc::new(Timed::default());
+        let checkpoint = MemoryCheckpoint::default();
+        checkpoint.fail_next(usize::MAX);
+        let stop = CancellationToken::new();
+        let s = spec(5);
+        let worker = {
+            let (s, checkpoint, invoker, stop) = (s.clone(), checkpoint.clone(), invoker.clone(), stop.clone());
+            tokio::spawn(async move {
+                let never = CancellationToken::new();
+                consume(&s, MemorySource::idle_after(records(0, 20)), checkpoint, invoker, retry(), &stop, &never).await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // The pause starts once the first commit has failed: the batch taken while that commit was
+        // in flight is the only one after it (without the pause all four were invoked).
+        let invoked = invoker.0.calls.lock().unwrap().len();
+        assert!(invoked <= 2, "{invoked} batches invoked while commits failed");
+        assert!(checkpoint.offsets().is_empty());
+        let result = s.metrics.last_result.lock().unwrap().clone().unwrap_or_default();
+        assert!(result.starts_with("PROBLEM: offset commit failing: "), "{result}");
+        assert!(s.progress.last_error().is_some_and(|e| e.contains("injected failure")));
+
+        checkpoint.fail_next(0);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(delivered_offsets(&invoker.0.calls.lock().unwrap(), 0), (0..20).collect::<Vec<_>>());
+        assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 20)]));
+        assert_eq!(s.metrics.last_result.lock().unwrap().as_deref(), Some("OK"));
+        stop.cancel();
+        worker.await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]
