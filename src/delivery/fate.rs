@@ -47,7 +47,7 @@ pub struct FatePolicy {
 impl FatePolicy {
     /// A validated mapping's settings, with AWS's defaults (-1 everywhere, no bisect).
     pub fn of(mapping: &EventSourceMapping) -> Self {
-        let has_destination = crate::delivery::destination::on_failure_destination(mapping).is_some();
+        let has_destination = crate::model::destination::on_failure_destination(mapping).is_some();
         let max_retries = match mapping.maximum_retry_attempts {
             Some(n) if n >= 0 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
             _ if has_destination => Some(DESTINATION_RETRY_CAP),

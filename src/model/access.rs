@@ -3,8 +3,8 @@
 //! by ARN). The API refuses a mapping that breaks a rule; the poller reads the plan to connect
 //! ([`crate::kafka::cluster`]).
 
+use super::invalid::InvalidMapping;
 use super::mapping::{EventSourceMapping, KafkaCluster, SourceAccessType};
-use super::validate::InvalidMapping;
 
 /// The authentication a mapping asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -190,3 +190,12 @@ impl EventSourceMapping {
         self.source_access_configurations.iter().flatten().filter(move |c| c.kind == kind)
     }
 }
+
+/// Kafka's rule for topic names (`Topic.validate`): 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn is_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}

@@ -1,7 +1,10 @@
 //! The event source mapping as users and pollers see it: its AWS wire shape ([`mapping`]), its
-//! lifecycle ([`state`]), its rules ([`validate`]) and the store seam ([`store`]).
+//! lifecycle ([`state`]), its rules ([`validate`]), where its given-up records go
+//! ([`destination`]) and the store seam ([`store`]).
 
 pub mod access;
+pub mod destination;
+mod invalid;
 pub mod mapping;
 pub mod state;
 pub mod store;

@@ -2,7 +2,9 @@
 //! API refuses a request that breaks one, and a poller disables a hand-written item that does
 //! (`ESM_CONFIG_NOT_VALID`, naming the field).
 
-use super::mapping::{EventSourceMapping, StartingPosition};
+pub use super::invalid::InvalidMapping;
+use super::invalid::invalid;
+use super::mapping::{EventSourceMapping, StartingPosition, is_topic_name};
 
 /// `BatchSize` range for Kafka sources.
 pub const BATCH_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
@@ -12,18 +14,6 @@ pub const BATCHING_WINDOW_RANGE: std::ops::RangeInclusive<u32> = 0..=300;
 pub const MAX_BOOTSTRAP_SERVERS: usize = 10;
 /// Consumer group id length limit.
 pub const MAX_CONSUMER_GROUP_ID_LEN: usize = 200;
-
-/// A configuration problem, naming the field and what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidMapping {
-    pub field: &'static str,
-    pub message: String,
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> InvalidMapping {
-    InvalidMapping { field, message: message.into() }
-}
 
 impl EventSourceMapping {
     /// Checks the rules AWS applies to a stored mapping (ranges, required fields, formats).
@@ -161,15 +151,6 @@ fn validate_bootstrap_servers(servers: &[String]) -> Result<(), InvalidMapping> 
     Ok(())
 }
 
-/// Kafka's rule for topic names (`Topic.validate`): 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn is_topic_name(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 fn validate_topic(topic: &str) -> Result<(), InvalidMapping> {
     if is_topic_name(topic) {
         Ok(())
@@ -286,7 +267,7 @@ fn validate_destination_config(config: &serde_json::Value) -> Result<(), String>
 }
 
 fn destination_is_valid(destination: &str) -> bool {
-    crate::delivery::destination::Target::parse(destination).is_some()
+    super::destination::Target::parse(destination).is_some()
 }
 
 /// `{"Filters": [{"Pattern": "<JSON text>"}, ...]}`: the Lambda event-filter grammar, compiled
