@@ -79,6 +79,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         meaning: "when a poller stops (SIGTERM, the Lambda deadline), how long an in-flight invoke may finish before it is abandoned (its batch is redelivered); other hand-overs wait for it",
     },
     EnvVar {
+        name: "ESM_UNANSWERED_INVOKE_WAIT_MS",
+        default: "900000",
+        meaning: "after an invoke whose connection broke once the request was sent (the function may still be running it), how long the partition sends nothing; set it to your function's timeout",
+    },
+    EnvVar {
         name: "ESM_STOP_MARGIN_MS",
         default: "derived",
         meaning: "poller Lambda: stop this long before the deadline; at least drain timeout + 10000 (derived from it when unset)",
@@ -256,6 +261,9 @@ pub struct Settings {
     pub reconnect: Backoffs,
     pub refresh_interval: Duration,
     pub drain_timeout: Duration,
+    /// After an unanswered invoke that may still be running, how long its partition sends
+    /// nothing: Lambda's longest function timeout (15 minutes) unless told the function's own.
+    pub unanswered_invoke_wait: Duration,
     /// Poller Lambda only: stop this long before the deadline (≥ drain timeout + slack).
     pub stop_margin: Duration,
     pub lease: LeaseSettings,
@@ -277,6 +285,7 @@ impl Default for Settings {
             reconnect: Backoffs { base: Duration::from_secs(1), cap: Duration::from_secs(60) },
             refresh_interval: Duration::from_secs(3),
             drain_timeout,
+            unanswered_invoke_wait: Duration::from_secs(15 * 60),
             stop_margin: drain_timeout + HANDOVER_SLACK,
             lease: LeaseSettings::default(),
             scan_every: Duration::from_secs(5),
@@ -350,6 +359,7 @@ impl Settings {
             reconnect,
             refresh_interval: env.millis("ESM_REFRESH_INTERVAL_MS", 1)?.unwrap_or(d.refresh_interval),
             drain_timeout,
+            unanswered_invoke_wait: env.millis("ESM_UNANSWERED_INVOKE_WAIT_MS", 0)?.unwrap_or(d.unanswered_invoke_wait),
             stop_margin,
             lease,
             scan_every: env.millis("ESM_LEASE_SCAN_MS", 1)?.unwrap_or(d.scan_every),

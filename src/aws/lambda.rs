@@ -73,9 +73,40 @@ impl Invoker for LambdaInvoker {
                 let err = ctx.into_err();
                 Err(classify(function, status, &err))
             }
-            Err(other) => Err(InvokeError::Transport { message: DisplayErrorContext(&other).to_string() }),
+            Err(other) => Err(unanswered(&other)),
         }
     }
+}
+
+/// An invoke that got no answer, by whether the function may still be running it (review #19):
+/// a request that never left (it could not be built, the connection was refused or timed out) or
+/// one that ran into the operation timeout (longer than any function may run) cannot be; one
+/// whose connection broke after it was sent may be, and must not be sent again at once.
+fn unanswered<R>(error: &SdkError<SdkInvokeError, R>) -> InvokeError
+where
+    R: std::fmt::Debug,
+{
+    let message = DisplayErrorContext(error).to_string();
+    let may_still_run = match error {
+        SdkError::DispatchFailure(failure) => {
+            let never_sent = failure.is_timeout()
+                || failure.as_connector_error().is_some_and(|e| {
+                    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+                    std::iter::from_fn(|| {
+                        let now = cause?;
+                        cause = now.source();
+                        Some(now)
+                    })
+                    .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                    .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+                });
+            !never_sent
+        }
+        // Not sent (ConstructionFailure), over after every possible run (TimeoutError: the
+        // operation timeout is longer than Lambda's), or answered after the run (ResponseError).
+        _ => false,
+    };
+    if may_still_run { InvokeError::Unanswered { message } } else { InvokeError::Transport { message } }
 }
 
 fn classify(function: &str, status: u16, err: &SdkInvokeError) -> InvokeError {
@@ -184,5 +215,31 @@ impl crate::coordination::supervisor::Spawner for SelfInvoke {
             .await
             .map(|_| ())
             .map_err(|e| format!("invoke {} asynchronously: {}", self.function, DisplayErrorContext(&e)))
+    }
+}
+
+#[cfg(test)]
+mod unanswered_tests {
+    use super::*;
+    use aws_sdk_lambda::error::ConnectorError;
+
+    fn dispatch(error: ConnectorError) -> SdkError<SdkInvokeError, ()> {
+        SdkError::dispatch_failure(error)
+    }
+
+    #[test]
+    fn only_a_connection_broken_after_sending_may_leave_the_function_running() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let cases: [(SdkError<SdkInvokeError, ()>, bool); 4] = [
+            (dispatch(ConnectorError::io(refused.into())), false),
+            (dispatch(ConnectorError::timeout("connect timeout".into())), false),
+            (dispatch(ConnectorError::io(reset.into())), true),
+            (SdkError::timeout_error("operation timeout"), false),
+        ];
+        for (error, may_still_run) in cases {
+            let got = unanswered(&error);
+            assert_eq!(matches!(got, InvokeError::Unanswered { .. }), may_still_run, "{error:?} -> {got:?}");
+        }
     }
 }

@@ -259,6 +259,7 @@ async fn serve<C: Connector, I: Invoker>(
                 on_failure: client.on_failure(),
                 event_source_arn: mapping.event_source_arn.clone(),
                 bootstrap_servers: client.bootstrap_servers().to_owned(),
+                unanswered_wait: deps.settings.unanswered_invoke_wait,
             }),
         },
         mapping: mapping.clone(),

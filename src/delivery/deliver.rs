@@ -44,6 +44,9 @@ pub struct Fate {
     /// For the failure record's `KafkaBatchInfo`.
     pub event_source_arn: Option<String>,
     pub bootstrap_servers: String,
+    /// After an invoke that may still be running ([`InvokeError::Unanswered`]), how long nothing
+    /// of the partition is invoked (`ESM_UNANSWERED_INVOKE_WAIT_MS`).
+    pub unanswered_wait: std::time::Duration,
 }
 
 /// How a batch ended.
@@ -163,6 +166,18 @@ impl<I: Invoker> Run<'_, I> {
                         return Err(WorkerError::Invoke { reason, error });
                     }
                     Disposition::Retry => {
+                        if let InvokeError::Unanswered { .. } = &error {
+                            // Never two invocations of a partition at once: wait until this one
+                            // cannot be running before sending anything of the partition again.
+                            // Only abandoning (the poller's last seconds) cuts the wait short.
+                            let wait = fate.unanswered_wait;
+                            warn!(mapping = %spec.mapping, partition, error = %error, wait_ms = wait.as_millis(), "Invoke unanswered; the function may still be running, waiting before sending again.");
+                            tokio::select! {
+                                biased;
+                                () = self.abandon.cancelled() => return Ok(Ended::Stopped),
+                                () = tokio::time::sleep(wait) => {}
+                            }
+                        }
                         piece.response = Some(api_error_context(&error));
                         Attempt::Failed { function_error: false, error: error.to_string() }
                     }
@@ -485,7 +500,7 @@ fn api_error_context(error: &InvokeError) -> ResponseContext {
         InvokeError::InvalidRequest { status, .. } | InvokeError::Service { status, .. } => *status,
         InvokeError::FunctionNotFound { .. } => 404,
         InvokeError::AccessDenied { .. } => 403,
-        InvokeError::Transport { .. } => 0,
+        InvokeError::Transport { .. } | InvokeError::Unanswered { .. } => 0,
     };
     ResponseContext { status_code, executed_version: "$LATEST".into(), function_error: None }
 }
@@ -815,5 +830,54 @@ mod tests {
         assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 10)]));
         assert_eq!(s.metrics.filtered_out.load(Ordering::Relaxed), 7);
         assert_eq!(s.metrics.polled.load(Ordering::Relaxed), 10);
+    }
+
+    /// Review finding #19: an invoke whose connection broke after it was sent was sent again at
+    /// once, while the function could still be running it.
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_invoke_is_not_sent_again_until_it_cannot_be_running() {
+        #[derive(Debug)]
+        struct FailsOnce {
+            error: InvokeError,
+            at: Mutex<Vec<tokio::time::Instant>>,
+        }
+        impl Invoker for FailsOnce {
+            async fn invoke(&self, _function: &str, _payload: Bytes) -> Result<InvokeOutcome, InvokeError> {
+                let mut at = self.at.lock().unwrap();
+                at.push(tokio::time::Instant::now());
+                if at.len() == 1 { Err(self.error.clone()) } else { Ok(InvokeOutcome::Success { body: Bytes::new() }) }
+            }
+        }
+        let wait = Duration::from_secs(60);
+        for (error, at_least) in [
+            (InvokeError::Unanswered { message: "connection reset".into() }, wait),
+            (InvokeError::Transport { message: "connection refused".into() }, Duration::ZERO),
+        ] {
+            let invoker = Arc::new(FailsOnce { error, at: Mutex::default() });
+            let s = spec(10, Fate { unanswered_wait: wait, ..Fate::default() });
+            let checkpoint = MemoryCheckpoint::default();
+            let retry = Backoffs { base: Duration::from_millis(10), cap: Duration::from_millis(100) };
+            let never = CancellationToken::new();
+            consume(
+                &s,
+                MemorySource::ending_after(records(3)),
+                checkpoint.clone(),
+                invoker.clone(),
+                retry,
+                &never,
+                &never,
+            )
+            .await
+            .unwrap();
+            let at = invoker.at.lock().unwrap().clone();
+            assert_eq!(at.len(), 2);
+            let gap = at[1] - at[0];
+            assert!(
+                gap >= at_least && gap < at_least + Duration::from_secs(1),
+                "{:?}: sent again after {gap:?}",
+                invoker.error
+            );
+            assert_eq!(checkpoint.offsets(), BTreeMap::from([(0, 3)]));
+        }
     }
 }

@@ -35,9 +35,17 @@ pub enum InvokeError {
     /// 5xx from the service, or an emulator's way of reporting a function error.
     #[error("Lambda service error (HTTP {status}): {message}")]
     Service { status: u16, message: String },
-    /// No answer: connection refused, timeout, broken response.
+    /// No answer, and the function cannot be running this batch: the request never left
+    /// (connection refused, connect timeout), or the answer came after any run had ended.
     #[error("could not reach the Lambda Invoke API: {message}")]
     Transport { message: String },
+    /// The request may have reached the function and the connection broke before the answer
+    /// (reset, broken pipe): the function may still be running this batch, so it is not sent
+    /// again until it cannot be (`ESM_UNANSWERED_INVOKE_WAIT_MS`).
+    #[error(
+        "no answer from the Lambda Invoke API after the request was sent (the function may still be running): {message}"
+    )]
+    Unanswered { message: String },
 }
 
 /// Sends one payload to one function.

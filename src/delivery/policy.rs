@@ -43,6 +43,7 @@ pub const fn invoke_disposition(error: &InvokeError) -> Disposition {
         InvokeError::Throttled { .. }
         | InvokeError::Service { .. }
         | InvokeError::Transport { .. }
+        | InvokeError::Unanswered { .. }
         // Our size accounting keeps requests under the limit; if a proxy has a lower one, the
         // batch is retried (never dropped) and the error says why.
         | InvokeError::RequestTooLarge { .. }
