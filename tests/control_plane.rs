@@ -558,6 +558,23 @@ async fn partitions_added_to_a_latest_mapping_are_read_from_their_beginning() {
     a.stop().await;
 }
 
+/// Found by the demo: records delivered, then the poller stopped before its next report, and
+/// the mapping still said "No records processed".
+#[tokio::test(start_paused = true)]
+async fn a_poller_stopped_right_after_delivering_reports_ok() {
+    let mut w = World::new();
+    // No report falls due between the delivery and the stop.
+    w.settings.refresh_interval = Duration::from_secs(600);
+    w.settings.scan_every = Duration::from_secs(600);
+    let uuid = w.mapping("orders", 1, |_| {}).await;
+    w.produce("orders", 1, 5);
+    let a = w.poller();
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(60)).await);
+    a.stop().await;
+    let Some(Loaded::Valid(m)) = w.store.get(&uuid).await.unwrap() else { panic!() };
+    assert_eq!(m.last_processing_result.as_deref(), Some("OK"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_malformed_lease_item_is_reported_and_recreated() {
     let w = World::new();

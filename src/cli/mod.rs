@@ -370,11 +370,14 @@ pub async fn main() -> ExitCode {
     // The AWS operation's name (`list-event-source-mappings` → `ListEventSourceMappings`): the
     // table's title.
     let operation = pascal_case(matches.subcommand_name().unwrap_or_default());
+    // The poll loop logs what it does at INFO; a command prints its answer, and only warnings
+    // besides it (RUST_LOG or --debug for more).
+    let default_level = if matches!(cli.command, Command::Poll(_)) { "info" } else { "warn" };
     let filter = if cli.global.debug {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

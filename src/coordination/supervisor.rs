@@ -912,6 +912,9 @@ where
     async fn shutdown(&mut self, relay: bool) {
         // Whatever ended the run, hand-overs now get the drain timeout.
         self.stopping.cancel();
+        // What the batches since the last report came to (`OK` after the first delivered one):
+        // a poller stopped soon after delivering would otherwise never say so.
+        self.report().await;
         let id = self.id();
         if relay
             && !self.held.is_empty()
