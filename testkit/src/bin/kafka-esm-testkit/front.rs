@@ -65,8 +65,15 @@ impl Front {
         }
         let mut file = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         // The log is the report's input: a write error would show up as missing events there.
-        let _ = writeln!(file, "{event}");
+        append_line(&mut file, &event);
     }
+}
+
+/// One event, one `write` on the append-mode log: the async-invoke tasks write through their own
+/// handle, and a line written in pieces interleaved with theirs (the handoff report then failed
+/// to parse `{{"event"…`).
+fn append_line(file: &mut std::fs::File, event: &Value) {
+    let _ = file.write_all(format!("{event}\n").as_bytes());
 }
 
 pub async fn run(args: FrontArgs) -> Result<()> {
@@ -174,7 +181,7 @@ async fn invoke(front: &Front, method: Method, path: &str, headers: &HeaderMap, 
         let mut event = event;
         event["t"] = json!(epoch_s());
         let mut log = log;
-        let _ = writeln!(log, "{event}");
+        append_line(&mut log, &event);
     });
     Ok((StatusCode::ACCEPTED, [("content-type", "application/json")], "").into_response())
 }
