@@ -110,7 +110,7 @@ describe('poller role', () => {
     const added = grantLines(
       grantsOf(synth({ onFailureQueueArns: [queue], onFailureTopicArns: [topic], onFailureBucketArns: [bucket] }).template).grants,
     ).filter((l) => !base.has(l));
-    expect(added).toEqual([`s3:PutObject ${bucket}/*`, `sns:Publish ${topic}`, `sqs:SendMessage ${queue}`]);
+    expect(added).toEqual([`s3:PutObject ${bucket}/*`, `sns:Publish ${topic}`, `sqs:GetQueueUrl ${queue}`, `sqs:SendMessage ${queue}`]);
   });
 
   test('for self-managed Kafka (no cluster ARN) has no MSK permissions', () => {
