@@ -3,16 +3,13 @@
 //! cluster with the mapping's transport security and credentials
 //! (`kafka://HOST:PORT[,HOST:PORT…]/TOPIC`, kafka-esm's extension).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{
-    EsmContext, KafkaClientError, KafkaSettings, Sasl, Security, SecurityKind, apply_security, creation_error,
-};
+use super::{EsmContext, KafkaClientError, KafkaSettings, apply_security, creation_error};
 use crate::delivery::destination::{Destination, DestinationError, GivenUp};
 
 /// How long one message may take to be acknowledged before the write is retried.
@@ -56,19 +53,7 @@ impl KafkaDestination {
             .set("message.timeout.ms", SEND_TIMEOUT.as_millis().to_string())
             .set("linger.ms", "5");
         apply_security(&mut config, &settings.security);
-        let context = EsmContext {
-            mapping: Arc::from(mapping),
-            topic: Arc::from(topic),
-            servers: Arc::from(servers),
-            security: SecurityKind::of(&settings.security),
-            iam: match &settings.security {
-                Security::SaslSsl { sasl: Sasl::MskIam(signer), .. } => Some(signer.clone()),
-                _ => None,
-            },
-            last_error: Mutex::new(None),
-            auth_failure: Mutex::new(None),
-            high_watermarks: Mutex::new(std::collections::HashMap::new()),
-        };
+        let context = EsmContext::new(mapping, topic, servers, &settings.security);
         let producer = config.create_with_context(context).map_err(|e| creation_error(&settings.security, &e))?;
         Ok(Self { producer, topic: topic.to_owned(), name: name.to_owned() })
     }

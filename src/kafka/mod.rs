@@ -236,6 +236,23 @@ impl SecurityKind {
 }
 
 impl EsmContext {
+    /// The context of one client (a mapping's consumer, or a producer to a `kafka://` destination).
+    fn new(mapping: &str, topic: &str, servers: &str, security: &Security) -> Self {
+        Self {
+            mapping: Arc::from(mapping),
+            topic: Arc::from(topic),
+            servers: Arc::from(servers),
+            security: SecurityKind::of(security),
+            iam: match security {
+                Security::SaslSsl { sasl: Sasl::MskIam(signer), .. } => Some(signer.clone()),
+                _ => None,
+            },
+            last_error: Mutex::new(None),
+            auth_failure: Mutex::new(None),
+            high_watermarks: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
     fn take_failures(&self) -> (Option<String>, Option<KafkaClientError>) {
         (
             self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(),
@@ -405,19 +422,7 @@ impl KafkaClient {
         let mut config = consumer_config(&settings, &format!("kafka-esm-{mapping}"));
         // High watermarks for lag (scaling decisions), every second.
         config.set("statistics.interval.ms", "1000");
-        let context = EsmContext {
-            mapping: Arc::from(mapping),
-            topic: Arc::from(topic),
-            servers: Arc::from(settings.bootstrap_servers.as_str()),
-            security: SecurityKind::of(&settings.security),
-            iam: match &settings.security {
-                Security::SaslSsl { sasl: Sasl::MskIam(signer), .. } => Some(signer.clone()),
-                _ => None,
-            },
-            last_error: Mutex::new(None),
-            auth_failure: Mutex::new(None),
-            high_watermarks: Mutex::new(std::collections::HashMap::new()),
-        };
+        let context = EsmContext::new(mapping, topic, &settings.bootstrap_servers, &settings.security);
         let consumer: EsmConsumer =
             config.create_with_context(context).map_err(|e| creation_error(&settings.security, &e))?;
         Ok(Self { consumer: Arc::new(consumer), topic: Arc::from(topic), settings: Arc::new(settings) })
