@@ -19,6 +19,7 @@ pub struct UpdateRequest {
     pub enabled: Option<bool>,
     pub batch_size: Option<u32>,
     pub maximum_batching_window_in_seconds: Option<u32>,
+    pub parallelization_factor: Option<u32>,
     pub source_access_configurations: Option<Vec<SourceAccessConfiguration>>,
     pub filter_criteria: Option<serde_json::Value>,
     pub destination_config: Option<serde_json::Value>,
@@ -73,6 +74,7 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
     set!(
         batch_size,
         maximum_batching_window_in_seconds,
+        parallelization_factor,
         source_access_configurations,
         filter_criteria,
         destination_config,

@@ -245,6 +245,7 @@ async fn serve<C: Connector, I: Invoker>(
             topic: Arc::from(mapping.topic()),
             envelope: Arc::new(Envelope::new(&EventSource::of(mapping), client.bootstrap_servers())),
             limits: BatchLimits::of(mapping),
+            parallelization: mapping.parallelization_factor.unwrap_or(1) as usize,
             guard: Arc::new(LeaseGuard::unconditional()),
             progress: Arc::default(),
             metrics: deps.metrics.mapping(&mapping.uuid),

@@ -109,11 +109,22 @@ impl<I: Invoker> Run<'_, I> {
     /// # Errors
     /// An Invoke API error that stops the mapping (the function is gone, access denied).
     pub async fn batch(&self, batch: Batch) -> Result<Ended, WorkerError> {
+        let partition = batch.partition;
+        self.batch_reporting(batch, &|next| self.commit(partition, next)).await
+    }
+
+    /// [`Run::batch`], telling `resolved` instead of the committer each time every record of the
+    /// batch before an offset is resolved (key-ordered batches are not contiguous: their
+    /// dispatcher works out what may be committed).
+    ///
+    /// # Errors
+    /// As [`Run::batch`].
+    pub async fn batch_reporting(&self, batch: Batch, resolved: &(dyn Fn(i64) + Sync)) -> Result<Ended, WorkerError> {
         let spec = self.spec;
         let fate = &*spec.fate;
         let whole = batch.payload.finish();
         let Some((topic, partition, records)) = batch.payload.partitions().next() else {
-            self.commit(batch.partition, batch.last_offset + 1);
+            resolved(batch.last_offset + 1);
             return Ok(Ended::Resolved);
         };
         let key = format!("{topic}-{partition}");
@@ -142,7 +153,7 @@ impl<I: Invoker> Run<'_, I> {
                 if self.give_up(&key, records, &piece, Condition::RecordAgeExceeded, &whole).await? == Ended::Stopped {
                     return Ok(Ended::Stopped);
                 }
-                self.commit_next(partition, records, &pieces, end);
+                resolved(next_to_commit(records, &pieces, end));
                 continue;
             }
             if !spec.guard.is_valid() {
@@ -197,7 +208,7 @@ impl<I: Invoker> Run<'_, I> {
                     metrics.set_result("OK");
                     pieces.pop_front();
                     backoff.reset();
-                    self.commit_next(partition, records, &pieces, end);
+                    resolved(next_to_commit(records, &pieces, end));
                 }
                 Attempt::Progress(done) => {
                     let at = range.start + done;
@@ -208,7 +219,7 @@ impl<I: Invoker> Run<'_, I> {
                     // Records before `at` are done: the rest is a new, smaller batch.
                     (piece.range.start, piece.retries) = (at, 0);
                     backoff.reset();
-                    self.commit(partition, offset);
+                    resolved(offset);
                 }
                 Attempt::Failed { function_error, error } => {
                     spec.progress.note_attempt(Some(&error));
@@ -247,7 +258,7 @@ impl<I: Invoker> Run<'_, I> {
                                 return Ok(Ended::Stopped);
                             }
                             backoff.reset();
-                            self.commit_next(partition, records, &pieces, end);
+                            resolved(next_to_commit(records, &pieces, end));
                         }
                     }
                 }
@@ -261,6 +272,19 @@ impl<I: Invoker> Run<'_, I> {
     /// # Errors
     /// Never today; kept for symmetry with [`Run::batch`].
     pub async fn oversized(&self, record: OversizedRecord) -> Result<Ended, WorkerError> {
+        let partition = record.partition;
+        self.oversized_reporting(record, &|next| self.commit(partition, next)).await
+    }
+
+    /// [`Run::oversized`], telling `resolved` instead of the committer.
+    ///
+    /// # Errors
+    /// As [`Run::oversized`].
+    pub async fn oversized_reporting(
+        &self,
+        record: OversizedRecord,
+        resolved: &(dyn Fn(i64) + Sync),
+    ) -> Result<Ended, WorkerError> {
         let spec = self.spec;
         let info = RecordsInfo::new((record.offset, record.timestamp_ms), (record.offset, record.timestamp_ms));
         let key = format!("{}-{}", spec.topic, record.partition);
@@ -292,7 +316,7 @@ impl<I: Invoker> Run<'_, I> {
         if self.store(&given_up).await == Ended::Stopped {
             return Ok(Ended::Stopped);
         }
-        self.commit(record.partition, record.offset + 1);
+        resolved(record.offset + 1);
         Ok(Ended::Resolved)
     }
 
@@ -305,16 +329,11 @@ impl<I: Invoker> Run<'_, I> {
         payload.finish()
     }
 
-    fn commit(&self, partition: i32, next_offset: i64) {
+    pub(super) fn commit(&self, partition: i32, next_offset: i64) {
         self.spec.progress.position.store(next_offset, Ordering::Relaxed);
         self.commits.delivered(partition, next_offset);
     }
 
-    /// Everything before the next piece (or the batch's end) is resolved: commit it.
-    fn commit_next(&self, partition: i32, records: &[EncodedRecord], pieces: &VecDeque<Piece>, end: i64) {
-        let next = pieces.front().map_or(end, |p| records[p.range.start].offset);
-        self.commit(partition, next);
-    }
 
     #[allow(clippy::too_many_arguments)]
     fn failure_record(
@@ -476,6 +495,11 @@ fn read_outcome(
     }
 }
 
+/// Everything before the next piece (or the batch's end) is resolved: the offset to report.
+fn next_to_commit(records: &[EncodedRecord], pieces: &VecDeque<Piece>, end: i64) -> i64 {
+    pieces.front().map_or(end, |p| records[p.range.start].offset)
+}
+
 /// Consecutive runs of `records` that are (or are not) too old, in order.
 fn runs_by_age(records: &[EncodedRecord], expired: impl Fn(&EncodedRecord) -> bool) -> Vec<(Range<usize>, bool)> {
     let mut runs: Vec<(Range<usize>, bool)> = Vec::new();
@@ -628,6 +652,7 @@ mod tests {
             progress: Arc::default(),
             metrics: Arc::default(),
             fate: Arc::new(fate),
+            parallelization: 1,
         }
     }
 

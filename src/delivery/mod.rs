@@ -9,6 +9,7 @@
 //! | the event, byte for byte | [`event`] |
 //! | `FilterCriteria` (the Lambda event-filter grammar) | [`filter`] |
 //! | one batch in flight, commit after success | [`partition`] |
+//! | `ParallelizationFactor`: N batches of a partition, keys in order | [`keyed`] |
 //! | retries, bisect, partial batch responses, record age, give-up (rules) | [`fate`] |
 //! | running a batch through those rules, commit after each resolved part | [`deliver`] |
 //! | on-failure destinations (the seam, what they receive) | [`destination`] |
@@ -25,6 +26,7 @@ pub mod fate;
 pub mod filter;
 pub mod guard;
 pub mod invoke;
+pub mod keyed;
 pub mod metrics;
 pub mod partition;
 pub mod policy;

@@ -20,6 +20,7 @@ use super::deliver::{Ended, Fate, Run};
 use super::event::Envelope;
 use super::guard::LeaseGuard;
 use super::invoke::{InvokeError, Invoker};
+use super::keyed::Keyed;
 use super::metrics::MappingMetrics;
 use super::policy::StopReason;
 use super::record::{RecordSource, SourceError};
@@ -84,6 +85,9 @@ pub struct WorkerSpec {
     pub metrics: Arc<MappingMetrics>,
     /// Filters, retry limits, bisect, partial responses and the on-failure destination.
     pub fate: Arc<Fate>,
+    /// `ParallelizationFactor`: batches of the partition in flight at once, each with keys no
+    /// other holds ([`super::keyed`]); 1 is one batch at a time.
+    pub parallelization: usize,
 }
 
 /// Why a partition worker gave up.
@@ -119,9 +123,17 @@ where
         CommitterSettings { retry_base: retry.base, retry_cap: retry.cap, ..CommitterSettings::default() };
     let (commits, committer) =
         spawn_committer(checkpoint, spec.mapping.clone(), spec.guard.clone(), committer_settings);
-    let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits)
-        .with_filters(spec.fate.filters.clone());
-    let result = run_partition(batcher, spec, invoker, commits, retry, stop, abandon).await;
+    let result = if spec.parallelization > 1 {
+        let run = Run { spec, invoker: &invoker, commits: &commits, retry, stop, abandon };
+        let result = Keyed::new(&run, source, spec.parallelization).run().await;
+        // The committer makes its final commit once every sender is gone.
+        drop(commits);
+        result
+    } else {
+        let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits)
+            .with_filters(spec.fate.filters.clone());
+        run_partition(batcher, spec, invoker, commits, retry, stop, abandon).await
+    };
     let report = committer.await.unwrap_or_default();
     result.map(|()| report)
 }
@@ -144,16 +156,13 @@ async fn run_partition<S: RecordSource, I: Invoker>(
         }
         if let Some(error) = commits.failing() {
             // Each new batch would widen what a crash redelivers, without bound: wait for a commit.
-            warn!(mapping = %spec.mapping, error = %error, "Offset commits are failing; no new batch until one succeeds.");
-            let problem = format!("offset commit failing: {error}");
-            spec.progress.note_attempt(Some(&problem));
-            metrics.set_result(&format!("PROBLEM: {problem}"));
+            show_commit_failure(spec, &error);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Ok(()),
                 () = commits.recovered() => {}
             }
-            info!(mapping = %spec.mapping, "Offset commits succeed again; taking new batches.");
+            show_commit_recovery(spec);
         }
         let ended = match batcher.next(stop).await? {
             NextBatch::Stopped | NextBatch::Ended => return Ok(()),
@@ -178,6 +187,18 @@ async fn run_partition<S: RecordSource, I: Invoker>(
             return Ok(());
         }
     }
+}
+
+/// Offset commits fail: no new batch until one succeeds, and the mapping says why.
+pub(super) fn show_commit_failure(spec: &WorkerSpec, error: &str) {
+    warn!(mapping = %spec.mapping, error = %error, "Offset commits are failing; no new batch until one succeeds.");
+    let problem = format!("offset commit failing: {error}");
+    spec.progress.note_attempt(Some(&problem));
+    spec.metrics.set_result(&format!("PROBLEM: {problem}"));
+}
+
+pub(super) fn show_commit_recovery(spec: &WorkerSpec) {
+    info!(mapping = %spec.mapping, "Offset commits succeed again; taking new batches.");
 }
 
 #[cfg(test)]
@@ -244,6 +265,7 @@ mod tests {
             progress: Arc::default(),
             metrics: Arc::default(),
             fate: Arc::default(),
+            parallelization: 1,
         }
     }
 

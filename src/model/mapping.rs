@@ -95,6 +95,11 @@ pub struct EventSourceMapping {
     pub batch_size: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maximum_batching_window_in_seconds: Option<u32>,
+    /// Batches of one partition in flight at once, records of one key in order (1–10). AWS
+    /// accepts it only for Kinesis and DynamoDB streams; kafka-esm applies it to Kafka partitions
+    /// ([`crate::delivery::keyed`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallelization_factor: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_source_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,8 @@ use super::mapping::{EventSourceMapping, StartingPosition, is_topic_name};
 
 /// `BatchSize` range for Kafka sources.
 pub const BATCH_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+/// `ParallelizationFactor` range (AWS's, for the streams it accepts it for).
+pub const PARALLELIZATION_FACTOR_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
 /// `MaximumBatchingWindowInSeconds` range.
 pub const BATCHING_WINDOW_RANGE: std::ops::RangeInclusive<u32> = 0..=300;
 /// `SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS`: 1–10 `host:port`.
@@ -80,6 +82,14 @@ impl EventSourceMapping {
             && !BATCHING_WINDOW_RANGE.contains(&window)
         {
             return Err(invalid("MaximumBatchingWindowInSeconds", format!("{window} is out of range: 0 to 300")));
+        }
+        if let Some(factor) = self.parallelization_factor
+            && !PARALLELIZATION_FACTOR_RANGE.contains(&factor)
+        {
+            return Err(invalid(
+                "ParallelizationFactor",
+                format!("{factor} is out of range: 1 to 10 (batches of one partition in flight at once)"),
+            ));
         }
         for (field, config) in [
             ("AmazonManagedKafkaEventSourceConfig.ConsumerGroupId", &self.amazon_managed_kafka_event_source_config),
