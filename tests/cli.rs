@@ -479,9 +479,12 @@ async fn self_managed_mapping_with_every_flag_is_stored_and_echoed() {
             r#"{"MinimumPollers":2,"MaximumPollers":2000}"#,
             "--source-access-configurations",
             r#"[{"Type":"BASIC_AUTH","URI":"arn:aws:secretsmanager:us-east-1:123456789012:secret:plain"}]"#,
+            "--parallelization-factor",
+            "4",
         ])
         .await;
     assert_mapping_shape(&updated);
+    assert_eq!(updated["ParallelizationFactor"], 4);
     assert_eq!(updated["State"], "Disabled", "updating a disabled mapping leaves it disabled");
     assert_eq!(updated["MaximumRetryAttempts"], 10);
     assert_eq!(updated["MaximumRecordAgeInSeconds"], -1);
@@ -782,6 +785,8 @@ fn invalid_creates() -> Vec<(Vec<String>, &'static str)> {
         (sm(&["--batch-size", "0"]), "BatchSize"),
         (sm(&["--batch-size", "10001"]), "BatchSize"),
         (sm(&["--maximum-batching-window-in-seconds", "301"]), "MaximumBatchingWindowInSeconds"),
+        (sm(&["--parallelization-factor", "0"]), "ParallelizationFactor"),
+        (sm(&["--parallelization-factor", "11"]), "ParallelizationFactor"),
         (sm(&["--topics", "orders", "payments"]), "Topics"),
         (replace("--topics", "bad topic!"), "Topics"),
         (replace("--starting-position", "AT_TIMESTAMP"), "StartingPositionTimestamp"),
@@ -910,6 +915,7 @@ async fn invalid_updates_are_refused_and_change_nothing() {
     for (flags, field) in [
         (["--batch-size", "0"], "BatchSize"),
         (["--maximum-batching-window-in-seconds", "301"], "MaximumBatchingWindowInSeconds"),
+        (["--parallelization-factor", "11"], "ParallelizationFactor"),
         (["--maximum-retry-attempts", "10001"], "MaximumRetryAttempts"),
         (["--maximum-record-age-in-seconds", "30"], "MaximumRecordAgeInSeconds"),
         (["--provisioned-poller-config", "MaximumPollers=0"], "MaximumPollers"),
@@ -1319,7 +1325,6 @@ fn expected_skeleton(operation: &str) -> Value {
     let mut skeleton: Value = serde_json::from_str(&golden_text(&format!("aws-skeleton-{operation}.json"))).unwrap();
     let fields = skeleton.as_object_mut().unwrap();
     for unsupported in [
-        "ParallelizationFactor",
         "TumblingWindowInSeconds",
         "Queues",
         "ScalingConfig",
@@ -1358,6 +1363,7 @@ async fn generated_skeletons_round_trip_through_cli_input_json() {
     fields["FunctionName"] = json!("fn-input");
     fields["BatchSize"] = json!(10);
     fields["MaximumBatchingWindowInSeconds"] = json!(2);
+    fields["ParallelizationFactor"] = json!(2);
     fields["StartingPosition"] = json!("AT_TIMESTAMP");
     fields["StartingPositionTimestamp"] = json!("2023-11-14T22:13:20");
     fields["MaximumRecordAgeInSeconds"] = json!(-1);
@@ -1380,6 +1386,7 @@ async fn generated_skeletons_round_trip_through_cli_input_json() {
         "StartingPositionTimestamp": 1_700_000_000.0,
         "BatchSize": 10,
         "MaximumBatchingWindowInSeconds": 2,
+        "ParallelizationFactor": 2,
         "MetricsConfig": {"Metrics": ["EventCount"]},
         "Topics": ["orders"],
         "SourceAccessConfigurations": [{"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": CA_SECRET}],

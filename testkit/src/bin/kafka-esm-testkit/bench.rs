@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// With a filter: how many records it lets through to the function.
     #[arg(long, env = "BENCH_EXPECT_INVOKED")]
     expect_invoked: Option<u64>,
+    /// The mapping's `ParallelizationFactor` (batches of one partition in flight at once; every
+    /// record of the bench has its own key).
+    #[arg(long, env = "BENCH_PARALLELIZATION_FACTOR")]
+    parallelization_factor: Option<u32>,
 }
 
 /// Prints librdkafka's logs with the time since the client was created.
@@ -161,6 +165,9 @@ impl RunArgs {
         }
         if self.latency_only {
             extra.push_str("BENCH_LATENCY_ONLY=1 ");
+        }
+        if let Some(n) = self.parallelization_factor {
+            let _ = write!(extra, "BENCH_PARALLELIZATION_FACTOR={n} ");
         }
         if let Some(filter) = &self.filter_criteria {
             let _ = write!(extra, "BENCH_FILTER_CRITERIA='{filter}' ");
@@ -601,6 +608,9 @@ async fn end_to_end(
     .to_vec();
     if let Some(filter) = &args.filter_criteria {
         create.extend(["--filter-criteria".to_owned(), filter.clone()]);
+    }
+    if let Some(n) = args.parallelization_factor {
+        create.extend(["--parallelization-factor".to_owned(), n.to_string()]);
     }
     let created = esm_command(&args.esm, &env, &create).await?;
     // With a filter, the stub sees only what passes it; the run ends once all is committed.
