@@ -481,10 +481,13 @@ async fn self_managed_mapping_with_every_flag_is_stored_and_echoed() {
             r#"[{"Type":"BASIC_AUTH","URI":"arn:aws:secretsmanager:us-east-1:123456789012:secret:plain"}]"#,
             "--parallelization-factor",
             "4",
+            "--scaling-config",
+            "MaximumConcurrency=20",
         ])
         .await;
     assert_mapping_shape(&updated);
     assert_eq!(updated["ParallelizationFactor"], 4);
+    assert_eq!(updated["ScalingConfig"], json!({"MaximumConcurrency": 20}));
     assert_eq!(updated["State"], "Disabled", "updating a disabled mapping leaves it disabled");
     assert_eq!(updated["MaximumRetryAttempts"], 10);
     assert_eq!(updated["MaximumRecordAgeInSeconds"], -1);
@@ -787,6 +790,9 @@ fn invalid_creates() -> Vec<(Vec<String>, &'static str)> {
         (sm(&["--maximum-batching-window-in-seconds", "301"]), "MaximumBatchingWindowInSeconds"),
         (sm(&["--parallelization-factor", "0"]), "ParallelizationFactor"),
         (sm(&["--parallelization-factor", "11"]), "ParallelizationFactor"),
+        (sm(&["--scaling-config", "MaximumConcurrency=1"]), "MaximumConcurrency"),
+        (sm(&["--scaling-config", "MaximumConcurrency=1001"]), "MaximumConcurrency"),
+        (sm(&["--scaling-config", "{}"]), "MaximumConcurrency"),
         (sm(&["--topics", "orders", "payments"]), "Topics"),
         (replace("--topics", "bad topic!"), "Topics"),
         (replace("--starting-position", "AT_TIMESTAMP"), "StartingPositionTimestamp"),
@@ -916,6 +922,7 @@ async fn invalid_updates_are_refused_and_change_nothing() {
         (["--batch-size", "0"], "BatchSize"),
         (["--maximum-batching-window-in-seconds", "301"], "MaximumBatchingWindowInSeconds"),
         (["--parallelization-factor", "11"], "ParallelizationFactor"),
+        (["--scaling-config", "MaximumConcurrency=0"], "MaximumConcurrency"),
         (["--maximum-retry-attempts", "10001"], "MaximumRetryAttempts"),
         (["--maximum-record-age-in-seconds", "30"], "MaximumRecordAgeInSeconds"),
         (["--provisioned-poller-config", "MaximumPollers=0"], "MaximumPollers"),
@@ -1324,14 +1331,9 @@ fn without_enum_picks(value: &Value) -> Value {
 fn expected_skeleton(operation: &str) -> Value {
     let mut skeleton: Value = serde_json::from_str(&golden_text(&format!("aws-skeleton-{operation}.json"))).unwrap();
     let fields = skeleton.as_object_mut().unwrap();
-    for unsupported in [
-        "TumblingWindowInSeconds",
-        "Queues",
-        "ScalingConfig",
-        "DocumentDBEventSourceConfig",
-        "KMSKeyArn",
-        "LoggingConfig",
-    ] {
+    for unsupported in
+        ["TumblingWindowInSeconds", "Queues", "DocumentDBEventSourceConfig", "KMSKeyArn", "LoggingConfig"]
+    {
         fields.shift_remove(unsupported);
     }
     fields["ProvisionedPollerConfig"].as_object_mut().unwrap().shift_remove("PollerGroupName");
@@ -1364,6 +1366,7 @@ async fn generated_skeletons_round_trip_through_cli_input_json() {
     fields["BatchSize"] = json!(10);
     fields["MaximumBatchingWindowInSeconds"] = json!(2);
     fields["ParallelizationFactor"] = json!(2);
+    fields["ScalingConfig"] = json!({"MaximumConcurrency": 5});
     fields["StartingPosition"] = json!("AT_TIMESTAMP");
     fields["StartingPositionTimestamp"] = json!("2023-11-14T22:13:20");
     fields["MaximumRecordAgeInSeconds"] = json!(-1);
@@ -1387,6 +1390,7 @@ async fn generated_skeletons_round_trip_through_cli_input_json() {
         "BatchSize": 10,
         "MaximumBatchingWindowInSeconds": 2,
         "ParallelizationFactor": 2,
+        "ScalingConfig": {"MaximumConcurrency": 5},
         "MetricsConfig": {"Metrics": ["EventCount"]},
         "Topics": ["orders"],
         "SourceAccessConfigurations": [{"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": CA_SECRET}],

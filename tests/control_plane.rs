@@ -16,7 +16,9 @@ use kafka_esm::config::Settings;
 use kafka_esm::coordination::consumer::Deps;
 use kafka_esm::coordination::leases::{Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, PollerInfo, Snapshot};
 use kafka_esm::coordination::supervisor::{Exit, NoSpawner, Spawner, Start, run_poller};
-use kafka_esm::model::mapping::{Endpoints, ProvisionedPollerConfig, SelfManagedEventSource, StartingPosition};
+use kafka_esm::model::mapping::{
+    Endpoints, ProvisionedPollerConfig, ScalingConfig, SelfManagedEventSource, StartingPosition,
+};
 use kafka_esm::model::store::{Loaded, MappingStore};
 use kafka_esm::testing::{MemoryInvoker, MemoryKafka, MemoryLeaseStore, MemoryMappingStore, Mortal};
 use tokio::task::JoinHandle;
@@ -332,6 +334,40 @@ async fn a_killed_pollers_partitions_move_after_the_lease_duration_with_nothing_
     assert!(w.all_delivered("orders"), "a kill loses nothing: the uncommitted batches are delivered again");
     assert_eq!(w.function.max_in_flight(), 1, "the killed poller's invokes had ended before the takeover");
     b.stop().await;
+}
+
+/// 12 partitions over 3 pollers, a function taking 500 ms: the most invokes in flight at once.
+/// With `kill`, one poller is killed half-way (its grant must come back to the others).
+async fn concurrent_invokes(cap: Option<u32>, kill: bool) -> usize {
+    let w = World::new();
+    w.function.set_delay(Duration::from_millis(500));
+    let uuid = w
+        .mapping("orders", 12, |r| {
+            r.scaling_config = cap.map(|n| ScalingConfig { maximum_concurrency: Some(n) });
+        })
+        .await;
+    let pollers: Vec<Poller> = (0..3).map(|_| w.poller()).collect();
+    sleep(Duration::from_secs(10)).await;
+    w.produce("orders", 12, 30);
+    if kill {
+        sleep(Duration::from_secs(5)).await;
+        pollers[0].kill();
+    }
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(300)).await, "cap {cap:?}: not caught up");
+    assert!(w.all_delivered("orders"));
+    for p in pollers.into_iter().skip(usize::from(kill)) {
+        p.stop().await;
+    }
+    w.function.max_concurrent_invokes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn maximum_concurrency_bounds_the_invokes_of_a_mapping_over_all_its_pollers() {
+    // Without a cap, 12 partitions run 12 invokes at once.
+    assert_eq!(concurrent_invokes(None, false).await, 12);
+    assert_eq!(concurrent_invokes(Some(3), false).await, 3, "the cap is used, never passed");
+    assert_eq!(concurrent_invokes(Some(2), false).await, 2, "fewer slots than pollers");
+    assert!(concurrent_invokes(Some(3), true).await <= 3, "a killed poller's slots come back, never doubled");
 }
 
 /// Sleeps until `at` (virtual time since `t0`).

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use kafka_esm::aws::leases::{DynamoLeaseStore, LEASE_KEY};
 use kafka_esm::aws::mappings::ensure_tables;
 use kafka_esm::config::Tables;
-use kafka_esm::coordination::leases::{Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, PollerInfo};
+use kafka_esm::coordination::leases::{Grants, Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, PollerInfo};
 use kafka_esm::testing::MemoryLeaseStore;
 use kafka_esm_testkit::{Dynalite, sdk_config};
 
@@ -73,6 +73,35 @@ async fn conformance<S: LeaseStore>(store: &S) {
     a_dead_poller_is_removed_only_if_it_has_not_moved(store).await;
     delete_mapping_removes_all_its_leases_and_nothing_else(store).await;
     an_offset_reset_is_pending_until_its_holder_marks_it_applied(store).await;
+    grants_are_written_only_over_the_counter_read_and_deleted_with_the_mapping(store).await;
+}
+
+async fn grants_are_written_only_over_the_counter_read_and_deleted_with_the_mapping<S: LeaseStore>(store: &S) {
+    let mapping = new_mapping();
+    let (a, b) = (new_poller(), new_poller());
+    assert_eq!(store.grants(&mapping).await.unwrap(), Grants::default(), "none yet: counter 0");
+    let first = Grants {
+        counter: 0,
+        granted: [(a.clone(), 3)].into(),
+        wanted: [(a.clone(), 4), (b.clone(), 2)].into(),
+        served: [(a.clone(), 1)].into(),
+    };
+    assert_eq!(store.write_grants(&mapping, &first).await.unwrap(), 1);
+    // A second creator (it also read counter 0) loses.
+    lost(store.write_grants(&mapping, &first).await, "a second write over counter 0");
+    let read = store.grants(&mapping).await.unwrap();
+    assert_eq!(read, Grants { counter: 1, ..first.clone() });
+    let second = Grants { granted: [(a.clone(), 2), (b.clone(), 1)].into(), ..read.clone() };
+    assert_eq!(store.write_grants(&mapping, &second).await.unwrap(), 2);
+    // A writer that read counter 1 before that write loses, and changes nothing.
+    lost(store.write_grants(&mapping, &read).await, "a write over a stale counter");
+    assert_eq!(store.grants(&mapping).await.unwrap(), Grants { counter: 2, ..second });
+    // Empty maps are stored as empty maps.
+    let empty = Grants { counter: 2, granted: [].into(), wanted: [].into(), served: [].into() };
+    assert_eq!(store.write_grants(&mapping, &empty).await.unwrap(), 3);
+    assert_eq!(store.grants(&mapping).await.unwrap(), Grants { counter: 3, ..empty });
+    store.delete_mapping(&mapping).await.unwrap();
+    assert_eq!(store.grants(&mapping).await.unwrap(), Grants::default());
 }
 
 async fn an_offset_reset_is_pending_until_its_holder_marks_it_applied<S: LeaseStore>(store: &S) {

@@ -51,7 +51,8 @@ export const ASYNC_MAX_EVENT_AGE = Duration.seconds(60);
  * mappings table it lists (Scan), reads one (GetItem), records status and results (UpdateItem)
  * and removes a deleted mapping (DeleteItem), and never writes a whole item (PutItem is the API's,
  * for `esm` and the custom resource); on the leases table it scans, takes (PutItem, UpdateItem)
- * and releases (DeleteItem). No Query, no DescribeTable (`esm init` only), no batch calls.
+ * and releases (DeleteItem), and reads and writes a capped mapping's concurrency grants (GetItem,
+ * PutItem). No Query, no DescribeTable (`esm init` only), no batch calls.
  */
 export const MAPPINGS_TABLE_ACTIONS = [
   'dynamodb:Scan',
@@ -61,6 +62,7 @@ export const MAPPINGS_TABLE_ACTIONS = [
 ] as const;
 export const LEASES_TABLE_ACTIONS = [
   'dynamodb:Scan',
+  'dynamodb:GetItem',
   'dynamodb:PutItem',
   'dynamodb:UpdateItem',
   'dynamodb:DeleteItem',

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use super::{ApiError, FunctionResolver};
 use crate::clock::now_epoch_seconds;
 use crate::model::mapping::{
-    EventSourceMapping, KafkaCluster, KafkaEventSourceConfig, ProvisionedPollerConfig, SelfManagedEventSource,
-    SourceAccessConfiguration, StartingPosition, State,
+    EventSourceMapping, KafkaCluster, KafkaEventSourceConfig, ProvisionedPollerConfig, ScalingConfig,
+    SelfManagedEventSource, SourceAccessConfiguration, StartingPosition, State,
 };
 use crate::model::store::{Loaded, MappingStore};
 use crate::model::validate::validate_msk_arn;
@@ -38,6 +38,7 @@ pub struct CreateRequest {
     pub function_response_types: Option<Vec<String>>,
     pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
     pub metrics_config: Option<serde_json::Value>,
+    pub scaling_config: Option<ScalingConfig>,
     pub tags: Option<std::collections::BTreeMap<String, String>>,
 }
 
@@ -114,6 +115,7 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         self_managed_kafka_event_source_config: request.self_managed_kafka_event_source_config,
         event_source_mapping_arn: mapping_arn(&function_arn, &uuid),
         metrics_config: request.metrics_config,
+        scaling_config: request.scaling_config,
         provisioned_poller_config: request.provisioned_poller_config,
         tags: request.tags.filter(|t| !t.is_empty()),
         version: 1,

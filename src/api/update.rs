@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{ApiError, FunctionResolver, load};
 use crate::clock::now_epoch_seconds;
 use crate::model::mapping::{
-    EventSourceMapping, KafkaEventSourceConfig, ProvisionedPollerConfig, SourceAccessConfiguration,
+    EventSourceMapping, KafkaEventSourceConfig, ProvisionedPollerConfig, ScalingConfig, SourceAccessConfiguration,
 };
 use crate::model::store::MappingStore;
 
@@ -29,6 +29,7 @@ pub struct UpdateRequest {
     pub function_response_types: Option<Vec<String>>,
     pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
     pub metrics_config: Option<serde_json::Value>,
+    pub scaling_config: Option<ScalingConfig>,
     pub amazon_managed_kafka_event_source_config: Option<KafkaEventSourceConfig>,
     pub self_managed_kafka_event_source_config: Option<KafkaEventSourceConfig>,
 }
@@ -83,7 +84,8 @@ pub async fn update<S: MappingStore, F: FunctionResolver>(
         bisect_batch_on_function_error,
         function_response_types,
         provisioned_poller_config,
-        metrics_config
+        metrics_config,
+        scaling_config
     );
     mapping.state = state;
     mapping.state_transition_reason = Some("USER_INITIATED".to_owned());

@@ -1,6 +1,8 @@
 //! The leases table in DynamoDB (`ESM_LEASES_TABLE`, key `LeaseKey`): one item per partition
 //! lease (`lease#{mapping}#{topic}#{partition}`) and one heartbeat item per poller
-//! (`poller#{id}`). See [`crate::coordination::leases`] for the protocol.
+//! (`poller#{id}`), and for a mapping with `ScalingConfig.MaximumConcurrency` one grants item
+//! (`grants#{mapping}`, [`crate::coordination::concurrency`]). See
+//! [`crate::coordination::leases`] for the protocol.
 //!
 //! Kafka topic names cannot contain `#`, nor can UUIDs, so keys of different mappings never share
 //! the `lease#{mapping}#` prefix. Heartbeat items carry `Ttl` (epoch seconds, a day after their
@@ -13,7 +15,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use crate::coordination::leases::{
-    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, MalformedLease, OffsetReset, PollerInfo, Snapshot,
+    Grants, Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, MalformedLease, OffsetReset, PollerInfo, Snapshot,
 };
 
 /// The table's partition key.
@@ -42,6 +44,11 @@ const RESET_TO: &str = "ResetTo";
 const RESET_APPLIED: &str = "ResetApplied";
 
 const LEASE_PREFIX: &str = "lease#";
+const GRANTS_PREFIX: &str = "grants#";
+/// On grants items: poller id → slots held, and poller id → slots it could use.
+const GRANTED: &str = "Granted";
+const WANTED: &str = "Wanted";
+const SERVED: &str = "Served";
 const POLLER_PREFIX: &str = "poller#";
 
 /// Unchanged since the taker read it (and found it free, or its owner's heartbeat expired).
@@ -136,6 +143,26 @@ fn lease_key(id: &LeaseId) -> String {
 
 fn mapping_prefix(mapping: &str) -> String {
     format!("{LEASE_PREFIX}{mapping}#")
+}
+
+fn grants_key(mapping: &str) -> String {
+    format!("{GRANTS_PREFIX}{mapping}")
+}
+
+/// A map attribute of numbers (`Granted`, `Wanted`, `Served`); entries that are not numbers are
+/// left out.
+fn number_map<T: std::str::FromStr>(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+) -> std::collections::BTreeMap<String, T> {
+    item.get(name)
+        .and_then(|v| v.as_m().ok())
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?))).collect())
+        .unwrap_or_default()
+}
+
+fn to_number_map<T: std::fmt::Display>(map: &std::collections::BTreeMap<String, T>) -> AttributeValue {
+    AttributeValue::M(map.iter().map(|(k, v)| (k.clone(), n(v))).collect())
 }
 
 fn poller_key(poller: &str) -> String {
@@ -323,7 +350,7 @@ impl LeaseStore for DynamoLeaseStore {
         for key in items.iter().map(key_of) {
             self.delete_malformed(&key).await?;
         }
-        Ok(())
+        self.delete_malformed(&grants_key(mapping)).await
     }
 
     async fn delete_malformed(&self, key: &str) -> Result<(), LeaseError> {
@@ -449,6 +476,55 @@ impl LeaseStore for DynamoLeaseStore {
             .await
             .map_err(|e| self.err(&key, e))?;
         Ok(())
+    }
+
+    async fn grants(&self, mapping: &str) -> Result<Grants, LeaseError> {
+        let key = grants_key(mapping);
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        let Some(item) = got.item() else { return Ok(Grants::default()) };
+        let counter = item
+            .get(COUNTER)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| self.dynamo(format!("{key} has no numeric {COUNTER}")))?;
+        Ok(Grants {
+            counter,
+            granted: number_map(item, GRANTED),
+            wanted: number_map(item, WANTED),
+            served: number_map(item, SERVED),
+        })
+    }
+
+    async fn write_grants(&self, mapping: &str, grants: &Grants) -> Result<u64, LeaseError> {
+        let key = grants_key(mapping);
+        let counter = grants.counter + 1;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(LEASE_KEY, s(&key))
+            .item(MAPPING_UUID, s(mapping))
+            .item(COUNTER, n(counter))
+            .item(GRANTED, to_number_map(&grants.granted))
+            .item(WANTED, to_number_map(&grants.wanted))
+            .item(SERVED, to_number_map(&grants.served));
+        let put = if grants.counter == 0 {
+            put.condition_expression("attribute_not_exists(#k)").expression_attribute_names("#k", LEASE_KEY)
+        } else {
+            put.condition_expression("#c = :c")
+                .expression_attribute_names("#c", COUNTER)
+                .expression_attribute_values(":c", n(grants.counter))
+        };
+        put.send().await.map_err(|e| self.err(&key, e))?;
+        Ok(counter)
     }
 
     async fn snapshot(&self) -> Result<Snapshot, LeaseError> {

@@ -264,6 +264,10 @@ struct CommonArgs {
     /// JSON or shorthand `MinimumPollers=1,MaximumPollers=3`.
     #[arg(long)]
     provisioned_poller_config: Option<String>,
+    /// JSON or shorthand `MaximumConcurrency=N` (2–1000): invokes of the mapping in flight at
+    /// once over all its partitions and pollers. kafka-esm's extension: AWS takes it for SQS only.
+    #[arg(long)]
+    scaling_config: Option<String>,
     /// JSON or shorthand `Metrics=EventCount`: which CloudWatch metrics the pollers print.
     #[arg(long)]
     metrics_config: Option<String>,
@@ -1033,14 +1037,8 @@ fn metrics_config(raw: Option<&String>) -> Result<Option<Value>, ApiError> {
 
 /// Members of the AWS request shapes that kafka-esm does not support (other event sources,
 /// features it does not have): named in the error instead of serde's list.
-const UNSUPPORTED_MEMBERS: [&str; 6] = [
-    "TumblingWindowInSeconds",
-    "Queues",
-    "ScalingConfig",
-    "DocumentDBEventSourceConfig",
-    "KMSKeyArn",
-    "LoggingConfig",
-];
+const UNSUPPORTED_MEMBERS: [&str; 5] =
+    ["TumblingWindowInSeconds", "Queues", "DocumentDBEventSourceConfig", "KMSKeyArn", "LoggingConfig"];
 
 /// `--cli-input-json`: the request's parameters by their botocore names (`Default` when absent).
 /// `required` string members may be left out of the JSON when given as flags.
@@ -1119,6 +1117,7 @@ fn create_request(args: CreateArgs) -> Result<CreateRequest, ApiError> {
         provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?
             .or(base.provisioned_poller_config),
         metrics_config: metrics_config(c.metrics_config.as_ref())?.or(base.metrics_config),
+        scaling_config: opt_json("scaling-config", c.scaling_config.as_ref())?.or(base.scaling_config),
         tags: args.tags.as_deref().map(tags_arg).transpose()?.or(base.tags),
     })
 }
@@ -1147,6 +1146,7 @@ fn update_request(args: UpdateArgs) -> Result<UpdateRequest, ApiError> {
         provisioned_poller_config: opt_json("provisioned-poller-config", c.provisioned_poller_config.as_ref())?
             .or(base.provisioned_poller_config),
         metrics_config: metrics_config(c.metrics_config.as_ref())?.or(base.metrics_config),
+        scaling_config: opt_json("scaling-config", c.scaling_config.as_ref())?.or(base.scaling_config),
         amazon_managed_kafka_event_source_config: opt_json(
             "amazon-managed-kafka-event-source-config",
             c.amazon_managed_kafka_event_source_config.as_ref(),

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::concurrency::Gate;
 use super::connector::{AfterRefusal, ConnectError, Connector, MappingClient, StartAt};
 use super::tenure::Tenure;
 use crate::backoff::Backoff;
@@ -115,13 +116,14 @@ pub async fn run_consumer<C: Connector, I: Invoker>(
     mut tenures: mpsc::UnboundedReceiver<Tenure>,
     status: watch::Sender<ConsumerStatus>,
     stop: CancellationToken,
+    gate: Option<Arc<Gate>>,
 ) -> ConsumerExit {
     let uuid = mapping.uuid.clone();
     let mut held: BTreeMap<i32, Tenure> = BTreeMap::new();
     let mut backoff = Backoff::new(deps.settings.reconnect.base, deps.settings.reconnect.cap);
     loop {
         let started = Instant::now();
-        let error = match connected(&deps, &mapping, &mut tenures, &status, &mut held, &stop).await {
+        let error = match connected(&deps, &mapping, &mut tenures, &status, &mut held, &stop, gate.as_ref()).await {
             Ok(None) => break,
             Ok(Some((reason, message))) => {
                 error!(mapping = %uuid, reason = reason.as_str(), error = %message, "Mapping stopped: fix the cause, then enable it again.");
@@ -211,9 +213,10 @@ async fn connected<C: Connector, I: Invoker>(
     status: &watch::Sender<ConsumerStatus>,
     held: &mut BTreeMap<i32, Tenure>,
     stop: &CancellationToken,
+    gate: Option<&Arc<Gate>>,
 ) -> Result<Option<(StopReason, String)>, ConnectError> {
     let client = deps.connector.connect(mapping).await?;
-    let result = serve(deps, mapping, &client, tenures, status, held, stop).await;
+    let result = serve(deps, mapping, &client, tenures, status, held, stop, gate).await;
     // Closing a client may wait on the network: keep it off the async threads.
     let _ = tokio::task::spawn_blocking(move || drop(client)).await;
     result
@@ -222,6 +225,7 @@ async fn connected<C: Connector, I: Invoker>(
 /// A partition being run, by the tenure it runs under.
 type Running = JoinSet<(i32, u64, Result<(), PartitionError>)>;
 
+#[allow(clippy::too_many_arguments)]
 async fn serve<C: Connector, I: Invoker>(
     deps: &Arc<Deps<C, I>>,
     mapping: &EventSourceMapping,
@@ -230,6 +234,7 @@ async fn serve<C: Connector, I: Invoker>(
     status: &watch::Sender<ConsumerStatus>,
     held: &mut BTreeMap<i32, Tenure>,
     stop: &CancellationToken,
+    gate: Option<&Arc<Gate>>,
 ) -> Result<Option<(StopReason, String)>, ConnectError> {
     let known = client.partitions().await?;
     info!(mapping = %mapping.uuid, topic = mapping.topic(), group = mapping.consumer_group_id(), partitions = known.len(), function = %mapping.function_arn, "Connected.");
@@ -246,6 +251,7 @@ async fn serve<C: Connector, I: Invoker>(
             envelope: Arc::new(Envelope::new(&EventSource::of(mapping), client.bootstrap_servers())),
             limits: BatchLimits::of(mapping),
             parallelization: mapping.parallelization_factor.unwrap_or(1) as usize,
+            gate: gate.cloned(),
             guard: Arc::new(LeaseGuard::unconditional()),
             progress: Arc::default(),
             metrics: deps.metrics.mapping(&mapping.uuid),

@@ -26,6 +26,8 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use super::concurrency::Grants;
+
 /// Which partition a lease is for. Ordered by mapping, topic, partition, so every poller lists
 /// leases in the same order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -263,6 +265,27 @@ pub trait LeaseStore: Send + Sync + 'static {
         let what = lease.id.to_string();
         async move { Err(LeaseError::Dynamo { table: what, message: "this lease store keeps no offset resets".into() }) }
     }
+
+    /// A mapping's concurrency grants ([`super::concurrency`]); counter 0 when it has none. A
+    /// store without grants refuses (a capped mapping then invokes nothing, visibly).
+    fn grants(&self, mapping: &str) -> impl Future<Output = Result<Grants, LeaseError>> + Send {
+        let what = format!("grants of {mapping}");
+        async move {
+            Err(LeaseError::Dynamo { table: what, message: "this lease store keeps no concurrency grants".into() })
+        }
+    }
+
+    /// Stores `grants` with its counter bumped if the stored counter is still `grants.counter`
+    /// (0: no item yet). Returns the new counter.
+    ///
+    /// # Errors
+    /// `Lost` if the item changed since it was read.
+    fn write_grants(&self, mapping: &str, _grants: &Grants) -> impl Future<Output = Result<u64, LeaseError>> + Send {
+        let what = format!("grants of {mapping}");
+        async move {
+            Err(LeaseError::Dynamo { table: what, message: "this lease store keeps no concurrency grants".into() })
+        }
+    }
 }
 
 impl<S: LeaseStore> LeaseStore for Arc<S> {
@@ -296,6 +319,14 @@ impl<S: LeaseStore> LeaseStore for Arc<S> {
 
     fn remove_poller(&self, poller: &str) -> impl Future<Output = Result<(), LeaseError>> + Send {
         (**self).remove_poller(poller)
+    }
+
+    fn grants(&self, mapping: &str) -> impl Future<Output = Result<Grants, LeaseError>> + Send {
+        (**self).grants(mapping)
+    }
+
+    fn write_grants(&self, mapping: &str, grants: &Grants) -> impl Future<Output = Result<u64, LeaseError>> + Send {
+        (**self).write_grants(mapping, grants)
     }
 
     fn remove_dead_poller(&self, poller: &PollerInfo) -> impl Future<Output = Result<(), LeaseError>> + Send {

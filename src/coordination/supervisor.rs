@@ -23,9 +23,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::balance::{BalanceInput, MappingView, plan};
+use super::concurrency::{Gate, Grants, SLOT_TURN, step};
 use super::connector::Connector;
 use super::consumer::{ConsumerExit, ConsumerStatus, Deps, run_consumer};
 use super::leases::{Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, Load, OffsetReset, Snapshot};
@@ -184,6 +185,10 @@ struct Supervisor<S, L, C, I, P> {
     reported: HashMap<String, String>,
     /// Its partitions' progress between scans, for the heartbeat and the metrics.
     progress: ProgressBook,
+    /// This poller's share of each capped mapping's invoke slots (`MaximumConcurrency`).
+    gates: HashMap<String, Arc<Gate>>,
+    /// Each capped mapping's grant as this poller last saw it, and since when.
+    grant_since: HashMap<String, (u32, Instant)>,
 }
 
 impl<S, L, C, I, P> Supervisor<S, L, C, I, P>
@@ -229,6 +234,8 @@ where
             malformed: BTreeMap::new(),
             reported: HashMap::new(),
             progress: ProgressBook::default(),
+            gates: HashMap::new(),
+            grant_since: HashMap::new(),
             deps,
         }
     }
@@ -493,12 +500,14 @@ where
     fn ensure_consumer(&mut self, mapping: &EventSourceMapping) -> &ConsumerHandle {
         let uuid = mapping.uuid.clone();
         let deps = self.deps.clone();
+        // Closed until the first grant.
+        let gate = mapping.maximum_concurrency().map(|_| self.gates.entry(uuid.clone()).or_default().clone());
         self.consumers.entry(uuid).or_insert_with(|| {
             let (tenures_tx, tenures_rx) = mpsc::unbounded_channel();
             let (status_tx, status_rx) = watch::channel(ConsumerStatus::default());
             let stop = CancellationToken::new();
             info!(mapping = %mapping.uuid, topic = mapping.topic(), function = %mapping.function_arn, "Starting consumer.");
-            let handle = tokio::spawn(run_consumer(deps, mapping.clone(), tenures_rx, status_tx, stop.clone()));
+            let handle = tokio::spawn(run_consumer(deps, mapping.clone(), tenures_rx, status_tx, stop.clone(), gate));
             ConsumerHandle {
                 fingerprint: fingerprint(mapping),
                 version: mapping.version,
@@ -568,6 +577,9 @@ where
     /// repair what is broken, and scale.
     async fn balance(&mut self) -> Option<Exit> {
         let id = self.id()?;
+        // Grants before the heartbeats: a poller named in them registered before this read, so
+        // one missing from the snapshot below is gone, not yet unseen.
+        let grants = self.read_grants().await;
         let snapshot = match self.leases.snapshot().await {
             Ok(snapshot) => snapshot,
             Err(e) => {
@@ -671,16 +683,81 @@ where
             }
         }
         self.stop_idle_consumers(&views);
+        let slots_moving = self.share_slots(&id, &live, &grants).await;
         self.clean_up(&snapshot, &live, &id, now).await;
         // Scan often while partitions are about to move, or a heartbeat is overdue (its poller
         // may be dead: its partitions move the moment it can be declared so).
-        self.fast_scan =
-            plan.fast_scan || lost_race || self.liveness.any_overdue(now, self.deps.settings.lease.renew_every);
+        self.fast_scan = plan.fast_scan
+            || lost_race
+            || slots_moving
+            || self.liveness.any_overdue(now, self.deps.settings.lease.renew_every);
         let own_lag = self.update_load();
         // Others' lag as their heartbeats report it; this poller's as measured now.
         let others_lag: u64 =
             snapshot.pollers.iter().filter(|p| active.contains_key(&p.id) && *p.id != *id).map(|p| p.load.lag).sum();
         self.scale(&id, &active, own_lag + others_lag, &views)
+    }
+
+    /// The grants items of the capped mappings this poller runs (those it cannot read are left
+    /// out: their gates keep their size until the next scan).
+    async fn read_grants(&mut self) -> BTreeMap<String, Grants> {
+        let capped: BTreeSet<String> =
+            self.wanted.iter().filter(|m| m.maximum_concurrency().is_some()).map(|m| m.uuid.clone()).collect();
+        self.gates.retain(|uuid, _| capped.contains(uuid));
+        let mut read = BTreeMap::new();
+        for uuid in capped {
+            match self.leases.grants(&uuid).await {
+                Ok(grants) => {
+                    read.insert(uuid, grants);
+                }
+                Err(e) => warn!(mapping = %uuid, error = %e, "Cannot read the mapping's concurrency grants."),
+            }
+        }
+        read
+    }
+
+    /// Takes this poller's fair share of each capped mapping's slots, or gives back what it
+    /// holds over it ([`super::concurrency::step`]), and sizes its gates. True while a grant is
+    /// still moving (the next scan should come soon).
+    async fn share_slots(&mut self, id: &str, live: &BTreeSet<String>, grants: &BTreeMap<String, Grants>) -> bool {
+        let mut moving = false;
+        let wanted = self.wanted.clone();
+        for mapping in &wanted {
+            let (Some(limit), Some(read), Some(gate)) =
+                (mapping.maximum_concurrency(), grants.get(&mapping.uuid), self.gates.get(&mapping.uuid))
+            else {
+                continue;
+            };
+            let partitions = self.held.keys().filter(|l| *l.mapping == *mapping.uuid).count();
+            let factor = mapping.parallelization_factor.unwrap_or(1);
+            let want = u32::try_from(partitions).unwrap_or(u32::MAX).saturating_mul(factor);
+            // How long this poller has held its current grant, on its own clock.
+            let held = read.granted.get(id).copied().unwrap_or(0);
+            let since = match self.grant_since.get(&mapping.uuid) {
+                Some(&(grant, at)) if grant == held => at,
+                _ => {
+                    self.grant_since.insert(mapping.uuid.clone(), (held, Instant::now()));
+                    Instant::now()
+                }
+            };
+            let may_yield = since.elapsed() >= SLOT_TURN;
+            let step = step(read, id, want, gate.in_use(), live, limit, may_yield);
+            gate.set_capacity(step.gate_now);
+            // A smaller grant waits for invokes in flight: look again soon.
+            moving |= step.write.is_none() && held > step.gate_after;
+            let Some(write) = step.write else { continue };
+            match self.leases.write_grants(&mapping.uuid, &write).await {
+                Ok(_) => {
+                    if step.gate_after != step.gate_now {
+                        debug!(mapping = %mapping.uuid, slots = step.gate_after, want, limit, "Concurrency grant changed.");
+                    }
+                    gate.set_capacity(step.gate_after);
+                }
+                Err(LeaseError::Lost { .. }) => moving = true,
+                Err(e) => warn!(mapping = %mapping.uuid, error = %e, "Cannot write the mapping's concurrency grants."),
+            }
+        }
+        moving
     }
 
     /// Hands offset resets to the partitions they are for, and marks on the lease items those

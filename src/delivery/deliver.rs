@@ -163,6 +163,21 @@ impl<I: Invoker> Run<'_, I> {
             let range = piece.range.clone();
             let body =
                 if range == (0..records.len()) { whole.clone() } else { self.body(topic, &records[range.clone()]) };
+            // A slot of the mapping's MaximumConcurrency, held until the invoke cannot be
+            // running any more (through an unanswered invoke's wait).
+            let slot = match &spec.gate {
+                None => None,
+                Some(gate) => tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => return Ok(Ended::Stopped),
+                    () = self.abandon.cancelled() => return Ok(Ended::Stopped),
+                    slot = gate.acquire() => Some(slot),
+                },
+            };
+            if slot.is_some() && !spec.guard.is_valid() {
+                warn!(mapping = %spec.mapping, partition, "Lease no longer held; stopping this partition without invoking.");
+                return Ok(Ended::Stopped);
+            }
             piece.invokes += 1;
             let result = tokio::select! {
                 biased;
@@ -194,6 +209,7 @@ impl<I: Invoker> Run<'_, I> {
                     }
                 },
             };
+            drop(slot);
             let metrics = &spec.metrics;
             match attempt {
                 Attempt::Delivered => {
@@ -333,7 +349,6 @@ impl<I: Invoker> Run<'_, I> {
         self.spec.progress.position.store(next_offset, Ordering::Relaxed);
         self.commits.delivered(partition, next_offset);
     }
-
 
     #[allow(clippy::too_many_arguments)]
     fn failure_record(
@@ -653,6 +668,7 @@ mod tests {
             metrics: Arc::default(),
             fate: Arc::new(fate),
             parallelization: 1,
+            gate: None,
         }
     }
 

@@ -21,8 +21,8 @@ use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Mutex;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{Instant, sleep_until};
 use tracing::warn;
 
@@ -416,6 +416,7 @@ fn key_hash(key: Option<&[u8]>) -> u64 {
 mod tests {
     use super::*;
     use crate::config::Backoffs;
+    use crate::delivery::batch::BatchLimits;
     use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
     use crate::delivery::deliver::Fate;
     use crate::delivery::event::{Envelope, EventSource};
@@ -424,7 +425,6 @@ mod tests {
     use crate::delivery::invoke::{InvokeError, InvokeOutcome};
     use crate::delivery::partition::{WorkerSpec, consume};
     use crate::delivery::record::{KafkaRecord, TimestampType};
-    use crate::delivery::batch::BatchLimits;
     use crate::testing::{MemoryCheckpoint, MemorySource};
     use std::collections::{BTreeMap, HashMap};
     use std::sync::Arc;
@@ -456,6 +456,7 @@ mod tests {
             metrics: Arc::default(),
             fate: Arc::new(Fate { policy, ..Fate::default() }),
             parallelization,
+            gate: None,
         }
     }
 
@@ -498,7 +499,8 @@ mod tests {
                     .filter(|(e, k)| *e < o && *k == key && !self.done.contains(*e) && !offsets[..i].contains(*e))
                     .count();
                 if waiting > 0 {
-                    self.breaches.push(format!("offset {o} (key {key}) sent before {waiting} earlier record(s) of its key"));
+                    self.breaches
+                        .push(format!("offset {o} (key {key}) sent before {waiting} earlier record(s) of its key"));
                 }
             }
         }
@@ -646,7 +648,8 @@ mod tests {
                 invoke_ms: None,
                 flaky: Some(Mutex::new(fastrand::Rng::with_seed(seed + 100))),
             };
-            let policy = FatePolicy { max_retries: None, max_age: None, bisect: seed % 2 == 0, partial_responses: true };
+            let policy =
+                FatePolicy { max_retries: None, max_age: None, bisect: seed % 2 == 0, partial_responses: true };
             let (ledger, committed) = deliver(records, &spec(8, 5, policy), function).await;
             let ledger = ledger.lock().unwrap();
             assert!(ledger.breaches.is_empty(), "seed {seed}: {:?}", ledger.breaches);

@@ -88,6 +88,9 @@ pub struct WorkerSpec {
     /// `ParallelizationFactor`: batches of the partition in flight at once, each with keys no
     /// other holds ([`super::keyed`]); 1 is one batch at a time.
     pub parallelization: usize,
+    /// `ScalingConfig.MaximumConcurrency`: this poller's share of the mapping's invoke slots
+    /// ([`crate::coordination::concurrency`]); every invoke holds one. `None`: no cap.
+    pub gate: Option<Arc<crate::coordination::concurrency::Gate>>,
 }
 
 /// Why a partition worker gave up.
@@ -266,6 +269,7 @@ mod tests {
             metrics: Arc::default(),
             fate: Arc::default(),
             parallelization: 1,
+            gate: None,
         }
     }
 

@@ -79,6 +79,16 @@ pub struct ProvisionedPollerConfig {
     pub maximum_pollers: Option<u32>,
 }
 
+/// `ScalingConfig`. AWS accepts it for SQS only; kafka-esm applies it to Kafka mappings
+/// ([`crate::coordination::concurrency`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ScalingConfig {
+    /// Invokes of the mapping in flight at once, over all its partitions and pollers (2–1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum_concurrency: Option<u32>,
+}
+
 /// An event source mapping, exactly as the Lambda API's `EventSourceMappingConfiguration` spells
 /// it (plus `Version`). Field order is the order the AWS CLI prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +116,9 @@ pub struct EventSourceMapping {
     pub filter_criteria: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_config: Option<serde_json::Value>,
+    /// `MaximumConcurrency`: the most invokes in flight for the mapping at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_config: Option<ScalingConfig>,
     pub function_arn: String,
     /// Seconds since the epoch, fractional.
     pub last_modified: f64,
@@ -160,6 +173,11 @@ pub enum KafkaCluster {
 }
 
 impl EventSourceMapping {
+    /// `ScalingConfig.MaximumConcurrency`, when set.
+    pub fn maximum_concurrency(&self) -> Option<u32> {
+        self.scaling_config.as_ref().and_then(|c| c.maximum_concurrency)
+    }
+
     /// The single topic (validated mappings have exactly one).
     pub fn topic(&self) -> &str {
         self.topics.first().map_or("", String::as_str)

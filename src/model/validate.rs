@@ -10,6 +10,8 @@ use super::mapping::{EventSourceMapping, StartingPosition, is_topic_name};
 pub const BATCH_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
 /// `ParallelizationFactor` range (AWS's, for the streams it accepts it for).
 pub const PARALLELIZATION_FACTOR_RANGE: std::ops::RangeInclusive<u32> = 1..=10;
+/// `ScalingConfig.MaximumConcurrency` range (AWS's, for SQS).
+pub const MAXIMUM_CONCURRENCY_RANGE: std::ops::RangeInclusive<u32> = 2..=1000;
 /// `MaximumBatchingWindowInSeconds` range.
 pub const BATCHING_WINDOW_RANGE: std::ops::RangeInclusive<u32> = 0..=300;
 /// `SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS`: 1–10 `host:port`.
@@ -90,6 +92,18 @@ impl EventSourceMapping {
                 "ParallelizationFactor",
                 format!("{factor} is out of range: 1 to 10 (batches of one partition in flight at once)"),
             ));
+        }
+        if let Some(config) = &self.scaling_config {
+            match config.maximum_concurrency {
+                None => return Err(invalid("ScalingConfig.MaximumConcurrency", "is required in ScalingConfig")),
+                Some(n) if !MAXIMUM_CONCURRENCY_RANGE.contains(&n) => {
+                    return Err(invalid(
+                        "ScalingConfig.MaximumConcurrency",
+                        format!("{n} is out of range: 2 to 1000 (invokes of the mapping in flight at once)"),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         for (field, config) in [
             ("AmazonManagedKafkaEventSourceConfig.ConsumerGroupId", &self.amazon_managed_kafka_event_source_config),

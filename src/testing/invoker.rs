@@ -23,6 +23,9 @@ struct Calls {
     delivered: BTreeMap<String, Vec<i64>>,
     in_flight: BTreeMap<String, usize>,
     max_in_flight: BTreeMap<String, usize>,
+    /// Invokes in flight at once, whatever their partitions, now and at most.
+    all_in_flight: usize,
+    max_all_in_flight: usize,
     invokes: usize,
     delay: Duration,
     /// Invokes still to fail with a function error.
@@ -61,6 +64,11 @@ impl MemoryInvoker {
         self.lock().max_in_flight.values().copied().max().unwrap_or(0)
     }
 
+    /// The most invokes in flight at once, over every partition.
+    pub fn max_concurrent_invokes(&self) -> usize {
+        self.lock().max_all_in_flight
+    }
+
     pub fn invokes(&self) -> usize {
         self.lock().invokes
     }
@@ -80,6 +88,8 @@ impl MemoryInvoker {
         let delay = {
             let mut calls = self.lock();
             calls.invokes += 1;
+            calls.all_in_flight += 1;
+            calls.max_all_in_flight = calls.max_all_in_flight.max(calls.all_in_flight);
             for (key, list) in &records {
                 let offsets = list.as_array().into_iter().flatten().filter_map(|r| r.get("offset")?.as_i64());
                 calls.delivered.entry(key.clone()).or_default().extend(offsets);
@@ -95,6 +105,7 @@ impl MemoryInvoker {
         };
         tokio::time::sleep(delay).await;
         let mut calls = self.lock();
+        calls.all_in_flight -= 1;
         for key in records.keys() {
             if let Some(n) = calls.in_flight.get_mut(key) {
                 *n = n.saturating_sub(1);

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::coordination::leases::{
-    Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, MalformedLease, MappingLeases, OffsetReset, PollerInfo, Snapshot,
+    Grants, Heartbeat, Lease, LeaseError, LeaseId, LeaseStore, MalformedLease, MappingLeases, OffsetReset, PollerInfo,
+    Snapshot,
 };
 
 /// In-memory leases and heartbeats.
@@ -24,6 +25,8 @@ struct MemoryInner {
     pollers: BTreeMap<String, PollerInfo>,
     /// Offset resets: the last requested (request, offset) and the last applied request.
     resets: BTreeMap<LeaseId, ((String, i64), Option<String>)>,
+    /// Concurrency grants by mapping.
+    grants: BTreeMap<String, Grants>,
     failures_left: usize,
     writes: u64,
 }
@@ -129,6 +132,7 @@ impl LeaseStore for MemoryLeaseStore {
         inner.leases.retain(|id, _| &*id.mapping != mapping);
         inner.malformed.retain(|id, _| &*id.mapping != mapping);
         inner.resets.retain(|id, _| &*id.mapping != mapping);
+        inner.grants.remove(mapping);
         Ok(())
     }
 
@@ -217,5 +221,20 @@ impl LeaseStore for MemoryLeaseStore {
             }
             _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
         }
+    }
+
+    async fn grants(&self, mapping: &str) -> Result<Grants, LeaseError> {
+        Ok(self.begin()?.grants.get(mapping).cloned().unwrap_or_default())
+    }
+
+    async fn write_grants(&self, mapping: &str, grants: &Grants) -> Result<u64, LeaseError> {
+        let mut inner = self.write()?;
+        let stored = inner.grants.get(mapping).map_or(0, |g| g.counter);
+        if stored != grants.counter {
+            return Err(LeaseError::Lost { what: format!("grants of {mapping}") });
+        }
+        let counter = stored + 1;
+        inner.grants.insert(mapping.to_owned(), Grants { counter, ..grants.clone() });
+        Ok(counter)
     }
 }

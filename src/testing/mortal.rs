@@ -86,6 +86,18 @@ impl<S: LeaseStore> LeaseStore for Mortal<S> {
     async fn reset_applied(&self, lease: &Lease, owner: &str, request: &str) -> Result<(), LeaseError> {
         self.call(self.inner.reset_applied(lease, owner, request)).await
     }
+
+    async fn grants(&self, mapping: &str) -> Result<crate::coordination::leases::Grants, LeaseError> {
+        self.call(self.inner.grants(mapping)).await
+    }
+
+    async fn write_grants(
+        &self,
+        mapping: &str,
+        grants: &crate::coordination::leases::Grants,
+    ) -> Result<u64, LeaseError> {
+        self.call(self.inner.write_grants(mapping, grants)).await
+    }
 }
 
 impl<S: MappingStore> MappingStore for Mortal<S> {
