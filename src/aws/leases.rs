@@ -74,7 +74,7 @@ impl DynamoLeaseStore {
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(aws_sdk_dynamodb::Client::new(sdk), table)
+        Self::new(super::dynamodb_client(sdk), table)
     }
 
     fn err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(

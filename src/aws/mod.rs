@@ -56,6 +56,36 @@ pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build())
 }
 
+/// Bounded calls to the control planes a consumer needs before it connects (MSK's
+/// `GetBootstrapBrokers`/`DescribeClusterV2`, Secrets Manager): a hung call must delay that
+/// mapping's connect by seconds, not hold it for the SDK's unbounded default (review #20).
+pub fn control_plane_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// A Secrets Manager client with [`control_plane_timeouts`] and the SDK's standard retries
+/// (they absorb throttling); endpoint from `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
+pub fn secrets_client(sdk: &SdkConfig) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(sdk).timeout_config(control_plane_timeouts()).build(),
+    )
+}
+
+/// An MSK client with [`control_plane_timeouts`] and no SDK retries: the poller retries a failed
+/// resolve with its reconnect backoff, logging each failure. Endpoint from `AWS_ENDPOINT_URL_KAFKA`.
+pub fn kafka_client(sdk: &SdkConfig) -> aws_sdk_kafka::Client {
+    aws_sdk_kafka::Client::from_conf(
+        aws_sdk_kafka::config::Builder::from(sdk)
+            .timeout_config(control_plane_timeouts())
+            .retry_config(aws_sdk_kafka::config::retry::RetryConfig::disabled())
+            .build(),
+    )
+}
+
 /// One readable line for a failed SDK call: the service's error code and message (or its HTTP
 /// status when it sent neither), or the innermost cause when the service could not be reached,
 /// never the SDK's debug rendering of the raw response.
@@ -115,4 +145,25 @@ pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
             .force_path_style(path_style)
             .build(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding #20: the MSK and Secrets Manager clients had no timeouts at all.
+    #[test]
+    fn every_client_the_poller_builds_bounds_its_calls() {
+        let sdk = SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build();
+        let bounded = |t: Option<&TimeoutConfig>| {
+            let t = t.expect("a timeout config");
+            t.connect_timeout().is_some() && t.operation_attempt_timeout().is_some() && t.operation_timeout().is_some()
+        };
+        assert!(bounded(dynamodb_client(&sdk).config().timeout_config()));
+        assert!(bounded(secrets_client(&sdk).config().timeout_config()));
+        assert!(bounded(kafka_client(&sdk).config().timeout_config()));
+        assert!(bounded(sqs_client(&sdk).config().timeout_config()));
+        assert!(bounded(sns_client(&sdk).config().timeout_config()));
+        assert!(bounded(s3_client(&sdk).config().timeout_config()));
+    }
 }

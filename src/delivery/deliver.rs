@@ -239,6 +239,9 @@ impl<I: Invoker> Run<'_, I> {
                 }
                 Attempt::Failed { function_error, error } => {
                     spec.progress.note_attempt(Some(&error));
+                    // Shown on the mapping until a batch is delivered again (review #16a: a
+                    // function failing forever showed nothing).
+                    metrics.set_result(&format!("PROBLEM: function call failed: {error}"));
                     MappingMetrics::add(&metrics.failed_attempts, 1);
                     MappingMetrics::add(&metrics.failed_invoke, range.len() as u64);
                     let (first_offset, last_offset) = (records[range.start].offset, records[range.end - 1].offset);

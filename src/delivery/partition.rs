@@ -381,6 +381,32 @@ mod tests {
         worker.await.unwrap().unwrap();
     }
 
+    /// Review finding #16a: a function failing on every attempt never showed on the mapping.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_function_shows_on_the_mapping_until_a_batch_is_delivered() {
+        let invoker = Arc::new(ScriptedInvoker {
+            failing_partition: Some(0),
+            failures_left: Mutex::new(4),
+            ..Default::default()
+        });
+        let s = spec(5);
+        let worker = {
+            let (s, invoker) = (s.clone(), invoker.clone());
+            tokio::spawn(async move {
+                let never = CancellationToken::new();
+                let source = MemorySource::idle_after(records(0, 5));
+                consume(&s, source, MemoryCheckpoint::default(), invoker, retry(), &never, &never).await
+            })
+        };
+        let result = || s.metrics.last_result.lock().unwrap().clone().unwrap_or_default();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(result(), "PROBLEM: function call failed: function error (Unhandled): no errorType");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(invoker.calls.lock().unwrap().len(), 5);
+        assert_eq!(result(), "OK");
+        worker.abort();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn stop_during_retries_commits_nothing_past_the_failure() {
         let invoker = Arc::new(ScriptedInvoker {

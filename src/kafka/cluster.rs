@@ -39,7 +39,6 @@ use std::sync::{Arc, Mutex};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kafka::config::http::HttpResponse;
-use aws_sdk_kafka::config::retry::RetryConfig;
 use aws_sdk_kafka::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kafka::types::{ClusterState, ClusterType, StateInfo};
 use tracing::{info, warn};
@@ -138,13 +137,8 @@ impl ClusterResolver {
     /// IAM tokens use `kafka_sdk`'s credentials.
     pub fn from_configs(kafka_sdk: &aws_config::SdkConfig, secrets_sdk: &aws_config::SdkConfig) -> Self {
         Self {
-            // The poller retries a failed resolve with its reconnect backoff (logging each
-            // failure), so the SDK does not retry on its own.
-            kafka: aws_sdk_kafka::Client::from_conf(
-                aws_sdk_kafka::config::Builder::from(kafka_sdk).retry_config(RetryConfig::disabled()).build(),
-            ),
-            // Secrets Manager keeps the SDK's standard retries: they absorb throttling.
-            secrets: SecretReader::new(aws_sdk_secretsmanager::Client::new(secrets_sdk)),
+            kafka: crate::aws::kafka_client(kafka_sdk),
+            secrets: SecretReader::new(crate::aws::secrets_client(secrets_sdk)),
             credentials: kafka_sdk.credentials_provider(),
             network: None,
             cache: Mutex::new(HashMap::new()),
