@@ -336,6 +336,37 @@ async fn a_killed_pollers_partitions_move_after_the_lease_duration_with_nothing_
     b.stop().await;
 }
 
+/// A poller stops (SIGTERM) while its function runs longer than the drain timeout: the invoke is
+/// abandoned and the lease released. Returns the most invokes of one partition at once.
+async fn stop_during_a_long_invoke(longest_invoke: Duration) -> usize {
+    let mut w = World::new();
+    w.settings.drain_timeout = Duration::from_secs(1);
+    w.settings.unanswered_invoke_wait = longest_invoke;
+    w.function.set_delay(Duration::from_secs(20));
+    let uuid = w.mapping("orders", 2, |_| {}).await;
+    let a = w.poller();
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(w.shares(&uuid).await, [2]);
+    let b = w.poller();
+    w.produce("orders", 2, 10);
+    sleep(Duration::from_secs(2)).await;
+    // A's two invokes run until t+22 s; it stops now and abandons them after 1 s.
+    assert_eq!(a.stop().await, Exit::Stopped);
+    assert!(w.caught_up(&uuid, "orders", Duration::from_secs(300)).await);
+    assert!(w.all_delivered("orders"));
+    b.stop().await;
+    w.function.max_in_flight()
+}
+
+/// Review #1(a): a stopping poller abandoned an invoke that outlived the drain timeout and the
+/// next holder invoked the same records while it still ran.
+#[tokio::test(start_paused = true)]
+async fn the_next_holder_waits_out_an_abandoned_invoke_before_invoking_the_partition() {
+    assert_eq!(stop_during_a_long_invoke(Duration::from_secs(30)).await, 1, "never two invocations at once");
+    // Without the wait (a function timeout of 0 says it cannot be running): the overlap it prevents.
+    assert_eq!(stop_during_a_long_invoke(Duration::ZERO).await, 2);
+}
+
 /// 12 partitions over 3 pollers, a function taking 500 ms: the most invokes in flight at once.
 /// With `kill`, one poller is killed half-way (its grant must come back to the others).
 async fn concurrent_invokes(cap: Option<u32>, kill: bool) -> usize {

@@ -74,6 +74,21 @@ async fn conformance<S: LeaseStore>(store: &S) {
     delete_mapping_removes_all_its_leases_and_nothing_else(store).await;
     an_offset_reset_is_pending_until_its_holder_marks_it_applied(store).await;
     grants_are_written_only_over_the_counter_read_and_deleted_with_the_mapping(store).await;
+    a_fenced_release_leaves_the_fence_for_the_next_taker_and_taking_clears_it(store).await;
+}
+
+async fn a_fenced_release_leaves_the_fence_for_the_next_taker_and_taking_clears_it<S: LeaseStore>(store: &S) {
+    let m = new_mapping();
+    store.ensure(&id(&m, 0), false).await.unwrap();
+    let held = store.acquire(&read(store, &m, 0).await, "x").await.unwrap();
+    assert_eq!(held.fence_ms, None);
+    lost(store.release_fenced(&held, "y", Duration::from_secs(9)).await, "a fenced release by a non-holder");
+    store.release_fenced(&held, "x", Duration::from_millis(42_500)).await.unwrap();
+    let free = read(store, &m, 0).await;
+    assert_eq!((free.owner.as_deref(), free.fence_ms, free.counter), (None, Some(42_500), held.counter + 1));
+    let taken = store.acquire(&free, "y").await.unwrap();
+    assert_eq!(taken.fence_ms, None);
+    assert_eq!(read(store, &m, 0).await.fence_ms, None, "taking the lease clears the fence");
 }
 
 async fn grants_are_written_only_over_the_counter_read_and_deleted_with_the_mapping<S: LeaseStore>(store: &S) {
@@ -146,7 +161,7 @@ async fn ensure_is_idempotent_and_never_resets_a_lease<S: LeaseStore>(store: &S)
 
 async fn acquire_of_a_missing_lease_is_lost_and_creates_nothing<S: LeaseStore>(store: &S) {
     let m = new_mapping();
-    let ghost = Lease { id: id(&m, 0), owner: None, counter: 0, from_earliest: false };
+    let ghost = Lease { id: id(&m, 0), owner: None, counter: 0, from_earliest: false, fence_ms: None };
     lost(store.acquire(&ghost, "a").await, "acquire of a missing lease");
     assert!(store.snapshot().await.unwrap().of(&m).leases.is_empty());
 }

@@ -21,6 +21,8 @@ use crate::coordination::leases::{
 /// The table's partition key.
 pub const LEASE_KEY: &str = "LeaseKey";
 const FROM_EARLIEST: &str = "FromEarliest";
+/// On lease items: how long an invoke abandoned by the last holder may still run (ms).
+const FENCE_MS: &str = "FenceMs";
 const TTL: &str = "Ttl";
 /// How long after its expiry a heartbeat item may be dropped by DynamoDB TTL.
 const TTL_AFTER_EXPIRY_S: i64 = 24 * 3600;
@@ -195,6 +197,15 @@ fn parse_lease(item: &HashMap<String, AttributeValue>) -> Result<Lease, String> 
         None => false,
         Some(v) => *v.as_bool().map_err(|_| format!("{FROM_EARLIEST} is not a boolean (BOOL)"))?,
     };
+    let fence_ms = match item.get(FENCE_MS) {
+        None => None,
+        Some(v) => Some(
+            v.as_n()
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("{FENCE_MS} is not a whole number (N)"))?,
+        ),
+    };
     Ok(Lease {
         id: LeaseId::new(
             string(MAPPING_UUID)?,
@@ -204,6 +215,7 @@ fn parse_lease(item: &HashMap<String, AttributeValue>) -> Result<Lease, String> 
         owner: owner.filter(|o| !o.is_empty()),
         counter: counter.parse().map_err(|_| format!("{COUNTER} {counter} is not a non-negative integer"))?,
         from_earliest,
+        fence_ms,
     })
 }
 
@@ -309,9 +321,10 @@ impl LeaseStore for DynamoLeaseStore {
             .update_item()
             .table_name(&self.table)
             .key(LEASE_KEY, s(&key))
-            .update_expression("SET #o = :o, #c = #c + :one")
+            .update_expression("SET #o = :o, #c = #c + :one REMOVE #f")
             .condition_expression(ACQUIRE_CONDITION)
             .expression_attribute_names("#o", OWNER)
+            .expression_attribute_names("#f", FENCE_MS)
             .expression_attribute_names("#c", COUNTER)
             .expression_attribute_values(":o", s(owner))
             .expression_attribute_values(":one", n(1))
@@ -337,6 +350,27 @@ impl LeaseStore for DynamoLeaseStore {
             .expression_attribute_values(":o", s(owner))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":c", n(lease.counter))
+            .send()
+            .await
+            .map_err(|e| self.err(&key, e))?;
+        Ok(())
+    }
+
+    async fn release_fenced(&self, lease: &Lease, owner: &str, fence: std::time::Duration) -> Result<(), LeaseError> {
+        let key = lease_key(&lease.id);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .update_expression("SET #c = #c + :one, #f = :f REMOVE #o")
+            .condition_expression(HELD_CONDITION)
+            .expression_attribute_names("#o", OWNER)
+            .expression_attribute_names("#c", COUNTER)
+            .expression_attribute_names("#f", FENCE_MS)
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":c", n(lease.counter))
+            .expression_attribute_values(":f", n(fence.as_millis()))
             .send()
             .await
             .map_err(|e| self.err(&key, e))?;

@@ -202,7 +202,7 @@ mod tests {
     }
 
     fn lease(p: i32, owner: Option<&str>, counter: u64) -> Lease {
-        Lease { id: id(p), owner: owner.map(str::to_owned), counter, from_earliest: false }
+        Lease { id: id(p), owner: owner.map(str::to_owned), counter, from_earliest: false, fence_ms: None }
     }
 
     fn view(leases: Vec<Lease>, maximum_pollers: usize) -> MappingView {

@@ -461,6 +461,15 @@ async fn run_tenure<C: Connector, I: Invoker>(
             info!(mapping = %shared.spec.mapping, partition, position = ?start_at.position, offset, "Starting position resolved and committed.");
         }
         let spec = WorkerSpec { guard: tenure.guard.clone(), progress: tenure.progress.clone(), ..shared.spec.clone() };
+        if let Some(fence) = tenure.lease.fence_ms.filter(|ms| *ms > 0).map(Duration::from_millis) {
+            // The last holder abandoned an invoke that may still be running: never two
+            // invocations of a partition at once.
+            warn!(mapping = %shared.spec.mapping, partition, wait_ms = fence.as_millis(), "The previous holder abandoned an invoke that may still be running; waiting before invoking this partition.");
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(fence) => {}
+            }
+        }
         loop {
             tenure.progress.position.store(offset, Ordering::Relaxed);
             let source = client.open(partition, offset)?;

@@ -64,6 +64,11 @@ pub struct Lease {
     /// `StartingPosition` (a `LATEST` mapping must not skip what was written before the partition
     /// was noticed).
     pub from_earliest: bool,
+    /// Set by a holder that released the lease while an invoke it abandoned could still be
+    /// running (a stopping poller whose function outlived the drain timeout): how much longer, in
+    /// milliseconds from the release. Whoever takes the lease waits that long, on its own clock,
+    /// before it invokes anything of the partition; taking the lease clears it.
+    pub fence_ms: Option<u64>,
 }
 
 impl Lease {
@@ -201,6 +206,21 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// `Lost` if `owner` no longer holds it or its counter moved.
     fn release(&self, lease: &Lease, owner: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
 
+    /// [`LeaseStore::release`], leaving `fence` on the item ([`Lease::fence_ms`]): an invoke this
+    /// holder abandoned may run that much longer. A store without fences refuses.
+    ///
+    /// # Errors
+    /// As [`LeaseStore::release`].
+    fn release_fenced(
+        &self,
+        lease: &Lease,
+        _owner: &str,
+        _fence: std::time::Duration,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        let what = lease.id.to_string();
+        async move { Err(LeaseError::Dynamo { table: what, message: "this lease store keeps no fences".into() }) }
+    }
+
     /// Deletes every lease item of a mapping, malformed ones included. Call it once no poller
     /// runs the mapping any more: a poller still running it would recreate its leases.
     fn delete_mapping(&self, mapping: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
@@ -301,6 +321,15 @@ impl<S: LeaseStore> LeaseStore for Arc<S> {
         (**self).release(lease, owner)
     }
 
+    fn release_fenced(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        fence: std::time::Duration,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send {
+        (**self).release_fenced(lease, owner, fence)
+    }
+
     fn delete_mapping(&self, mapping: &str) -> impl Future<Output = Result<(), LeaseError>> + Send {
         (**self).delete_mapping(mapping)
     }
@@ -387,6 +416,7 @@ mod tests {
             owner: owner.map(str::to_owned),
             counter: 1,
             from_earliest: false,
+            fence_ms: None,
         };
         let live = |ids: &'static [&'static str]| move |id: &str| ids.contains(&id);
         assert!(lease(None).is_free(&live(&["a"])));

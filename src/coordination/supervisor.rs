@@ -349,9 +349,19 @@ where
             let waits = tenures.iter().map(|t| t.wind_down(drain));
             let all_done = futures::future::join_all(waits).await.into_iter().all(|done| done);
             if !all_done {
-                warn!(poller = %old, "An invoke outlived the drain timeout; its partition is released anyway (its batch will be delivered again).");
+                warn!(poller = %old, "An invoke outlived the drain timeout; its partition is released with a fence: the next holder waits until it cannot be running (ESM_UNANSWERED_INVOKE_WAIT_MS).");
                 for t in &tenures {
                     t.drop_now();
+                }
+                // The old heartbeat still holds these leases: fence them while it does (best
+                // effort: DynamoDB may be what failed).
+                for t in tenures.iter().filter(|t| !t.is_finished()) {
+                    let Some(fence) = t.progress.unanswered_for(self.deps.settings.unanswered_invoke_wait) else {
+                        continue;
+                    };
+                    if let Err(e) = self.leases.release_fenced(&t.lease, &old, fence).await {
+                        warn!(lease = %t.id(), error = %e, "Cannot fence the partition; its next holder may invoke while the abandoned invoke still runs.");
+                    }
                 }
             }
             keeper.abort();
@@ -553,11 +563,14 @@ where
         let done = CancellationToken::new();
         self.handovers.insert(id.clone(), done.clone());
         let (leases, drain, urgent) = (self.leases.clone(), self.deps.settings.drain_timeout, self.stopping.clone());
+        let longest_invoke = self.deps.settings.unanswered_invoke_wait;
         self.tasks.retain(|t| !t.is_finished());
         self.tasks.push(tokio::spawn(async move {
             let _guard = done.drop_guard();
+            let mut fence = None;
             if tenure.hand_over(drain, &urgent).await == super::tenure::Ended::Abandoned {
-                warn!(lease = %tenure.id(), "In-flight invoke did not finish in time; abandoned it (its batch will be delivered again).");
+                fence = tenure.progress.unanswered_for(longest_invoke);
+                warn!(lease = %tenure.id(), fence_ms = fence.map(|f| f.as_millis()), "In-flight invoke did not finish in time; abandoned it. Its batch will be delivered again, by the next holder once the invoke cannot be running any more (ESM_UNANSWERED_INVOKE_WAIT_MS).");
             }
             // An offset reset applied here is marked before the next holder could apply it again.
             if let Some(request) = tenure.reset.to_acknowledge()
@@ -565,7 +578,11 @@ where
             {
                 warn!(lease = %tenure.id(), error = %e, "Could not mark the offset reset applied; the next holder applies it again.");
             }
-            match leases.release(&tenure.lease, &owner).await {
+            let released = match fence {
+                Some(fence) => leases.release_fenced(&tenure.lease, &owner, fence).await,
+                None => leases.release(&tenure.lease, &owner).await,
+            };
+            match released {
                 Ok(()) => info!(lease = %tenure.id(), "Partition handed over."),
                 Err(LeaseError::Lost { .. }) => {}
                 Err(e) => warn!(lease = %tenure.id(), error = %e, "Could not release the lease; the next lease scan retries."),
@@ -676,7 +693,8 @@ where
             match self.leases.acquire(&lease, &id).await {
                 Ok(acquired) => {
                     let reset = resets.get(&acquired.id).cloned();
-                    self.run_tenure(acquired, reset);
+                    // Taking the lease cleared the fence; the tenure keeps what it said.
+                    self.run_tenure(Lease { fence_ms: lease.fence_ms, ..acquired }, reset);
                 }
                 Err(LeaseError::Lost { .. }) => lost_race = true,
                 Err(e) => warn!(lease = %lease.id, error = %e, "Cannot take the lease."),

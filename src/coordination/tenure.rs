@@ -107,9 +107,9 @@ impl Tenure {
     ///
     /// The in-flight invoke is waited for however long it runs until `urgent` fires (the poller
     /// is stopping: SIGTERM, the Lambda deadline); from then on it gets `drain`, and is abandoned
-    /// after that. So a fair-share hand-over or a changed mapping never lets the next holder invoke
-    /// records whose invoke is still running; only a stopping poller can (its function ran longer
-    /// than the drain timeout: README, "What differs from AWS").
+    /// after that. A fair-share hand-over or a changed mapping never lets the next holder invoke
+    /// records whose invoke is still running; a stopping poller releases the lease with a fence
+    /// ([`super::leases::Lease::fence_ms`]) the next holder waits out.
     pub async fn hand_over(&self, drain: Duration, urgent: &CancellationToken) -> Ended {
         self.stop.cancel();
         let ended = tokio::select! {
@@ -142,7 +142,7 @@ mod tests {
     use super::*;
 
     fn tenure() -> Tenure {
-        let lease = Lease { id: LeaseId::new("m", "t", 0), owner: Some("p".into()), counter: 1, from_earliest: false };
+        let lease = Lease { id: LeaseId::new("m", "t", 0), owner: Some("p".into()), counter: 1, from_earliest: false, fence_ms: None };
         Tenure::new(lease, Arc::new(LeaseGuard::unconditional()))
     }
 

@@ -179,11 +179,17 @@ impl<I: Invoker> Run<'_, I> {
                 return Ok(Ended::Stopped);
             }
             piece.invokes += 1;
+            // Until answered, the function may be running it: a hand-over that abandons it
+            // fences the lease for that long (never two invocations of a partition at once).
+            spec.progress.invoke_sent();
             let result = tokio::select! {
                 biased;
                 () = self.abandon.cancelled() => return Ok(Ended::Stopped),
                 result = self.invoker.invoke(&spec.function, body.clone()) => result,
             };
+            if !matches!(result, Err(InvokeError::Unanswered { .. })) {
+                spec.progress.invoke_answered();
+            }
             let attempt = match result {
                 Ok(outcome) => read_outcome(outcome, piece, &fate.policy, &key, &records[range.clone()]),
                 Err(error) => match invoke_disposition(&error) {
@@ -203,6 +209,8 @@ impl<I: Invoker> Run<'_, I> {
                                 () = self.abandon.cancelled() => return Ok(Ended::Stopped),
                                 () = tokio::time::sleep(wait) => {}
                             }
+                            // It cannot be running any more.
+                            spec.progress.invoke_answered();
                         }
                         piece.response = Some(api_error_context(&error));
                         Attempt::Failed { function_error: false, error: error.to_string() }

@@ -37,6 +37,11 @@ pub struct Progress {
     pub batches: AtomicU64,
     /// The error of the last failed attempt, until its batch is delivered (for `esm status`).
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// Invokes sent, and those whose answer came (a dropped or unanswered invoke never counts as
+    /// answered: the function may still be running it).
+    invokes_sent: AtomicU64,
+    invokes_answered: AtomicU64,
+    last_sent: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Default for Progress {
@@ -46,6 +51,9 @@ impl Default for Progress {
             lag: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
+            invokes_sent: AtomicU64::new(0),
+            invokes_answered: AtomicU64::new(0),
+            last_sent: std::sync::Mutex::new(None),
         }
     }
 }
@@ -62,6 +70,26 @@ impl Progress {
     /// Hook for `esm status`: the batch in flight failed with `error` (`None`: it was delivered).
     pub fn note_attempt(&self, error: Option<&str>) {
         *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error.map(str::to_owned);
+    }
+
+    /// An invoke is being sent.
+    pub fn invoke_sent(&self) {
+        *self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+        self.invokes_sent.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An invoke's answer came: the function is no longer running it.
+    pub fn invoke_answered(&self) {
+        self.invokes_answered.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// With an invoke sent and not answered (abandoned, or unanswered): how much longer it may
+    /// run, if a function runs at most `longest` (measured from the last invoke sent, which has
+    /// the most time left).
+    pub fn unanswered_for(&self, longest: std::time::Duration) -> Option<std::time::Duration> {
+        let open = self.invokes_sent.load(Ordering::SeqCst) > self.invokes_answered.load(Ordering::SeqCst);
+        let sent = (*self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        open.then(|| longest.saturating_sub(sent.elapsed())).filter(|d| !d.is_zero())
     }
 
     pub fn last_error(&self) -> Option<String> {

@@ -247,6 +247,7 @@ mod tests {
                             owner: (p != 3).then(|| if p == 2 { "gone".to_owned() } else { "p1".to_owned() }),
                             counter: 1,
                             from_earliest: false,
+                            fence_ms: None,
                         })
                         .collect(),
                     ..MappingLeases::default()

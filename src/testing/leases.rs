@@ -99,6 +99,7 @@ impl LeaseStore for MemoryLeaseStore {
             owner: None,
             counter: 0,
             from_earliest,
+            fence_ms: None,
         });
         Ok(())
     }
@@ -109,6 +110,7 @@ impl LeaseStore for MemoryLeaseStore {
             Some(stored) if stored.counter == lease.counter => {
                 stored.owner = Some(owner.to_owned()).filter(|o| !o.is_empty());
                 stored.counter += 1;
+                stored.fence_ms = None;
                 Ok(stored.clone())
             }
             _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
@@ -121,6 +123,19 @@ impl LeaseStore for MemoryLeaseStore {
             Some(stored) if stored.owner.as_deref() == Some(owner) && stored.counter == lease.counter => {
                 stored.owner = None;
                 stored.counter += 1;
+                Ok(())
+            }
+            _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
+        }
+    }
+
+    async fn release_fenced(&self, lease: &Lease, owner: &str, fence: std::time::Duration) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        match inner.leases.get_mut(&lease.id) {
+            Some(stored) if stored.owner.as_deref() == Some(owner) && stored.counter == lease.counter => {
+                stored.owner = None;
+                stored.counter += 1;
+                stored.fence_ms = Some(u64::try_from(fence.as_millis()).unwrap_or(u64::MAX));
                 Ok(())
             }
             _ => Err(LeaseError::Lost { what: lease.id.to_string() }),

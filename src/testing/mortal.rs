@@ -47,6 +47,10 @@ impl<S: LeaseStore> LeaseStore for Mortal<S> {
         self.call(self.inner.release(lease, owner)).await
     }
 
+    async fn release_fenced(&self, lease: &Lease, owner: &str, fence: std::time::Duration) -> Result<(), LeaseError> {
+        self.call(self.inner.release_fenced(lease, owner, fence)).await
+    }
+
     async fn delete_mapping(&self, mapping: &str) -> Result<(), LeaseError> {
         self.call(self.inner.delete_mapping(mapping)).await
     }
