@@ -9,7 +9,9 @@
 #   BENCH_KEYED_FACTORS=1,2,5,10 scripts/bench-keyed.sh     # more points
 #
 # BENCH_STUB_DELAY_MS (100) is the function's duration; other BENCH_* and ESM_* settings of
-# scripts/bench.sh apply to every run.
+# scripts/bench.sh apply to every run. BENCH_PROFILE (profiling, as scripts/bench.sh; `release`
+# works too) picks the build; BENCH_SKIP_BUILD=1 uses what is built (scripts/bench.sh runs this
+# script last, after its own build).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -25,16 +27,19 @@ export BENCH_LATENCY_S=${BENCH_LATENCY_S:-0}
 export BENCH_RAW_RUNS=${BENCH_RAW_RUNS:-1}
 IFS=, read -r -a factors <<<"${BENCH_KEYED_FACTORS:-1,10}"
 
-bash scripts/install-deps.sh
-log "building esm and kafka-esm-testkit (release; several minutes on 2 cores the first time)"
-cargo build --release --quiet -p kafka-esm --bin esm
-cargo build --release --quiet -p kafka-esm-testkit --bin kafka-esm-testkit
-target=${CARGO_TARGET_DIR:-$repo/target}
+profile=${BENCH_PROFILE:-profiling}
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    bash scripts/install-deps.sh
+    log "building esm and kafka-esm-testkit ($profile profile; several minutes on 2 cores the first time)"
+    cargo build --profile "$profile" --quiet -p kafka-esm --bin esm
+    cargo build --profile "$profile" --quiet -p kafka-esm-testkit --bin kafka-esm-testkit
+fi
+target=${CARGO_TARGET_DIR:-$repo/target}/$profile
 
 out=$(mktemp -d)
 for n in "${factors[@]}"; do
     log "ParallelizationFactor $n"
-    BENCH_PARALLELIZATION_FACTOR=$n "$target/release/kafka-esm-testkit" bench --esm "$target/release/esm" \
+    BENCH_PARALLELIZATION_FACTOR=$n "$target/kafka-esm-testkit" bench --esm "$target/esm" \
         | tee "$out/$n.txt"
 done
 

@@ -38,6 +38,9 @@
 #   BENCH_STUB_DELAY_MS=1000   a slow function: fetch-ahead buffers stay full (worst-case RSS)
 #   BENCH_RAW_CONFIG=k=v,k=v   extra librdkafka settings for the raw reader only
 #   BENCH_RAW_ONLY=1 BENCH_RAW_RUNS=N   only raw reads; BENCH_RDKAFKA_DEBUG=fetch logs them
+# Then, unless BENCH_KEYED=0 (or BENCH_LATENCY_ONLY/BENCH_RAW_ONLY), scripts/bench-keyed.sh with the
+# same build: the key-ordered concurrency speed-up (ParallelizationFactor 1 vs 10, one partition,
+# a 100 ms function; its own BENCH_KEYED_* settings, see its header).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -54,4 +57,10 @@ cargo build --profile profiling --quiet -p kafka-esm --bin esm
 cargo build --profile profiling --quiet -p kafka-esm-testkit --bin kafka-esm-testkit
 
 target=${CARGO_TARGET_DIR:-$repo/target}
-exec "$target/profiling/kafka-esm-testkit" bench --esm "$target/profiling/esm" "$@"
+"$target/profiling/kafka-esm-testkit" bench --esm "$target/profiling/esm" "$@"
+if [ "${BENCH_KEYED:-1}" = 1 ] && [ "${BENCH_LATENCY_ONLY:-0}" = 0 ] && [ "${BENCH_RAW_ONLY:-0}" = 0 ]; then
+    # Its own data shape (one partition, keyed, a slow function): the main run's BENCH_* do not apply.
+    env -u BENCH_RECORDS -u BENCH_PARTITIONS -u BENCH_BATCH_SIZE -u BENCH_STUB_DELAY_MS -u BENCH_LATENCY_S \
+        BENCH_SKIP_BUILD=1 BENCH_PROFILE=profiling \
+        BENCH_RECORDS="${BENCH_KEYED_RECORDS:-20000}" bash scripts/bench-keyed.sh
+fi

@@ -34,8 +34,9 @@ use super::metrics::MappingMetrics;
 use super::partition::{WorkerError, show_commit_failure, show_commit_recovery};
 use super::record::{RecordSource, SourceError};
 
-/// Encoded bytes the read-ahead buffer may hold (besides the batches in flight).
-pub const PENDING_BYTES: usize = 16 * 1024 * 1024;
+/// Encoded bytes the read-ahead buffer of a partition may hold (besides the batches in flight):
+/// one full payload, so a batch can reach the 6 MB limit.
+pub const PENDING_BYTES: usize = super::event::MAX_PAYLOAD_BYTES;
 
 /// A record read and waiting for a batch.
 #[derive(Debug)]
