@@ -142,7 +142,13 @@ mod tests {
     use super::*;
 
     fn tenure() -> Tenure {
-        let lease = Lease { id: LeaseId::new("m", "t", 0), owner: Some("p".into()), counter: 1, from_earliest: false, fence_ms: None };
+        let lease = Lease {
+            id: LeaseId::new("m", "t", 0),
+            owner: Some("p".into()),
+            counter: 1,
+            from_earliest: false,
+            fence_ms: None,
+        };
         Tenure::new(lease, Arc::new(LeaseGuard::unconditional()))
     }
 

@@ -592,7 +592,8 @@ mod tests {
 
     #[test]
     fn age_runs_keep_order() {
-        let rec = |offset: i64, ts: i64| EncodedRecord { partition: 0, offset, timestamp_ms: ts, json: vec![] };
+        let rec =
+            |offset: i64, ts: i64| EncodedRecord { partition: 0, offset, timestamp_ms: ts, json: vec![], omitted: 0 };
         let records = [rec(0, 1), rec(1, 1), rec(2, 9), rec(3, 1), rec(4, 9)];
         let runs = runs_by_age(&records, |r| r.timestamp_ms < 5);
         assert_eq!(runs, vec![(0..2, true), (2..3, false), (3..4, true), (4..5, false)]);

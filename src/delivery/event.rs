@@ -28,6 +28,17 @@ pub struct EncodedRecord {
     pub offset: i64,
     pub timestamp_ms: i64,
     pub json: Vec<u8>,
+    /// Bytes left out of `json` because the record could never be sent (its value alone, in
+    /// base64, is over [`MAX_PAYLOAD_BYTES`]): the `"value"` member was not encoded. 0 for every
+    /// record that may be sent; its size is `json` plus this.
+    pub omitted: usize,
+}
+
+impl EncodedRecord {
+    /// Its size in the event, `omitted` included.
+    pub fn size(&self) -> usize {
+        self.json.len() + self.omitted
+    }
 }
 
 /// Encodes one record as the JSON object AWS puts in the event.
@@ -107,10 +118,18 @@ impl RecordEncoder {
             base64_simd::STANDARD.encode_append(key, &mut json);
             json.push('"');
         }
+        // A value that cannot fit any payload is not encoded (review #15: a huge record was
+        // base64-encoded whole before being found too large); its size is still exact.
+        let mut omitted = 0;
         if let Some(value) = value {
-            json.push_str(",\"value\":\"");
-            base64_simd::STANDARD.encode_append(value, &mut json);
-            json.push('"');
+            let encoded = value.len().div_ceil(3) * 4;
+            if encoded > MAX_PAYLOAD_BYTES {
+                omitted = ",\"value\":\"\"".len() + encoded;
+            } else {
+                json.push_str(",\"value\":\"");
+                base64_simd::STANDARD.encode_append(value, &mut json);
+                json.push('"');
+            }
         }
         // `[{"k1":[…]},{"k2":[…]}]`: a list of one-entry objects, so order and duplicates survive.
         json.push_str(",\"headers\":[");
@@ -133,7 +152,7 @@ impl RecordEncoder {
             json.push_str("]}");
         }
         json.push_str("]}");
-        EncodedRecord { partition, offset, timestamp_ms, json: json.into_bytes() }
+        EncodedRecord { partition, offset, timestamp_ms, json: json.into_bytes(), omitted }
     }
 
     /// An upper bound of the record's encoded size (exact but for escapes and digit counts), so
@@ -285,16 +304,17 @@ impl Payload {
     fn growth(&self, topic: &Arc<str>, record: &EncodedRecord) -> usize {
         match self.groups.get(&(topic.clone(), record.partition)) {
             // `,` + record
-            Some(_) => 1 + record.json.len(),
+            Some(_) => 1 + record.size(),
             // [`,`] + `"t-p":[` + record + `]`
             None => {
-                usize::from(!self.groups.is_empty()) + group_open(topic, record.partition).len() + record.json.len() + 1
+                usize::from(!self.groups.is_empty()) + group_open(topic, record.partition).len() + record.size() + 1
             }
         }
     }
 
     /// Adds a record; records of one partition must be pushed in offset order.
     pub fn push(&mut self, topic: &Arc<str>, record: EncodedRecord) {
+        debug_assert_eq!(record.omitted, 0, "a record too large for any payload was pushed");
         self.size += self.growth(topic, &record);
         self.records += 1;
         self.groups
@@ -497,6 +517,21 @@ mod tests {
             value: Some(b"Hello".to_vec()),
             headers: vec![Header { key: "traceId".into(), value: Some("ab\u{eb}".as_bytes().to_vec()) }],
         }
+    }
+
+    /// Review #15: a record too large for any payload was base64-encoded whole first.
+    #[test]
+    fn a_value_too_large_for_any_payload_is_not_encoded_but_its_size_is_exact() {
+        let mut huge = record(7);
+        huge.value = Some(vec![b'v'; MAX_PAYLOAD_BYTES / 4 * 3 + 3]);
+        let encoded = encode_record(&huge);
+        assert!(encoded.json.len() < 1_000, "the value was encoded: {} bytes", encoded.json.len());
+        assert!(!String::from_utf8_lossy(&encoded.json).contains("\"value\""));
+        assert_eq!(encoded.size(), serde_encode(&huge).len(), "the size it would have had, exactly");
+        // One byte less fits a payload on its own: encoded as ever.
+        huge.value = Some(vec![b'v'; MAX_PAYLOAD_BYTES / 4 * 3]);
+        let encoded = encode_record(&huge);
+        assert_eq!((encoded.omitted, encoded.json), (0, serde_encode(&huge)));
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
             payload_bytes: alone,
             key: record.key.clone(),
         });
-        self.pending_bytes += encoded.json.len();
+        self.pending_bytes += encoded.size();
         self.pending.push_back(Waiting { record: encoded, key, arrived: Instant::now(), oversized });
         true
     }
@@ -307,7 +307,7 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
                 continue;
             }
             eligible += 1;
-            bytes += w.record.json.len() + 1;
+            bytes += w.record.size() + 1;
             oldest = Some(oldest.map_or(w.arrived, |o| o.min(w.arrived)));
             if eligible >= limits.max_records || bytes >= limits.max_payload_bytes {
                 break;
@@ -336,7 +336,7 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
             if let Some(record) = &w.oversized {
                 if payload.is_empty() {
                     oversized = Some((record.clone(), w.key));
-                    self.pending_bytes -= w.record.json.len();
+                    self.pending_bytes -= w.record.size();
                     taking = false;
                     continue;
                 }
@@ -351,7 +351,7 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
                 kept.push_back(w);
                 continue;
             }
-            self.pending_bytes -= w.record.json.len();
+            self.pending_bytes -= w.record.size();
             offsets.push(w.record.offset);
             if !keys.contains(&w.key) {
                 keys.push(w.key);
