@@ -36,7 +36,8 @@
 # aarch64/x86_64 Rust std), perl and make (OpenSSL's Configure), python3 with venv, readelf
 # (binutils) and curl.
 #
-# A first build takes a while (about 15 minutes per architecture on 2 idle cores): every C library
+# A first build takes a while (measured: 10.5 minutes for arm64, 19.5 for both, on 2 cores with
+# little else running; a rebuild after a code change 5-6 minutes per architecture): every C library
 # (OpenSSL, libcurl, librdkafka, zstd, zlib) and every crate is compiled per architecture, then
 # linked with LTO; docs/building.md has the measured times. CARGO_TARGET_DIR is honoured (CI can
 # keep the release build in its cache); the artifacts still go to target/lambda/<arch>/.

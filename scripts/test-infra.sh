@@ -11,6 +11,9 @@
 #   6. sam validate    `sam validate --lint` on template.yaml
 #   7. (KAFKA_ESM_CDK_BUILD=ARCH only) cdk synth without codePath: synthesis runs
 #      scripts/build-lambda.sh ARCH, and each Lambda asset's ELF header must name ARCH
+#   8. (KAFKA_ESM_SAM_BUILD=ARCH only) sam build of template.yaml with Architecture=ARCH into a
+#      temporary build directory; every function it built must be there, and each bootstrap must
+#      pass `scripts/build-lambda.sh check ARCH` (ELF machine, glibc, static libraries, starts)
 #
 # Installs what is missing first: infra/node_modules (`npm ci`, again whenever package-lock.json
 # changes) and a Python venv with pinned cfn-lint and SAM CLI, cached outside the clone in
@@ -157,6 +160,56 @@ for name, fn in functions.items():
 PY
 }
 
+sam_build_check() { # arch
+  # What `sam build` does with the template (SAM runs `cargo lambda build` for each function),
+  # into a build directory of its own. The built template names each function's directory; its
+  # bootstrap must be an executable for the architecture, checked like scripts/build-lambda.sh's.
+  local arch=$1 tools="${KAFKA_ESM_CACHE:-$HOME/.cache/kafka-esm}/lambda-build"
+  case $arch in arm64 | x86_64) ;; *) log "unknown architecture $arch"; return 1 ;; esac
+  if ! [ -x "$tools/bin/cargo-lambda" ]; then
+    log "no cargo-lambda in $tools: run scripts/build-lambda.sh $arch first (it installs the tools)"
+    return 1
+  fi
+  # samconfig.toml's cached = false and parameter_overrides apply; --parameter-overrides replaces
+  # the latter for this command only. EventSourceProvider=true: the provider is built too.
+  (cd "$root" && PATH="$tools/bin:$PATH" sam build --template template.yaml \
+    --build-dir "$work/sam-build-$arch" --parameter-overrides "Architecture=$arch EventSourceProvider=true")
+  local functions
+  functions=$(python3 - "$work/sam-build-$arch" <<'PY'
+import pathlib, sys, yaml
+out = pathlib.Path(sys.argv[1])
+class Loader(yaml.SafeLoader):
+    pass
+# The built template keeps CloudFormation's short-form tags (!Ref, !Sub, ...): read them as plain values.
+Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+template = yaml.load((out / "template.yaml").read_text(), Loader=Loader)
+for name, resource in template["Resources"].items():
+    if resource["Type"] == "AWS::Serverless::Function":
+        binary = resource["Metadata"]["BuildProperties"]["Binary"]
+        print(name, binary, out / resource["Properties"]["CodeUri"] / "bootstrap")
+PY
+  ) || return 1
+  local count=0 name binary file status=0
+  while read -r name binary file; do
+    count=$((count + 1))
+    log "$name ($binary): $file"
+    bash "$root/scripts/build-lambda.sh" check "$arch" "$file" "$binary" </dev/null || status=1
+    # Informational: the same bytes as scripts/build-lambda.sh's artifact when that was built too.
+    if [ -f "$root/target/lambda/$arch/$binary/bootstrap" ]; then
+      if cmp -s "$file" "$root/target/lambda/$arch/$binary/bootstrap"; then
+        log "$name: identical to target/lambda/$arch/$binary/bootstrap"
+      else
+        log "$name: differs from target/lambda/$arch/$binary/bootstrap (built separately)"
+      fi
+    fi
+  done <<<"$functions"
+  if [ "$count" != 2 ]; then
+    log "expected the poller and the provider in the SAM build, got $count function(s)"
+    return 1
+  fi
+  return $status
+}
+
 check "sam translate" sam_translate
 check "jest (npm test)" jest_tests
 check "cdk synth" cdk_synth
@@ -167,6 +220,11 @@ check "sam validate --lint" sam_validate
 # KAFKA_ESM_CDK_BUILD=x86_64 also synthesizes with the real build and checks the assets' ELF headers.
 if [ -n "${KAFKA_ESM_CDK_BUILD:-}" ]; then
   check "cdk synth with the build ($KAFKA_ESM_CDK_BUILD)" cdk_build_synth "$KAFKA_ESM_CDK_BUILD"
+fi
+# Opt-in, not in scripts/test.sh (a release build per architecture: minutes when warm):
+# KAFKA_ESM_SAM_BUILD=arm64 runs `sam build` for arm64 and checks every bootstrap it built.
+if [ -n "${KAFKA_ESM_SAM_BUILD:-}" ]; then
+  check "sam build ($KAFKA_ESM_SAM_BUILD)" sam_build_check "$KAFKA_ESM_SAM_BUILD"
 fi
 
 if [ "$failed" -gt 0 ]; then
