@@ -492,3 +492,81 @@ async fn filters_commit_what_they_drop_and_never_send_it() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `ParallelizationFactor` on the real stack: batches of one partition run at once, and no key is
+/// ever in two of them at once or out of order, through a function error and its retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_ordered_batches_run_concurrently_and_each_key_stays_in_order() {
+    let h = Harness::new().await;
+    let topic = random_topic("keyed");
+    create_topic(bootstrap(), &topic, 1).await.unwrap();
+    let producer = Producer::new(bootstrap()).unwrap();
+    for i in 0..60 {
+        let record = TestRecord {
+            partition: 0,
+            key: Some(format!("k{}", i % 6).into_bytes()),
+            value: Some(format!("{i}").into_bytes()),
+            headers: vec![],
+        };
+        producer.send(&topic, &record).await.unwrap();
+    }
+    let partition = format!("{topic}-0");
+    h.stub.add_rule(Rule::reply(Reply::function_error("boom")).record(&partition, 7).times(1));
+    h.stub.set_delay(Duration::from_millis(300));
+    let mapping = h
+        .create(CreateRequest {
+            parallelization_factor: Some(3),
+            batch_size: Some(4),
+            maximum_batching_window_in_seconds: Some(0),
+            ..request("keyed", &topic)
+        })
+        .await;
+    let poller = Poller::start(&h).await;
+    let done = wait_committed(&mapping, &topic, 0, 60).await;
+    poller.stop().await;
+    assert!(done, "committed {:?}", committed(&mapping, &topic));
+
+    // (key, offsets) of every invocation, in the order they started.
+    let mut invocations = h.stub.invocations();
+    invocations.sort_by_key(|i| i.started);
+    let keyed: Vec<(Vec<(String, i64)>, &kafka_esm_testkit::invoke_stub::Invocation)> = invocations
+        .iter()
+        .map(|i| {
+            let records = i.event["records"][&partition].as_array().cloned().unwrap_or_default();
+            let keys = records
+                .iter()
+                .map(|r| {
+                    let key = STANDARD.decode(r["key"].as_str().unwrap()).unwrap();
+                    (String::from_utf8(key).unwrap(), r["offset"].as_i64().unwrap())
+                })
+                .collect();
+            (keys, i)
+        })
+        .collect();
+    assert!(h.stub.max_in_flight_of_one_partition() > 1, "batches of the partition never ran at once");
+    // No key in two invocations that overlapped in time.
+    for (a, (keys_a, inv_a)) in keyed.iter().enumerate() {
+        for (keys_b, inv_b) in &keyed[a + 1..] {
+            let overlap = inv_b.started < inv_a.finished && inv_a.started < inv_b.finished;
+            let shared = keys_a.iter().any(|(k, _)| keys_b.iter().any(|(l, _)| k == l));
+            assert!(!(overlap && shared), "a key in two batches at once: {keys_a:?} and {keys_b:?}");
+        }
+    }
+    // Each key's records reach the function in offset order among the successful invocations,
+    // and every record succeeded once.
+    let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (keys, inv) in &keyed {
+        if inv.succeeded {
+            for (k, o) in keys {
+                seen.entry(k.clone()).or_default().push(*o);
+            }
+        }
+    }
+    for (k, offsets) in &seen {
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "key {k} out of order: {offsets:?}");
+    }
+    let mut all: Vec<i64> = seen.into_values().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..60).collect::<Vec<_>>());
+    assert_eq!(attempts_of(&h, &partition, 7), 2, "the failed batch was sent again once");
+}
