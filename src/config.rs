@@ -114,6 +114,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         meaning: "lag must grow this long before scale-out; no lag this long before scale-in",
     },
     EnvVar {
+        name: "ESM_BATCH_MEMORY_MB",
+        default: "40% of the poller Lambda's memory; 1024 elsewhere",
+        meaning: "memory all of a poller's batches may hold at once (being gathered or in flight); a batch closes early when it is full",
+    },
+    EnvVar {
         name: "ESM_MAX_PARTITIONS_PER_POLLER",
         default: "unlimited",
         meaning: "most partitions one poller holds, whatever the fair share (bounds its memory)",
@@ -250,6 +255,9 @@ impl Default for LeaseSettings {
     }
 }
 
+/// `ESM_BATCH_MEMORY_MB` outside Lambda.
+const DEFAULT_BATCH_MEMORY_MB: usize = 1024;
+
 /// Everything a poller process is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -271,6 +279,8 @@ pub struct Settings {
     pub scale_window: Duration,
     pub max_pollers: usize,
     pub max_partitions: usize,
+    /// `ESM_BATCH_MEMORY_MB`, in bytes ([`crate::delivery::budget`]).
+    pub batch_memory_bytes: usize,
     /// The poller Lambda's own function (relay, scale-out); `None` for `esm poll`.
     pub poller_function: Option<String>,
 }
@@ -292,6 +302,7 @@ impl Default for Settings {
             scale_window: Duration::from_secs(60),
             max_pollers: usize::MAX,
             max_partitions: usize::MAX,
+            batch_memory_bytes: DEFAULT_BATCH_MEMORY_MB << 20,
             poller_function: None,
         }
     }
@@ -366,6 +377,16 @@ impl Settings {
             scale_window: env.millis("ESM_SCALE_WINDOW_MS", 1)?.unwrap_or(d.scale_window),
             max_pollers: env.number::<usize>("ESM_MAX_POLLERS", 1)?.unwrap_or(d.max_pollers),
             max_partitions: env.number::<usize>("ESM_MAX_PARTITIONS_PER_POLLER", 1)?.unwrap_or(d.max_partitions),
+            batch_memory_bytes: env
+                .number::<usize>("ESM_BATCH_MEMORY_MB", 6)?
+                .or_else(|| {
+                    // A Lambda: a share of its memory, leaving the rest to librdkafka's buffers,
+                    // the runtime and the payloads' copies.
+                    let lambda_mb: usize = (env.lookup)("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?.trim().parse().ok()?;
+                    Some((lambda_mb * 2 / 5).max(6))
+                })
+                .unwrap_or(DEFAULT_BATCH_MEMORY_MB)
+                .saturating_mul(1 << 20),
             poller_function: env.text("ESM_POLLER_FUNCTION"),
         })
     }
@@ -467,6 +488,19 @@ mod tests {
             let err = parse(&[(name, value)]).unwrap_err().to_string();
             assert!(err.starts_with(&format!("{name}={value}")) && err.contains(problem), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn batch_memory_is_a_share_of_the_lambdas_memory_unless_set() {
+        let with = |vars: &'static [(&'static str, &'static str)]| {
+            Settings::from_lookup(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()))
+                .unwrap()
+                .batch_memory_bytes
+        };
+        assert_eq!(with(&[]), 1024 << 20);
+        assert_eq!(with(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")]), 204 << 20);
+        assert_eq!(with(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"), ("ESM_BATCH_MEMORY_MB", "64")]), 64 << 20);
+        assert!(Settings::from_lookup(|n| (n == "ESM_BATCH_MEMORY_MB").then(|| "5".to_owned())).is_err());
     }
 
     #[test]

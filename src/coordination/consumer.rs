@@ -26,6 +26,7 @@ use super::tenure::Tenure;
 use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::delivery::batch::BatchLimits;
+use crate::delivery::budget::Budget;
 use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
 use crate::delivery::deliver::Fate;
 use crate::delivery::event::{Envelope, EventSource};
@@ -252,6 +253,7 @@ async fn serve<C: Connector, I: Invoker>(
             limits: BatchLimits::of(mapping),
             parallelization: mapping.parallelization_factor.unwrap_or(1) as usize,
             gate: gate.cloned(),
+            budget: Some(Budget::for_process(deps.settings.batch_memory_bytes)),
             guard: Arc::new(LeaseGuard::unconditional()),
             progress: Arc::default(),
             metrics: deps.metrics.mapping(&mapping.uuid),

@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::budget::{Budget, Held};
 use super::event::{EncodedRecord, Envelope, MAX_PAYLOAD_BYTES, Payload, RecordEncoder, RecordView};
 use super::filter::Filters;
 use super::record::{RecordSource, SourceError};
@@ -74,6 +75,8 @@ pub struct Batch {
     pub last_offset: i64,
     /// Records read for this batch that matched no filter (not in `payload`).
     pub filtered: usize,
+    /// Its records' bytes in the poller's batch memory ([`super::budget`]), until it is dropped.
+    pub held: Option<Held>,
 }
 
 impl Batch {
@@ -123,12 +126,22 @@ pub struct Batcher<S> {
     encoder: RecordEncoder,
     /// A record read but not fitting the previous batch: it opens the next one.
     carried: Option<EncodedRecord>,
+    /// The poller's batch memory, when bounded.
+    budget: Option<Arc<Budget>>,
 }
 
 impl<S: RecordSource> Batcher<S> {
     pub fn new(source: S, topic: Arc<str>, envelope: Arc<Envelope>, limits: BatchLimits) -> Self {
         let encoder = RecordEncoder::new(&topic);
-        Self { source, topic, envelope, limits, filters: Arc::default(), encoder, carried: None }
+        Self { source, topic, envelope, limits, filters: Arc::default(), encoder, carried: None, budget: None }
+    }
+
+    /// Holds every batch's bytes in `budget` until the batch is dropped: a batch closes early
+    /// when the budget has no room for its next record, and an empty one waits for room.
+    #[must_use]
+    pub fn with_budget(mut self, budget: Option<Arc<Budget>>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Leaves out records that match none of `filters` (none: every record is sent).
@@ -178,6 +191,19 @@ impl<S: RecordSource> Batcher<S> {
                 key: super::destination::record_key(&first.json),
             }));
         }
+        let mut held = None;
+        if let Some(budget) = &self.budget {
+            let room = tokio::select! {
+                biased;
+                () = stop.cancelled() => None,
+                held = budget.hold(first.size()) => Some(held),
+            };
+            let Some(room) = room else {
+                self.carried = Some(first);
+                return Ok(NextBatch::Stopped);
+            };
+            held = Some(room);
+        }
         let (partition, first_offset) = (first.partition, first.offset);
         let mut last_offset = first.offset;
         let mut filtered = 0;
@@ -208,6 +234,14 @@ impl<S: RecordSource> Batcher<S> {
                         self.carried = Some(record);
                         break;
                     }
+                    if let (Some(budget), Some(held)) = (&self.budget, held.as_mut()) {
+                        // No room in the poller's batch memory: send what is gathered.
+                        let Some(more) = budget.try_hold(record.size()) else {
+                            self.carried = Some(record);
+                            break;
+                        };
+                        held.merge(more);
+                    }
                     last_offset = record.offset;
                     payload.push(&self.topic, record);
                 }
@@ -219,7 +253,7 @@ impl<S: RecordSource> Batcher<S> {
                 Accepted::Ended => break,
             }
         }
-        Ok(NextBatch::Batch(Batch { partition, payload, first_offset, last_offset, filtered }))
+        Ok(NextBatch::Batch(Batch { partition, payload, first_offset, last_offset, filtered, held }))
     }
 
     /// A filtered-out record with nothing gathered before it: it and the filtered-out records
@@ -393,6 +427,29 @@ mod tests {
         assert_eq!(offsets(&b.next(&stop).await.unwrap()), [3, 4]);
         assert_eq!(offsets(&b.next(&stop).await.unwrap()), [5]);
         assert!(matches!(b.next(&stop).await.unwrap(), NextBatch::Ended));
+    }
+
+    /// Review #15: each partition held a whole batch (up to 6 MB) however many partitions a
+    /// poller had; the poller's batch memory now bounds them all.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_budget_closes_batches_early_and_an_empty_batch_waits_for_room() {
+        let one = encode_record(&rec(0, 100)).size();
+        let budget = Budget::new(one * 3);
+        let limits = BatchLimits { max_records: 10, window: Duration::ZERO, ..BatchLimits::default() };
+        let mut b =
+            batcher(MemorySource::idle_after((0..10).map(|o| rec(o, 100))), limits).with_budget(Some(budget.clone()));
+        let stop = CancellationToken::new();
+        let first = b.next(&stop).await.unwrap();
+        assert_eq!(offsets(&first), [0, 1, 2], "closed at the budget, not at BatchSize");
+        assert_eq!(budget.used(), one * 3);
+        let next = tokio::spawn(async move {
+            let next = b.next(&CancellationToken::new()).await.unwrap();
+            offsets(&next)
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!next.is_finished(), "a batch started while the budget was full");
+        drop(first);
+        assert_eq!(tokio::time::timeout(Duration::from_secs(1), next).await.unwrap().unwrap(), [3, 4, 5]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -681,6 +681,7 @@ mod tests {
             fate: Arc::new(fate),
             parallelization: 1,
             gate: None,
+            budget: None,
         }
     }
 

@@ -367,7 +367,7 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
             return Plan::Nothing;
         };
         self.busy.extend(keys.iter().copied());
-        let batch = Batch { partition: self.partition, payload, first_offset, last_offset, filtered: 0 };
+        let batch = Batch { partition: self.partition, payload, first_offset, last_offset, filtered: 0, held: None };
         Plan::Taken(Taken::Batch { batch, offsets, keys })
     }
 
@@ -458,6 +458,7 @@ mod tests {
             fate: Arc::new(Fate { policy, ..Fate::default() }),
             parallelization,
             gate: None,
+            budget: None,
         }
     }
 

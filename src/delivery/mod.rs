@@ -6,6 +6,7 @@
 //! | rule | file |
 //! |---|---|
 //! | `BatchSize`, window, the 6 MB limit, oversized records | [`batch`] |
+//! | the poller's memory for batches (`ESM_BATCH_MEMORY_MB`) | [`budget`] |
 //! | the event, byte for byte | [`event`] |
 //! | `FilterCriteria` (the Lambda event-filter grammar) | [`filter`] |
 //! | one batch in flight, commit after success | [`partition`] |
@@ -18,6 +19,7 @@
 //! | no invoke or commit without the lease | [`guard`] |
 
 pub mod batch;
+pub mod budget;
 pub mod checkpoint;
 pub mod deliver;
 pub mod destination;

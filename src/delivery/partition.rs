@@ -119,6 +119,8 @@ pub struct WorkerSpec {
     /// `ScalingConfig.MaximumConcurrency`: this poller's share of the mapping's invoke slots
     /// ([`crate::coordination::concurrency`]); every invoke holds one. `None`: no cap.
     pub gate: Option<Arc<crate::coordination::concurrency::Gate>>,
+    /// The poller's memory for batches ([`super::budget`]); `None`: unbounded (tests).
+    pub budget: Option<Arc<super::budget::Budget>>,
 }
 
 /// Why a partition worker gave up.
@@ -162,7 +164,8 @@ where
         result
     } else {
         let batcher = Batcher::new(source, spec.topic.clone(), spec.envelope.clone(), spec.limits)
-            .with_filters(spec.fate.filters.clone());
+            .with_filters(spec.fate.filters.clone())
+            .with_budget(spec.budget.clone());
         run_partition(batcher, spec, invoker, commits, retry, stop, abandon).await
     };
     let report = committer.await.unwrap_or_default();
@@ -298,6 +301,7 @@ mod tests {
             fate: Arc::default(),
             parallelization: 1,
             gate: None,
+            budget: None,
         }
     }
 
