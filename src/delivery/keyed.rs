@@ -27,6 +27,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::warn;
 
 use super::batch::{Batch, OversizedRecord};
+use super::budget::Held;
 use super::deliver::{Ended, Run};
 use super::event::{EncodedRecord, Payload, RecordEncoder, RecordView};
 use super::invoke::Invoker;
@@ -46,6 +47,8 @@ struct Waiting {
     arrived: Instant,
     /// Too large to be invoked even alone: goes to the on-failure destination, in its key's turn.
     oversized: Option<OversizedRecord>,
+    /// Its bytes in the poller's batch memory, from when it was read until its batch resolves.
+    held: Option<Held>,
 }
 
 /// What the committed offset may be: the lowest offset read and not yet resolved.
@@ -113,6 +116,8 @@ pub struct Keyed<'r, 'a, I, S> {
     pending_bytes: usize,
     /// Keys of the batches in flight.
     busy: HashSet<u64>,
+    /// A record read when the poller's batch memory had no room for it: reading waits for room.
+    stalled: Option<Waiting>,
 }
 
 impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
@@ -127,6 +132,7 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
             pending: VecDeque::new(),
             pending_bytes: 0,
             busy: HashSet::new(),
+            stalled: None,
         }
     }
 
@@ -193,11 +199,18 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
             if last_round {
                 sending = false;
             }
-            if in_flight.is_empty() && (!sending || (!reading && self.pending.is_empty())) {
+            if in_flight.is_empty() && (!sending || (!reading && self.pending.is_empty() && self.stalled.is_none())) {
                 self.report(frontier);
                 return fatal.map_or(Ok(()), |e| Err(WorkerError::Source(e)));
             }
             let can_read = reading && sending && self.has_room();
+            let stalled = self.stalled.as_ref().map(|w| w.record.json.len()).filter(|_| sending);
+            let room = async {
+                match (&run.spec.budget, stalled) {
+                    (Some(budget), Some(bytes)) => budget.hold(bytes).await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = stop.cancelled(), if sending => {}
@@ -217,13 +230,22 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
                 item = self.source.next_record(), if can_read => {
                     self.accept(item, frontier, &mut reading, &mut fatal);
                 }
+                held = room, if stalled.is_some() => {
+                    if let Some(mut waiting) = self.stalled.take() {
+                        waiting.held = Some(held);
+                        self.pending_bytes += waiting.record.size();
+                        self.pending.push_back(waiting);
+                    }
+                }
                 () = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
             }
         }
     }
 
     fn has_room(&self) -> bool {
-        self.pending.len() < self.parallel * self.run.spec.limits.max_records && self.pending_bytes < PENDING_BYTES
+        self.stalled.is_none()
+            && self.pending.len() < self.parallel * self.run.spec.limits.max_records
+            && self.pending_bytes < PENDING_BYTES
     }
 
     /// Takes one read result in; false when reading must stop.
@@ -271,8 +293,17 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
             payload_bytes: alone,
             key: record.key.clone(),
         });
-        self.pending_bytes += encoded.size();
-        self.pending.push_back(Waiting { record: encoded, key, arrived: Instant::now(), oversized });
+        let mut waiting = Waiting { record: encoded, key, arrived: Instant::now(), oversized, held: None };
+        if let (Some(budget), None) = (&spec.budget, &waiting.oversized) {
+            let Some(held) = budget.try_hold(waiting.record.json.len()) else {
+                // No room in the poller's batch memory: read nothing more until there is.
+                self.stalled = Some(waiting);
+                return false;
+            };
+            waiting.held = Some(held);
+        }
+        self.pending_bytes += waiting.record.size();
+        self.pending.push_back(waiting);
         true
     }
 
@@ -327,6 +358,7 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
         let mut kept = VecDeque::with_capacity(self.pending.len());
         let mut taking = true;
         let mut oversized = None;
+        let mut batch_held: Option<Held> = None;
         for w in self.pending.drain(..) {
             let free = taking && !self.busy.contains(&w.key) && !blocked.contains(&w.key);
             if !free {
@@ -351,12 +383,19 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
                 kept.push_back(w);
                 continue;
             }
-            self.pending_bytes -= w.record.size();
-            offsets.push(w.record.offset);
-            if !keys.contains(&w.key) {
-                keys.push(w.key);
+            let Waiting { record, key, held, .. } = w;
+            self.pending_bytes -= record.size();
+            offsets.push(record.offset);
+            if !keys.contains(&key) {
+                keys.push(key);
             }
-            payload.push(&spec.topic, w.record);
+            if let Some(held) = held {
+                match batch_held.as_mut() {
+                    Some(all) => all.merge(held),
+                    None => batch_held = Some(held),
+                }
+            }
+            payload.push(&spec.topic, record);
         }
         self.pending = kept;
         if let Some((record, key)) = oversized {
@@ -367,7 +406,8 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
             return Plan::Nothing;
         };
         self.busy.extend(keys.iter().copied());
-        let batch = Batch { partition: self.partition, payload, first_offset, last_offset, filtered: 0, held: None };
+        let batch =
+            Batch { partition: self.partition, payload, first_offset, last_offset, filtered: 0, held: batch_held };
         Plan::Taken(Taken::Batch { batch, offsets, keys })
     }
 
@@ -692,6 +732,46 @@ mod tests {
         assert_eq!(ledger.invokes.len(), 9);
         assert_eq!(ledger.done.len(), 45);
         assert_eq!(report.committed, BTreeMap::from([(0, 45)]));
+    }
+
+    /// The poller's batch memory bounds a keyed partition's read-ahead and batches too.
+    #[tokio::test(start_paused = true)]
+    async fn the_batch_memory_bounds_read_ahead_and_batches_in_flight() {
+        #[derive(Debug)]
+        struct Watching(Function, Arc<crate::delivery::budget::Budget>, Mutex<usize>);
+        impl Invoker for Watching {
+            async fn invoke(&self, function: &str, payload: bytes::Bytes) -> Result<InvokeOutcome, InvokeError> {
+                {
+                    let mut most = self.2.lock().unwrap();
+                    *most = (*most).max(self.1.used());
+                }
+                self.0.invoke(function, payload).await
+            }
+        }
+        let records: Vec<KafkaRecord> = (0..60).map(|o| record(o, &format!("k{o}"))).collect();
+        let one = crate::delivery::event::encode_record(&records[0]).size();
+        let budget = crate::delivery::budget::Budget::new(one * 6);
+        let mut s = spec(4, 4, FatePolicy::default());
+        s.budget = Some(budget.clone());
+        let ledger: Arc<Mutex<Ledger>> = Arc::default();
+        ledger.lock().unwrap().keys =
+            records.iter().map(|r| (r.offset, String::from_utf8(r.key.clone().unwrap()).unwrap())).collect();
+        let function = Function { ledger: ledger.clone(), invoke_ms: Some(100), flaky: None };
+        let watching = Arc::new(Watching(function, budget.clone(), Mutex::new(0)));
+        let checkpoint = Checked { ledger: ledger.clone(), inner: MemoryCheckpoint::default() };
+        let never = CancellationToken::new();
+        let report =
+            consume(&s, MemorySource::ending_after(records), checkpoint, watching.clone(), retry(), &never, &never)
+                .await
+                .unwrap();
+        assert_eq!(report.committed, BTreeMap::from([(0, 60)]));
+        let ledger = ledger.lock().unwrap();
+        assert!(ledger.breaches.is_empty(), "{:?}", ledger.breaches);
+        assert_eq!(ledger.done.len(), 60);
+        // Never more than the budget held at once.
+        assert!(*watching.2.lock().unwrap() <= one * 6, "budget passed: {}", watching.2.lock().unwrap());
+        assert!(ledger.most_in_flight >= 2, "still concurrent");
+        assert_eq!(budget.used(), 0, "everything given back");
     }
 
     #[test]
