@@ -137,7 +137,7 @@ impl<S: RecordSource> Batcher<S> {
     }
 
     /// Holds every batch's bytes in `budget` until the batch is dropped: a batch closes early
-    /// when the budget has no room for its next record, and an empty one waits for room.
+    /// when the budget has no room for its next record (its first is always taken).
     #[must_use]
     pub fn with_budget(mut self, budget: Option<Arc<Budget>>) -> Self {
         self.budget = budget;
@@ -191,19 +191,8 @@ impl<S: RecordSource> Batcher<S> {
                 key: super::destination::record_key(&first.json),
             }));
         }
-        let mut held = None;
-        if let Some(budget) = &self.budget {
-            let room = tokio::select! {
-                biased;
-                () = stop.cancelled() => None,
-                held = budget.hold(first.size()) => Some(held),
-            };
-            let Some(room) = room else {
-                self.carried = Some(first);
-                return Ok(NextBatch::Stopped);
-            };
-            held = Some(room);
-        }
+        // The first record is always taken, room or not: no partition waits on others' batches.
+        let mut held = self.budget.as_ref().map(|budget| budget.force_hold(first.size()));
         let (partition, first_offset) = (first.partition, first.offset);
         let mut last_offset = first.offset;
         let mut filtered = 0;
@@ -430,9 +419,9 @@ mod tests {
     }
 
     /// Review #15: each partition held a whole batch (up to 6 MB) however many partitions a
-    /// poller had; the poller's batch memory now bounds them all.
+    /// poller had; the poller's batch memory now bounds them all (but for one record each).
     #[tokio::test(start_paused = true)]
-    async fn a_full_budget_closes_batches_early_and_an_empty_batch_waits_for_room() {
+    async fn a_full_budget_closes_batches_early_but_always_takes_a_first_record() {
         let one = encode_record(&rec(0, 100)).size();
         let budget = Budget::new(one * 3);
         let limits = BatchLimits { max_records: 10, window: Duration::ZERO, ..BatchLimits::default() };
@@ -442,14 +431,13 @@ mod tests {
         let first = b.next(&stop).await.unwrap();
         assert_eq!(offsets(&first), [0, 1, 2], "closed at the budget, not at BatchSize");
         assert_eq!(budget.used(), one * 3);
-        let next = tokio::spawn(async move {
-            let next = b.next(&CancellationToken::new()).await.unwrap();
-            offsets(&next)
-        });
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(!next.is_finished(), "a batch started while the budget was full");
-        drop(first);
-        assert_eq!(tokio::time::timeout(Duration::from_secs(1), next).await.unwrap().unwrap(), [3, 4, 5]);
+        // Full: the next batch still takes its first record (nobody waits on others' batches).
+        let second = b.next(&stop).await.unwrap();
+        assert_eq!(offsets(&second), [3]);
+        assert_eq!(budget.used(), one * 4);
+        drop((first, second));
+        assert_eq!(budget.used(), 0);
+        assert_eq!(offsets(&b.next(&stop).await.unwrap()), [4, 5, 6]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,9 +4,10 @@
 //! partitions it holds and however large their batches may grow (review #15: a mapping with many
 //! partitions and 6 MB batches took every poller down).
 //!
-//! Never a deadlock: a batch that cannot hold its next record closes early and is sent as it is,
-//! and only a batch still empty waits for room — which batches in flight free when they resolve.
-//! A record larger than the whole budget passes alone when nothing else holds any.
+//! Never a deadlock, never a partition starved by others (another mapping's batches retried
+//! forever, say): a batch's first record is always taken, over the budget if need be; only its
+//! further records need room, and a batch that has none for its next record closes early and is
+//! sent as it is. So a poller's batches hold at most the budget plus one record per partition.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -63,6 +64,12 @@ impl Budget {
         }
         *used += bytes;
         Some(Held { budget: self.clone(), bytes })
+    }
+
+    /// `bytes`, room or not: a batch's first record.
+    pub fn force_hold(self: &Arc<Self>, bytes: usize) -> Held {
+        *self.used.lock().unwrap_or_else(PoisonError::into_inner) += bytes;
+        Held { budget: self.clone(), bytes }
     }
 
     /// `bytes`, waiting for room. Cancel-safe.

@@ -154,6 +154,16 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
         let mut last_round = false;
         let mut paused = false;
         loop {
+            // A stalled record whose partition has nothing left waiting or in flight goes ahead.
+            if self.pending.is_empty()
+                && self.busy.is_empty()
+                && let Some(budget) = &run.spec.budget
+                && let Some(mut waiting) = self.stalled.take()
+            {
+                waiting.held = Some(budget.force_hold(waiting.record.json.len()));
+                self.pending_bytes += waiting.record.size();
+                self.pending.push_back(waiting);
+            }
             if reading {
                 while self.has_room() {
                     let Some(item) = self.source.next_record().now_or_never() else { break };
@@ -295,10 +305,17 @@ impl<'r, 'a, I: Invoker, S: RecordSource> Keyed<'r, 'a, I, S> {
         });
         let mut waiting = Waiting { record: encoded, key, arrived: Instant::now(), oversized, held: None };
         if let (Some(budget), None) = (&spec.budget, &waiting.oversized) {
-            let Some(held) = budget.try_hold(waiting.record.json.len()) else {
-                // No room in the poller's batch memory: read nothing more until there is.
-                self.stalled = Some(waiting);
-                return false;
+            let bytes = waiting.record.json.len();
+            let held = match budget.try_hold(bytes) {
+                Some(held) => held,
+                // Nothing of this partition waiting or in flight: take it anyway (no partition
+                // waits on others' batches).
+                None if self.pending.is_empty() && self.busy.is_empty() => budget.force_hold(bytes),
+                None => {
+                    // No room in the poller's batch memory: read nothing more until there is.
+                    self.stalled = Some(waiting);
+                    return false;
+                }
             };
             waiting.held = Some(held);
         }
