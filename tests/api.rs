@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kafka_esm::api::{self, ApiError, CreateRequest, FunctionResolver};
+use kafka_esm::model::mapping::EventSourceMapping;
 use kafka_esm::model::mapping::{Endpoints, KafkaEventSourceConfig, SelfManagedEventSource, StartingPosition};
+use kafka_esm::model::store::{Loaded, MappingStore, Status, StoreError};
 use kafka_esm::testing::MemoryMappingStore;
 
 struct Functions;
@@ -45,4 +47,56 @@ async fn a_second_mapping_of_one_topic_to_one_function_is_refused_naming_the_fir
     let taken = api::create(&store, &Functions, shared).await.unwrap_err();
     assert_eq!(taken.code, "ResourceConflictException");
     assert!(taken.message.contains("Consumer group"), "{taken}");
+}
+
+/// A store that yields before every call, so concurrent creates interleave.
+struct Yielding(MemoryMappingStore);
+
+impl MappingStore for Yielding {
+    async fn list(&self) -> Result<Vec<Loaded>, StoreError> {
+        tokio::task::yield_now().await;
+        self.0.list().await
+    }
+    async fn get(&self, uuid: &str) -> Result<Option<Loaded>, StoreError> {
+        tokio::task::yield_now().await;
+        self.0.get(uuid).await
+    }
+    async fn create(&self, mapping: &EventSourceMapping) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.0.create(mapping).await
+    }
+    async fn replace(&self, mapping: &EventSourceMapping) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.0.replace(mapping).await
+    }
+    async fn delete(&self, uuid: &str, version: u64) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.0.delete(uuid, version).await
+    }
+    async fn set_status(&self, uuid: &str, expected_version: Option<u64>, status: &Status) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.0.set_status(uuid, expected_version, status).await
+    }
+    async fn set_processing_result(&self, uuid: &str, result: &str) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.0.set_processing_result(uuid, result).await
+    }
+}
+
+/// Review #17: two creates racing both passed the uniqueness check.
+#[tokio::test]
+async fn of_two_racing_creates_of_one_topic_to_one_function_exactly_one_survives() {
+    for _ in 0..20 {
+        let store = Yielding(MemoryMappingStore::default());
+        let (a, b) = tokio::join!(
+            api::create(&store, &Functions, request("f", "orders", &["a:9092"])),
+            api::create(&store, &Functions, request("f", "orders", &["a:9092"])),
+        );
+        assert_eq!(u8::from(a.is_ok()) + u8::from(b.is_ok()), 1, "{a:?} {b:?}");
+        let refused = a.as_ref().err().or(b.as_ref().err()).unwrap();
+        assert_eq!(refused.code, "ResourceConflictException");
+        let stored = store.list().await.unwrap();
+        assert_eq!(stored.len(), 1, "one mapping left");
+        assert_eq!(stored[0].uuid(), Some(a.as_ref().or(b.as_ref()).unwrap().uuid.as_str()));
+    }
 }

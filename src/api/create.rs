@@ -138,20 +138,57 @@ pub async fn create<S: MappingStore, F: FunctionResolver>(
         config.consumer_group_id.get_or_insert_with(|| uuid.clone());
     }
     mapping.validate()?;
-    ensure_unique(store, &mapping).await?;
+    ensure_unique(store, &mapping, |_| true).await?;
     store.create(&mapping).await.map_err(|e| ApiError::service(&e))?;
+    // Two creates racing both pass the check above (review #17): looked at again after the write,
+    // the later of two conflicting mappings (by LastModified, then UUID) removes itself, so
+    // exactly one survives, whatever the interleaving.
+    let ours = (mapping.last_modified, mapping.uuid.clone());
+    let earlier = |other: &EventSourceMapping| (other.last_modified, other.uuid.clone()) < ours;
+    if let Err(conflict) = ensure_unique(store, &mapping, earlier).await {
+        withdraw(store, &mapping).await?;
+        return Err(conflict);
+    }
     Ok(mapping)
+}
+
+/// Deletes a mapping this create just wrote, at whatever version a poller may have moved it to.
+async fn withdraw<S: MappingStore>(store: &S, mapping: &EventSourceMapping) -> Result<(), ApiError> {
+    let mut version = mapping.version;
+    for _ in 0..5 {
+        match store.delete(&mapping.uuid, version).await {
+            Ok(()) => return Ok(()),
+            Err(e) => match store.get(&mapping.uuid).await.map_err(|e| ApiError::service(&e))? {
+                None => return Ok(()),
+                Some(Loaded::Valid(current) | Loaded::Invalid { mapping: current, .. })
+                    if current.version != version =>
+                {
+                    version = current.version;
+                }
+                Some(_) => return Err(ApiError::service(&e)),
+            },
+        }
+    }
+    Err(ApiError {
+        code: "ServiceException",
+        message: format!("Could not remove the duplicate event source mapping {}; delete it.", mapping.uuid),
+    })
 }
 
 /// Two mappings sharing a consumer group on one cluster would steal each other's offsets; two
 /// mappings of one topic to one function deliver every record twice (a retried create is the
 /// usual cause). AWS refuses both.
-async fn ensure_unique<S: MappingStore>(store: &S, mapping: &EventSourceMapping) -> Result<(), ApiError> {
+/// Only the other mappings `counts` says are checked.
+async fn ensure_unique<S: MappingStore>(
+    store: &S,
+    mapping: &EventSourceMapping,
+    counts: impl Fn(&EventSourceMapping) -> bool,
+) -> Result<(), ApiError> {
     let group = mapping.consumer_group_id();
     let same_cluster = |other: &EventSourceMapping| normalized(other) == normalized(mapping);
     for other in store.list().await.map_err(|e| ApiError::service(&e))? {
         let (Loaded::Valid(other) | Loaded::Invalid { mapping: other, .. }) = other else { continue };
-        if other.uuid == mapping.uuid || !same_cluster(&other) {
+        if other.uuid == mapping.uuid || !same_cluster(&other) || !counts(&other) {
             continue;
         }
         if other.consumer_group_id() == group {
