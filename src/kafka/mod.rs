@@ -208,8 +208,35 @@ pub struct EsmContext {
     iam: Option<Arc<MskIamSigner>>,
     last_error: Mutex<Option<String>>,
     auth_failure: Mutex<Option<KafkaClientError>>,
-    /// Partition → high watermark, from the statistics callback.
-    high_watermarks: Mutex<std::collections::HashMap<i32, i64>>,
+    /// Partition → its offsets, from the statistics callback.
+    high_watermarks: Mutex<std::collections::HashMap<i32, Marks>>,
+}
+
+/// One partition's offsets, as librdkafka's statistics last reported them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Marks {
+    /// The last stable offset (or the high watermark).
+    end: i64,
+    /// The next offset the client fetches (past transaction markers, which are never handed on).
+    fetched_to: i64,
+    /// One past the last record the client handed to the poller.
+    handed_to: i64,
+}
+
+impl Marks {
+    /// Records waiting after `next_offset` (the next to deliver). Once the client has fetched to
+    /// the end and the poller has delivered all it was handed, nothing waits, even though a
+    /// transaction's commit marker leaves the end one past the last record (review #25: the lag
+    /// of a transactional topic never reached 0, so its pollers never scaled in).
+    fn lag(self, next_offset: i64) -> Option<u64> {
+        if self.end < 0 || next_offset < 0 {
+            return None;
+        }
+        if self.fetched_to >= self.end && self.handed_to >= 0 && next_offset >= self.handed_to {
+            return Some(0);
+        }
+        Some(u64::try_from(self.end.saturating_sub(next_offset)).unwrap_or(0))
+    }
 }
 
 /// What [`classify_failure`] needs to know about the configuration.
@@ -369,7 +396,7 @@ impl ClientContext for EsmContext {
             // reach; the high watermark would count open transactions' records as lag forever.
             let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
             if partition >= 0 && end >= 0 {
-                marks.insert(partition, end);
+                marks.insert(partition, Marks { end, fetched_to: p.next_offset, handed_to: p.app_offset });
             }
         }
     }
@@ -625,17 +652,17 @@ impl KafkaClient {
         self.consumer.incremental_unassign(&tpl).map_err(|e| self.describe(&e, "unassign"))
     }
 
-    /// Records waiting in `partition` after `next_offset`, from the high watermark of the last
-    /// fetch responses as librdkafka's statistics report it (no request is made).
+    /// Records waiting in `partition` after `next_offset`, from the last fetch responses as
+    /// librdkafka's statistics report them (no request is made).
     pub fn lag(&self, partition: i32, next_offset: i64) -> Option<u64> {
-        let high = *self
+        let marks = *self
             .consumer
             .context()
             .high_watermarks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&partition)?;
-        (high >= 0 && next_offset >= 0).then(|| u64::try_from(high.saturating_sub(next_offset)).unwrap_or(0))
+        marks.lag(next_offset)
     }
 
     /// Serves the client's main queue (callbacks, errors, MSK IAM token requests) until it is
@@ -987,6 +1014,25 @@ mod tests {
         assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::End)), 20);
         assert_eq!(resolve_start(AtTimestamp, marks, Some(Offset::Offset(-1))), 20);
         assert_eq!(resolve_start(AtTimestamp, marks, None), 20);
+    }
+
+    /// Review #25: a transaction's commit marker (offset 10 here, after records 0–9) leaves the
+    /// last stable offset at 11 and the poller at 10: the lag was 1 forever.
+    #[test]
+    fn lag_is_zero_once_everything_fetched_was_delivered_even_past_a_transaction_marker() {
+        let marks = |end, fetched_to, handed_to| Marks { end, fetched_to, handed_to };
+        // Records 0–9, the marker at 10: fetched past it, 0–9 handed on and delivered.
+        assert_eq!(marks(11, 11, 10).lag(10), Some(0));
+        // Not all delivered yet: what remains counts.
+        assert_eq!(marks(11, 11, 10).lag(7), Some(4));
+        // Not fetched to the end yet (records may follow the gap): end - position.
+        assert_eq!(marks(11, 8, 8).lag(8), Some(3));
+        // An ordinary topic: end - position.
+        assert_eq!(marks(20, 20, 20).lag(20), Some(0));
+        assert_eq!(marks(20, 15, 15).lag(12), Some(8));
+        // Nothing known yet.
+        assert_eq!(marks(-1, -1, -1).lag(0), None);
+        assert_eq!(marks(20, 20, -1).lag(-1), None);
     }
 
     #[test]
