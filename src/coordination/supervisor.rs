@@ -353,14 +353,21 @@ where
                 for t in &tenures {
                     t.drop_now();
                 }
-                // The old heartbeat still holds these leases: fence them while it does (best
-                // effort: DynamoDB may be what failed).
+                // The old heartbeat (kept alive meanwhile) still holds these leases: fence them.
+                // DynamoDB may be what failed: retry until the fence is written, the invoke
+                // cannot be running any more, someone else has the lease, or the poller stops.
                 for t in tenures.iter().filter(|t| !t.is_finished()) {
-                    let Some(fence) = t.progress.unanswered_for(self.deps.settings.unanswered_invoke_wait) else {
-                        continue;
-                    };
-                    if let Err(e) = self.leases.release_fenced(&t.lease, &old, fence).await {
-                        warn!(lease = %t.id(), error = %e, "Cannot fence the partition; its next holder may invoke while the abandoned invoke still runs.");
+                    while let Some(fence) = t.progress.unanswered_for(self.deps.settings.unanswered_invoke_wait) {
+                        match self.leases.release_fenced(&t.lease, &old, fence).await {
+                            Ok(()) | Err(LeaseError::Lost { .. }) => break,
+                            Err(e) => {
+                                warn!(lease = %t.id(), error = %e, "Cannot fence the partition yet; retrying while the abandoned invoke may run.");
+                                tokio::select! {
+                                    () = stop.cancelled() => break,
+                                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                }
+                            }
+                        }
                     }
                 }
             }
