@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::leases::{Lease, LeaseId};
 use crate::delivery::guard::LeaseGuard;
-use crate::delivery::partition::Progress;
+use crate::delivery::worker::Progress;
 use crate::ops::reset::ResetSlot;
 
 /// How long an abandoned partition may take to notice and report done.

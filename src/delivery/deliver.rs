@@ -21,33 +21,18 @@ use tracing::{debug, error, warn};
 
 use super::batch::{Batch, OversizedRecord};
 use super::checkpoint::CommitSender;
-use super::destination::{Destination, FailedRecord, GivenUp, record_key};
+use super::destination::{FailedRecord, GivenUp, record_key};
 use super::event::{EncodedRecord, Payload};
 use super::fate::{
     Condition, FailureRecord, FatePolicy, KafkaBatchInfo, Next, RecordsInfo, RequestContext, Response, ResponseContext,
     read_response, rfc3339_ms,
 };
-use super::filter::Filters;
 use super::invoke::{InvokeError, InvokeOutcome, Invoker};
 use super::metrics::MappingMetrics;
-use super::partition::{WorkerError, WorkerSpec};
 use super::policy::{Disposition, invoke_disposition};
+use super::worker::{WorkerError, WorkerSpec};
 use crate::backoff::Backoff;
 use crate::config::Backoffs;
-
-/// A mapping's fate settings, filters and destination, shared by its partitions.
-#[derive(Debug, Default)]
-pub struct Fate {
-    pub policy: FatePolicy,
-    pub filters: Arc<Filters>,
-    pub on_failure: Option<Arc<dyn Destination>>,
-    /// For the failure record's `KafkaBatchInfo`.
-    pub event_source_arn: Option<String>,
-    pub bootstrap_servers: String,
-    /// After an invoke that may still be running ([`InvokeError::Unanswered`]), how long nothing
-    /// of the partition is invoked (`ESM_UNANSWERED_INVOKE_WAIT_MS`).
-    pub unanswered_wait: std::time::Duration,
-}
 
 /// How a batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -573,11 +558,14 @@ fn error_type(body: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::delivery::batch::BatchLimits;
+    use crate::delivery::destination::Destination;
     use crate::delivery::destination::DestinationError;
     use crate::delivery::event::{Envelope, EventSource};
+    use crate::delivery::filter::Filters;
     use crate::delivery::guard::LeaseGuard;
     use crate::delivery::partition::consume;
     use crate::delivery::record::{KafkaRecord, TimestampType};
+    use crate::delivery::worker::Fate;
     use crate::testing::{MemoryCheckpoint, MemorySource};
     use serde_json::{Value, json};
     use std::collections::BTreeMap;

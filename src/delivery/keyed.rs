@@ -32,8 +32,8 @@ use super::deliver::{Ended, Run};
 use super::event::{EncodedRecord, Payload, RecordEncoder, RecordView};
 use super::invoke::Invoker;
 use super::metrics::MappingMetrics;
-use super::partition::{WorkerError, show_commit_failure, show_commit_recovery};
 use super::record::{RecordSource, SourceError};
+use super::worker::{WorkerError, show_commit_failure, show_commit_recovery};
 
 /// Encoded bytes the read-ahead buffer of a partition may hold (besides the batches in flight):
 /// one full payload, so a batch can reach the 6 MB limit.
@@ -476,13 +476,13 @@ mod tests {
     use crate::config::Backoffs;
     use crate::delivery::batch::BatchLimits;
     use crate::delivery::checkpoint::{Checkpoint, CheckpointError};
-    use crate::delivery::deliver::Fate;
     use crate::delivery::event::{Envelope, EventSource};
     use crate::delivery::fate::FatePolicy;
     use crate::delivery::guard::LeaseGuard;
     use crate::delivery::invoke::{InvokeError, InvokeOutcome};
-    use crate::delivery::partition::{WorkerSpec, consume};
+    use crate::delivery::partition::consume;
     use crate::delivery::record::{KafkaRecord, TimestampType};
+    use crate::delivery::worker::{Fate, WorkerSpec};
     use crate::testing::{MemoryCheckpoint, MemorySource};
     use std::collections::{BTreeMap, HashMap};
     use std::sync::Arc;

@@ -9,6 +9,7 @@
 //! | the poller's memory for batches (`ESM_BATCH_MEMORY_MB`) | [`budget`] |
 //! | the event, byte for byte | [`event`] |
 //! | `FilterCriteria` (the Lambda event-filter grammar) | [`filter`] |
+//! | a worker's spec, progress and errors (shared by the loops below) | [`worker`] |
 //! | one batch in flight, commit after success | [`partition`] |
 //! | `ParallelizationFactor`: N batches of a partition, keys in order | [`keyed`] |
 //! | retries, bisect, partial batch responses, record age, give-up (rules) | [`fate`] |
@@ -33,3 +34,4 @@ pub mod metrics;
 pub mod partition;
 pub mod policy;
 pub mod record;
+pub mod worker;

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::coordination::leases::LeaseId;
 use crate::delivery::metrics::PartitionReport;
-use crate::delivery::partition::Progress;
+use crate::delivery::worker::Progress;
 
 /// The largest `Progress` attribute a heartbeat carries; DynamoDB items stop at 400 KB. Beyond
 /// it the partitions with the least lag are left out.
