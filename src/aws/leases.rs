@@ -95,6 +95,31 @@ impl DynamoLeaseStore {
         LeaseError::Dynamo { table: self.table.clone(), message }
     }
 
+    /// Releases a held lease, leaving `fence` ([`Lease::fence_ms`]) on it when given.
+    async fn give_up(&self, lease: &Lease, owner: &str, fence: Option<std::time::Duration>) -> Result<(), LeaseError> {
+        let key = lease_key(&lease.id);
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, s(&key))
+            .condition_expression(HELD_CONDITION)
+            .expression_attribute_names("#o", OWNER)
+            .expression_attribute_names("#c", COUNTER)
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":c", n(lease.counter));
+        let update = match fence {
+            None => update.update_expression("SET #c = #c + :one REMOVE #o"),
+            Some(fence) => update
+                .update_expression("SET #c = #c + :one, #f = :f REMOVE #o")
+                .expression_attribute_names("#f", FENCE_MS)
+                .expression_attribute_values(":f", n(fence.as_millis())),
+        };
+        update.send().await.map_err(|e| self.err(&key, e))?;
+        Ok(())
+    }
+
     /// Every item whose key starts with `prefix`, with only the `projection` attributes if given.
     async fn scan_prefix(
         &self,
@@ -338,43 +363,11 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn release(&self, lease: &Lease, owner: &str) -> Result<(), LeaseError> {
-        let key = lease_key(&lease.id);
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(LEASE_KEY, s(&key))
-            .update_expression("SET #c = #c + :one REMOVE #o")
-            .condition_expression(HELD_CONDITION)
-            .expression_attribute_names("#o", OWNER)
-            .expression_attribute_names("#c", COUNTER)
-            .expression_attribute_values(":o", s(owner))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":c", n(lease.counter))
-            .send()
-            .await
-            .map_err(|e| self.err(&key, e))?;
-        Ok(())
+        self.give_up(lease, owner, None).await
     }
 
     async fn release_fenced(&self, lease: &Lease, owner: &str, fence: std::time::Duration) -> Result<(), LeaseError> {
-        let key = lease_key(&lease.id);
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(LEASE_KEY, s(&key))
-            .update_expression("SET #c = #c + :one, #f = :f REMOVE #o")
-            .condition_expression(HELD_CONDITION)
-            .expression_attribute_names("#o", OWNER)
-            .expression_attribute_names("#c", COUNTER)
-            .expression_attribute_names("#f", FENCE_MS)
-            .expression_attribute_values(":o", s(owner))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":c", n(lease.counter))
-            .expression_attribute_values(":f", n(fence.as_millis()))
-            .send()
-            .await
-            .map_err(|e| self.err(&key, e))?;
-        Ok(())
+        self.give_up(lease, owner, Some(fence)).await
     }
 
     async fn delete_mapping(&self, mapping: &str) -> Result<(), LeaseError> {

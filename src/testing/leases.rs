@@ -80,6 +80,20 @@ impl MemoryLeaseStore {
         Ok(inner)
     }
 
+    /// Releases a held lease, leaving `fence_ms` on it.
+    fn give_up(&self, lease: &Lease, owner: &str, fence_ms: Option<u64>) -> Result<(), LeaseError> {
+        let mut inner = self.write()?;
+        match inner.leases.get_mut(&lease.id) {
+            Some(stored) if stored.owner.as_deref() == Some(owner) && stored.counter == lease.counter => {
+                stored.owner = None;
+                stored.counter += 1;
+                stored.fence_ms = fence_ms;
+                Ok(())
+            }
+            _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
+        }
+    }
+
     fn write(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, LeaseError> {
         let mut inner = self.begin()?;
         inner.writes += 1;
@@ -118,28 +132,11 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn release(&self, lease: &Lease, owner: &str) -> Result<(), LeaseError> {
-        let mut inner = self.write()?;
-        match inner.leases.get_mut(&lease.id) {
-            Some(stored) if stored.owner.as_deref() == Some(owner) && stored.counter == lease.counter => {
-                stored.owner = None;
-                stored.counter += 1;
-                Ok(())
-            }
-            _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
-        }
+        self.give_up(lease, owner, None)
     }
 
     async fn release_fenced(&self, lease: &Lease, owner: &str, fence: std::time::Duration) -> Result<(), LeaseError> {
-        let mut inner = self.write()?;
-        match inner.leases.get_mut(&lease.id) {
-            Some(stored) if stored.owner.as_deref() == Some(owner) && stored.counter == lease.counter => {
-                stored.owner = None;
-                stored.counter += 1;
-                stored.fence_ms = Some(u64::try_from(fence.as_millis()).unwrap_or(u64::MAX));
-                Ok(())
-            }
-            _ => Err(LeaseError::Lost { what: lease.id.to_string() }),
-        }
+        self.give_up(lease, owner, Some(u64::try_from(fence.as_millis()).unwrap_or(u64::MAX)))
     }
 
     async fn delete_mapping(&self, mapping: &str) -> Result<(), LeaseError> {
