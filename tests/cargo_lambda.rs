@@ -63,7 +63,7 @@ async fn records_reach_the_example_consumer_and_offsets_are_committed() {
     let settings = settings();
     let deps = Arc::new(Deps {
         connector: KafkaConnector::new(ClusterResolver::new(&lambda), settings.kafka),
-        invoker: Arc::new(LambdaInvoker::new(&lambda)),
+        invoker: Arc::new(LambdaInvoker::new(&lambda).unwrap()),
         metrics: metrics.clone(),
         settings,
     });

@@ -262,3 +262,138 @@ async fn a_record_too_large_for_one_invoke_is_skipped_and_the_partition_moves_on
     assert_eq!(h.metrics.totals().oversized, 1, "one oversized record reported");
     assert_eq!(committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(), BTreeMap::from([(0, 5)]));
 }
+
+/// The client half of every established TCP connection to `port` on 127.0.0.1, as the kernel
+/// lists it: `(timer kind, timer expiry in clock ticks)` from `/proc/net/tcp` (`tr:tm->when`;
+/// kind 2 is the keep-alive timer of an established connection, 0 no timer).
+fn client_timers_to(port: u16) -> Vec<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (remote, state, timer) = (fields.get(2)?, fields.get(3)?, fields.get(5)?);
+            let remote_port = u16::from_str_radix(remote.rsplit(':').next()?, 16).ok()?;
+            let (kind, when) = timer.split_once(':')?;
+            (remote_port == port && *state == "01")
+                .then(|| Some((u8::from_str_radix(kind, 16).ok()?, u64::from_str_radix(when, 16).ok()?)))?
+        })
+        .collect()
+}
+
+/// A synchronous invoke may send nothing for up to 15 minutes; NAT gateways forget a flow idle
+/// for 350 s, after which the answer never arrives and the poller waits out the operation
+/// timeout. The Invoke connections therefore probe every 60 s (review #19): while an invoke
+/// waits, its socket has the kernel's keep-alive timer set, due within 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_invoke_keeps_its_connection_alive_with_tcp_keepalive() {
+    use kafka_esm::aws::lambda::LambdaInvoker;
+    use kafka_esm::delivery::invoke::{InvokeOutcome, Invoker};
+
+    let stub = kafka_esm_testkit::InvokeStub::start().await;
+    stub.set_delay(Duration::from_secs(4));
+    let port: u16 = stub.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let invoker = LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&stub.endpoint).await).unwrap();
+    let invoke = tokio::spawn(async move {
+        invoker.invoke("keepalive-fn", bytes::Bytes::from_static(br#"{"eventSource":"aws:kafka","records":{}}"#)).await
+    });
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = client_timers_to(port);
+        if seen.iter().any(|&(kind, _)| kind == 2) {
+            break;
+        }
+    }
+    // USER_HZ is 100 on Linux: 60 s is 6000 ticks.
+    assert!(
+        seen.iter().any(|&(kind, when)| kind == 2 && when > 0 && when <= 6000),
+        "the waiting invoke's connection has no keep-alive timer due within 60 s: {seen:?}"
+    );
+    assert!(matches!(invoke.await.unwrap(), Ok(InvokeOutcome::Success { .. })));
+}
+
+/// What the Invoke client's own transport reports decides whether a batch may be sent again at
+/// once: a refused connection never reached the function (`Transport`, retried), one closed
+/// after the request was sent may have started it (`Unanswered`, the partition waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_transport_failures_say_whether_the_function_may_be_running() {
+    use kafka_esm::aws::lambda::LambdaInvoker;
+    use kafka_esm::delivery::invoke::{InvokeError, Invoker};
+    use tokio::io::AsyncReadExt;
+
+    let payload = bytes::Bytes::from_static(br#"{"eventSource":"aws:kafka","records":{}}"#);
+    let closed = kafka_esm_testkit::free_port();
+    let invoker =
+        LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&format!("http://127.0.0.1:{closed}")).await).unwrap();
+    let refused = invoker.invoke("f", payload.clone()).await;
+    assert!(matches!(refused, Err(InvokeError::Transport { .. })), "{refused:?}");
+
+    // Reads the whole request, then hangs up without an answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hang_up = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&request).contains("records") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request was not sent whole");
+            request.extend_from_slice(&buf[..n]);
+        }
+    });
+    let invoker =
+        LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&format!("http://127.0.0.1:{port}")).await).unwrap();
+    let broken = invoker.invoke("f", payload).await;
+    hang_up.await.unwrap();
+    assert!(matches!(broken, Err(InvokeError::Unanswered { .. })), "{broken:?}");
+}
+
+/// The Invoke client over HTTPS checks the endpoint's certificate against the system's roots:
+/// one from a private CA is refused and the function never runs; with that CA in
+/// `SSL_CERT_FILE` (read like the system bundle, in a child process so this one's roots stay as
+/// they are) the invoke goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invokes_over_https_verify_the_endpoint_against_the_system_roots() {
+    use kafka_esm::aws::lambda::LambdaInvoker;
+    use kafka_esm::delivery::invoke::{InvokeError, InvokeOutcome, Invoker};
+
+    const CHILD: &str = "KAFKA_ESM_TEST_HTTPS_INVOKE";
+    let payload = bytes::Bytes::from_static(br#"{"eventSource":"aws:kafka","records":{}}"#);
+    if let Ok(endpoint) = std::env::var(CHILD) {
+        let invoker = LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&endpoint).await).unwrap();
+        let got = invoker.invoke("tls-fn", payload).await;
+        assert!(matches!(got, Ok(InvokeOutcome::Success { .. })), "{got:?}");
+        return;
+    }
+    let stub = kafka_esm_testkit::InvokeStub::start().await;
+    let stub_port: u16 = stub.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let ca = kafka_esm_testkit::tls::TestCa::new().unwrap();
+    let front = kafka_esm_testkit::tls::TlsFront::start(&ca, kafka_esm_testkit::free_port(), stub_port).unwrap();
+    let endpoint = format!("https://{}", front.bootstrap);
+
+    let invoker = LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&endpoint).await).unwrap();
+    let untrusted = invoker.invoke("tls-fn", payload).await;
+    match &untrusted {
+        Err(InvokeError::Transport { message }) => assert!(message.contains("certificate"), "{message}"),
+        other => panic!("an untrusted certificate was not refused: {other:?}"),
+    }
+    assert_eq!(stub.invocation_count("tls-fn"), 0);
+
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "invokes_over_https_verify_the_endpoint_against_the_system_roots", "--nocapture"])
+        .env(CHILD, &endpoint)
+        .env("SSL_CERT_FILE", ca.ca_path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        child.status.success() && String::from_utf8_lossy(&child.stdout).contains("1 passed"),
+        "the child's invoke over HTTPS with the CA trusted failed:\n{}\n{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert_eq!(stub.invocation_count("tls-fn"), 1);
+}

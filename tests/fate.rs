@@ -51,7 +51,7 @@ impl Poller {
         let aws = moto().sdk_config().await;
         let deps = Arc::new(Deps {
             connector: KafkaConnector::new(ClusterResolver::new(&lambda), settings.kafka).with_destination_sdk(&aws),
-            invoker: Arc::new(LambdaInvoker::new(&lambda)),
+            invoker: Arc::new(LambdaInvoker::new(&lambda).unwrap()),
             metrics: h.metrics.clone(),
             settings,
         });

@@ -38,7 +38,7 @@ impl MskPoller {
         let settings = settings();
         let deps = Arc::new(Deps {
             connector: KafkaConnector::new(ClusterResolver::new(&sdk_config(&msk.endpoint).await), settings.kafka),
-            invoker: Arc::new(LambdaInvoker::new(&sdk_config(&h.stub.endpoint).await)),
+            invoker: Arc::new(LambdaInvoker::new(&sdk_config(&h.stub.endpoint).await).unwrap()),
             metrics: h.metrics.clone(),
             settings,
         });

@@ -13,6 +13,9 @@ use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError}
 use aws_sdk_lambda::operation::invoke::InvokeError as SdkInvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use aws_smithy_http_client::pool::{Client as PooledClient, ConnectionPool};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
@@ -24,6 +27,17 @@ use crate::delivery::invoke::{InvokeError, InvokeOutcome, Invoker};
 /// take that long, and the mapping's function timeout must be at most 14 minutes anyway.
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(15 * 60 + 30);
 
+/// Idle time after which an Invoke connection sends TCP keep-alive probes (and between them).
+/// A synchronous invoke sends nothing while the function runs, up to 15 minutes; a NAT gateway
+/// drops a flow idle for 350 s, and the answer would then never arrive (review #19). Lambda's
+/// Invoke documentation asks callers of long functions for keep-alive.
+pub const INVOKE_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The Invoke client's connections could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("the Lambda Invoke client's connection pool: {0}")]
+pub struct InvokeClientError(String);
+
 /// The real Invoke API.
 #[derive(Debug, Clone)]
 pub struct LambdaInvoker {
@@ -31,9 +45,24 @@ pub struct LambdaInvoker {
 }
 
 impl LambdaInvoker {
-    /// A client with SDK-level retries off and a timeout long enough for any function.
-    pub fn new(sdk: &SdkConfig) -> Self {
+    /// A client with SDK-level retries off, a timeout long enough for any function, and TCP
+    /// keep-alive ([`INVOKE_KEEPALIVE`]) on its connections. Like the SDK's default client it
+    /// speaks TLS with rustls (aws-lc), verifies the endpoint against the system's roots (and
+    /// `SSL_CERT_FILE`/`SSL_CERT_DIR`), honours `HTTPS_PROXY`/`NO_PROXY`, and takes plain
+    /// `http://` endpoints as given.
+    ///
+    /// # Errors
+    /// The connection pool could not be built (it cannot with these settings).
+    pub fn new(sdk: &SdkConfig) -> Result<Self, InvokeClientError> {
+        let pool = ConnectionPool::builder()
+            .tcp_keepalive(INVOKE_KEEPALIVE)
+            .proxy_config(ProxyConfig::from_env())
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .build_https()
+            .map_err(|e| InvokeClientError(e.to_string()))?;
+        let http = PooledClient::new(&pool).map_err(|e| InvokeClientError(e.to_string()))?;
         let config = aws_sdk_lambda::config::Builder::from(sdk)
+            .http_client(http)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -42,7 +71,7 @@ impl LambdaInvoker {
                     .build(),
             )
             .build();
-        Self { client: aws_sdk_lambda::Client::from_conf(config) }
+        Ok(Self { client: aws_sdk_lambda::Client::from_conf(config) })
     }
 
     pub const fn client(&self) -> &aws_sdk_lambda::Client {
@@ -78,10 +107,15 @@ impl Invoker for LambdaInvoker {
     }
 }
 
-/// An invoke that got no answer, by whether the function may still be running it (review #19):
-/// a request that never left (it could not be built, the connection was refused or timed out) or
-/// one that ran into the operation timeout (longer than any function may run) cannot be; one
-/// whose connection broke after it was sent may be, and must not be sent again at once.
+/// An invoke that got no answer, by whether the function may still be running it (review #19).
+///
+/// The connection pool attaches the connection's metadata to a failure on an established
+/// connection, to which the request may have been written: the function may be running it, and
+/// it must not be sent again at once. A failure without it happened while connecting (DNS, a
+/// refused or timed-out connect, a TLS handshake the endpoint's certificate failed), so nothing
+/// was sent. A request that could not be built (`ConstructionFailure`) was not sent either; one
+/// that ran into the operation timeout (longer than any function may run) or was answered
+/// (`ResponseError`) cannot still be running.
 fn unanswered<R>(error: &SdkError<SdkInvokeError, R>) -> InvokeError
 where
     R: std::fmt::Debug,
@@ -89,21 +123,8 @@ where
     let message = DisplayErrorContext(error).to_string();
     let may_still_run = match error {
         SdkError::DispatchFailure(failure) => {
-            let never_sent = failure.is_timeout()
-                || failure.as_connector_error().is_some_and(|e| {
-                    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-                    std::iter::from_fn(|| {
-                        let now = cause?;
-                        cause = now.source();
-                        Some(now)
-                    })
-                    .filter_map(|e| e.downcast_ref::<std::io::Error>())
-                    .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-                });
-            !never_sent
+            failure.as_connector_error().is_some_and(|e| e.connection_metadata().is_some())
         }
-        // Not sent (ConstructionFailure), over after every possible run (TimeoutError: the
-        // operation timeout is longer than Lambda's), or answered after the run (ResponseError).
         _ => false,
     };
     if may_still_run { InvokeError::Unanswered { message } } else { InvokeError::Transport { message } }
@@ -222,19 +243,22 @@ impl crate::coordination::supervisor::Spawner for SelfInvoke {
 mod unanswered_tests {
     use super::*;
     use aws_sdk_lambda::error::ConnectorError;
+    use aws_smithy_runtime_api::client::connection::ConnectionMetadata;
 
     fn dispatch(error: ConnectorError) -> SdkError<SdkInvokeError, ()> {
         SdkError::dispatch_failure(error)
     }
 
     #[test]
-    fn only_a_connection_broken_after_sending_may_leave_the_function_running() {
+    fn only_a_failure_on_an_established_connection_may_leave_the_function_running() {
+        let connected = || ConnectionMetadata::builder().proxied(false).poison_fn(|| {}).build();
+        let reset = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
-        let cases: [(SdkError<SdkInvokeError, ()>, bool); 4] = [
+        let cases: [(SdkError<SdkInvokeError, ()>, bool); 5] = [
             (dispatch(ConnectorError::io(refused.into())), false),
             (dispatch(ConnectorError::timeout("connect timeout".into())), false),
-            (dispatch(ConnectorError::io(reset.into())), true),
+            (dispatch(ConnectorError::io(reset().into())), false),
+            (dispatch(ConnectorError::io(reset().into()).with_connection(connected())), true),
             (SdkError::timeout_error("operation timeout"), false),
         ];
         for (error, may_still_run) in cases {

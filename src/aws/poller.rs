@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::lambda::{LambdaInvoker, SelfInvoke};
+use super::lambda::{InvokeClientError, LambdaInvoker, SelfInvoke};
 use super::leases::DynamoLeaseStore;
 use super::mappings::DynamoMappingStore;
 use crate::clock::SystemClock;
@@ -15,6 +15,15 @@ use crate::coordination::supervisor::{Exit, Start, run_poller};
 use crate::delivery::metrics::Metrics;
 use crate::kafka::KafkaConnector;
 use crate::kafka::cluster::ClusterResolver;
+
+/// Why a poller could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    InvokeClient(#[from] InvokeClientError),
+}
 
 /// Everything one poller runs with.
 #[derive(Debug)]
@@ -28,27 +37,30 @@ pub struct PollerParts {
 
 impl PollerParts {
     /// The adapters for `settings`, with the AWS environment's endpoints and credentials.
-    pub fn new(sdk: &aws_config::SdkConfig, settings: Settings) -> Self {
+    ///
+    /// # Errors
+    /// The Invoke client could not be built.
+    pub fn new(sdk: &aws_config::SdkConfig, settings: Settings) -> Result<Self, InvokeClientError> {
         let dynamo = super::dynamodb_client(sdk);
-        Self {
+        Ok(Self {
             store: Arc::new(DynamoMappingStore::new(dynamo.clone(), &settings.tables.mappings)),
             leases: Arc::new(DynamoLeaseStore::new(dynamo, &settings.tables.leases)),
             spawner: settings.poller_function.as_ref().map(|f| Arc::new(SelfInvoke::new(sdk, f))),
             deps: Arc::new(Deps {
                 connector: KafkaConnector::new(ClusterResolver::new(sdk), settings.kafka),
-                invoker: Arc::new(LambdaInvoker::new(sdk)),
+                invoker: Arc::new(LambdaInvoker::new(sdk)?),
                 metrics: Arc::new(Metrics::default()),
                 settings,
             }),
-        }
+        })
     }
 
     /// [`PollerParts::new`] with the settings from the process environment.
     ///
     /// # Errors
-    /// An `ESM_*` variable is invalid.
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self::new(sdk, Settings::from_env()?))
+    /// An `ESM_*` variable is invalid, or the Invoke client could not be built.
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, SetupError> {
+        Ok(Self::new(sdk, Settings::from_env()?)?)
     }
 
     /// Runs one poller until `stop`.

@@ -754,7 +754,7 @@ async fn poll(sdk: &aws_config::SdkConfig, settings: Settings, args: PollArgs) -
     };
     let duration = args.duration.map(|s| seconds("duration", s)).transpose()?;
     let progress_every = seconds("progress-interval", args.progress_interval)?;
-    let parts = PollerParts::new(sdk, settings);
+    let parts = PollerParts::new(sdk, settings).map_err(|e| e.to_string())?;
     let metrics = parts.deps.metrics.clone();
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone());

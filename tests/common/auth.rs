@@ -46,7 +46,7 @@ impl AuthPoller {
                 ClusterResolver::from_configs(kafka_sdk, &moto().sdk_config().await),
                 settings.kafka,
             ),
-            invoker: Arc::new(LambdaInvoker::new(&sdk_config(&h.stub.endpoint).await)),
+            invoker: Arc::new(LambdaInvoker::new(&sdk_config(&h.stub.endpoint).await).unwrap()),
             metrics: h.metrics.clone(),
             settings,
         });

@@ -83,7 +83,7 @@ impl Harness {
     pub fn env(&self, settings: Settings) -> Arc<Deps<KafkaConnector, LambdaInvoker>> {
         Arc::new(Deps {
             connector: KafkaConnector::new(ClusterResolver::new(&self.lambda_sdk), settings.kafka),
-            invoker: Arc::new(LambdaInvoker::new(&self.lambda_sdk)),
+            invoker: Arc::new(LambdaInvoker::new(&self.lambda_sdk).unwrap()),
             metrics: self.metrics.clone(),
             settings,
         })
