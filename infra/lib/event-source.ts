@@ -4,6 +4,7 @@ import {
   Names,
   RemovalPolicy,
   Token,
+  aws_dynamodb as dynamodb,
   aws_ec2 as ec2,
   aws_iam as iam,
   aws_lambda as lambda,
@@ -12,7 +13,35 @@ import {
 } from 'aws-cdk-lib';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
-import { FUNCTION_QUALIFIER_WILDCARD, type KafkaEsm } from './kafka-esm';
+
+/**
+ * cdk-nag's finding for `FUNCTION:*`: a literal unqualified function ARN, or a token standing for
+ * one (`<Fn3191CF44.Arn>`, `<TargetArnParameter>`), followed by `:*`.
+ */
+export const FUNCTION_QUALIFIER_WILDCARD = '/^Resource::(arn:[^:]+:lambda:[^:]+:[^:]+:function:[^:*]+|<[^>*]+>):\\*$/g';
+
+/**
+ * What event sources use of a kafka-esm deployment; {@link KafkaEsm} is one. (An interface here,
+ * so this module does not import the deployment's, which imports it.)
+ */
+export interface KafkaEsmDeployment {
+  /** The mappings table the provider writes. */
+  readonly mappingsTable: dynamodb.ITable;
+  /** The architecture the functions are built for. */
+  readonly architecture: lambda.Architecture;
+  /** The target functions the deployment was given, if any (the provider may call GetFunction on them). */
+  readonly functionArns: readonly string[];
+  /** The poller's role. */
+  readonly role: iam.IRole;
+  /** The poller function. */
+  readonly function: lambda.IFunction;
+  /** The code asset of one of the project's binaries. */
+  code(binary: string): lambda.Code;
+  /** Lets the poller invoke `target`. */
+  grantInvokeTarget(target: lambda.IFunction): void;
+  /** The deployment's custom-resource provider, created on first use. */
+  eventSourceProvider(): KafkaEsmEventSourceProvider;
+}
 
 /** The CloudFormation resource type of a kafka-esm mapping. */
 export const EVENT_SOURCE_RESOURCE_TYPE = 'Custom::KafkaEsmEventSource';
@@ -26,7 +55,7 @@ export const PROVIDER_TABLE_ACTIONS = ['dynamodb:Scan', 'dynamodb:GetItem', 'dyn
 /** Properties of {@link KafkaEsmEventSourceProvider}. */
 export interface KafkaEsmEventSourceProviderProps {
   /** The deployment whose mappings table the provider writes. */
-  readonly kafkaEsm: KafkaEsm;
+  readonly kafkaEsm: KafkaEsmDeployment;
 }
 
 /**
@@ -110,7 +139,7 @@ export class KafkaEsmEventSourceProvider extends Construct {
  */
 export interface KafkaEsmEventSourceBaseProps {
   /** The kafka-esm deployment that polls this mapping. */
-  readonly kafkaEsm: KafkaEsm;
+  readonly kafkaEsm: KafkaEsmDeployment;
   /** The Kafka topic to subscribe to. */
   readonly topic: string;
   /** Where to begin consuming the topic: `TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP`. */

@@ -24,7 +24,7 @@ import {
 } from 'aws-cdk-lib';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
-import { KafkaEsmEventSourceProvider } from './event-source';
+import { FUNCTION_QUALIFIER_WILDCARD, KafkaEsmEventSourceProvider, type KafkaEsmDeployment } from './event-source';
 
 /** The repository root: `scripts/build-lambda.sh` and the Rust workspace. */
 export const REPO_ROOT = path.join(__dirname, '..', '..');
@@ -333,7 +333,7 @@ export interface KafkaEsmProps {
  * starts pollers, the poller's log group, a queue for dropped asynchronous starts and,
  * optionally, VPC endpoints.
  */
-export class KafkaEsm extends Construct {
+export class KafkaEsm extends Construct implements KafkaEsmDeployment {
   /** Holds one item per event source mapping (partition key `UUID`). */
   public readonly mappingsTable: dynamodb.Table;
   /** Holds the pollers' leases on mappings and partitions (partition key `LeaseKey`). */
@@ -819,12 +819,6 @@ export class KafkaEsm extends Construct {
     ]);
   }
 }
-
-/**
- * cdk-nag's finding for `FUNCTION:*`: a literal unqualified function ARN, or a token standing for
- * one (`<Fn3191CF44.Arn>`, `<TargetArnParameter>`), followed by `:*`.
- */
-export const FUNCTION_QUALIFIER_WILDCARD = '/^Resource::(arn:[^:]+:lambda:[^:]+:[^:]+:function:[^:*]+|<[^>*]+>):\\*$/g';
 
 /** Splits `arn:P:kafka:R:A:cluster/NAME/UUID` into `arn:P:kafka:R:A` and `NAME/UUID`; works on tokens too. */
 export function clusterArnParts(clusterArn: string): [string, string] {
