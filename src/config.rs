@@ -81,7 +81,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     EnvVar {
         name: "ESM_UNANSWERED_INVOKE_WAIT_MS",
         default: "900000",
-        meaning: "after an invoke whose connection broke once the request was sent (the function may still be running it), how long the partition sends nothing; set it to your function's timeout",
+        meaning: "the longest an invoke may run when the function's timeout cannot be read (lambda:GetFunction), and a cap on it: after an invoke whose connection broke once the request was sent, the partition sends nothing for the function's timeout plus 15 s; after a hand-over that abandoned an invoke, the next holder waits that long from when it was sent",
     },
     EnvVar {
         name: "ESM_STOP_MARGIN_MS",

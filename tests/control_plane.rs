@@ -340,12 +340,15 @@ async fn a_killed_pollers_partitions_move_after_the_lease_duration_with_nothing_
 }
 
 /// A poller stops (SIGTERM) while its function runs longer than the drain timeout: the invoke is
-/// abandoned and the lease released. Returns the most invokes of one partition at once.
-async fn stop_during_a_long_invoke(longest_invoke: Duration) -> usize {
+/// abandoned and the lease released. `longest_invoke` is `ESM_UNANSWERED_INVOKE_WAIT_MS`,
+/// `timeout` what the function reports as its timeout. Returns the most invokes of one partition
+/// at once; the partition must catch up within 300 s.
+async fn stop_during_a_long_invoke(longest_invoke: Duration, timeout: Option<Duration>) -> usize {
     let mut w = World::new();
     w.settings.drain_timeout = Duration::from_secs(1);
     w.settings.unanswered_invoke_wait = longest_invoke;
     w.function.set_delay(Duration::from_secs(20));
+    w.function.set_timeout(timeout);
     let uuid = w.mapping("orders", 2, |_| {}).await;
     let a = w.poller();
     sleep(Duration::from_secs(10)).await;
@@ -365,9 +368,18 @@ async fn stop_during_a_long_invoke(longest_invoke: Duration) -> usize {
 /// next holder invoked the same records while it still ran.
 #[tokio::test(start_paused = true)]
 async fn the_next_holder_waits_out_an_abandoned_invoke_before_invoking_the_partition() {
-    assert_eq!(stop_during_a_long_invoke(Duration::from_secs(30)).await, 1, "never two invocations at once");
+    assert_eq!(stop_during_a_long_invoke(Duration::from_secs(30), None).await, 1, "never two invocations at once");
     // Without the wait (a function timeout of 0 says it cannot be running): the overlap it prevents.
-    assert_eq!(stop_during_a_long_invoke(Duration::ZERO).await, 2);
+    assert_eq!(stop_during_a_long_invoke(Duration::ZERO, None).await, 2);
+}
+
+/// Review #19: the wait is the function's own timeout (GetFunction's, plus slack for its Init
+/// phase), not the 15-minute ceiling that covers any function: with a 25 s timeout the partition
+/// moves on within a minute, still one invocation at a time.
+#[tokio::test(start_paused = true)]
+async fn the_fence_lasts_the_functions_own_timeout_when_lambda_reports_it() {
+    let fifteen_minutes = Duration::from_secs(15 * 60);
+    assert_eq!(stop_during_a_long_invoke(fifteen_minutes, Some(Duration::from_secs(25))).await, 1, "two at once");
 }
 
 /// 12 partitions over 3 pollers, a function taking 500 ms: the most invokes in flight at once.

@@ -397,3 +397,26 @@ async fn invokes_over_https_verify_the_endpoint_against_the_system_roots() {
     );
     assert_eq!(stub.invocation_count("tls-fn"), 1);
 }
+
+/// How long a function may run is read from GetFunction (`Configuration.Timeout`); a function
+/// that cannot be read gives `None`, and the poller then assumes `ESM_UNANSWERED_INVOKE_WAIT_MS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_timeout_is_read_from_get_function() {
+    use kafka_esm::aws::lambda::LambdaInvoker;
+    use kafka_esm::delivery::invoke::Invoker;
+
+    let stub = kafka_esm_testkit::InvokeStub::start().await;
+    stub.set_known_functions(&["orders-fn"]);
+    stub.set_timeout(42);
+    let invoker = LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&stub.endpoint).await).unwrap();
+    assert_eq!(invoker.timeout("orders-fn").await, Some(Duration::from_secs(42)));
+    assert_eq!(
+        invoker.timeout("arn:aws:lambda:us-east-1:123456789012:function:orders-fn:live").await,
+        Some(Duration::from_secs(42))
+    );
+    assert_eq!(invoker.timeout("missing-fn").await, None);
+    let closed = kafka_esm_testkit::free_port();
+    let unreachable =
+        LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&format!("http://127.0.0.1:{closed}")).await).unwrap();
+    assert_eq!(unreachable.timeout("orders-fn").await, None);
+}

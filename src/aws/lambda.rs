@@ -19,6 +19,7 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
+use tracing::warn;
 
 use crate::api::{ApiError, FunctionResolver};
 use crate::delivery::invoke::{InvokeError, InvokeOutcome, Invoker};
@@ -32,6 +33,9 @@ const INVOKE_TIMEOUT: Duration = Duration::from_secs(15 * 60 + 30);
 /// drops a flow idle for 350 s, and the answer would then never arrive (review #19). Lambda's
 /// Invoke documentation asks callers of long functions for keep-alive.
 pub const INVOKE_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// How long reading a function's timeout may take before the poller assumes the longest.
+const TIMEOUT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Invoke client's connections could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,29 @@ impl Invoker for LambdaInvoker {
                 Err(classify(function, status, &err))
             }
             Err(other) => Err(unanswered(&other)),
+        }
+    }
+
+    /// `GetFunction`'s `Configuration.Timeout` (GetFunction has its own request quota, unlike
+    /// GetFunctionConfiguration, which shares the control plane's 15 per second).
+    async fn timeout(&self, function: &str) -> Option<Duration> {
+        let read = self.client.get_function().function_name(function).send();
+        match tokio::time::timeout(TIMEOUT_LOOKUP_TIMEOUT, read).await {
+            Ok(Ok(out)) => {
+                let seconds = out.configuration.and_then(|c| c.timeout).and_then(|t| u64::try_from(t).ok());
+                if seconds.is_none() {
+                    warn!(function, "GetFunction returned no timeout; assuming ESM_UNANSWERED_INVOKE_WAIT_MS.");
+                }
+                seconds.map(Duration::from_secs)
+            }
+            Ok(Err(e)) => {
+                warn!(function, error = %DisplayErrorContext(&e), "Cannot read the function's timeout (grant lambda:GetFunction on it to the poller's role); assuming ESM_UNANSWERED_INVOKE_WAIT_MS.");
+                None
+            }
+            Err(_) => {
+                warn!(function, "Reading the function's timeout timed out; assuming ESM_UNANSWERED_INVOKE_WAIT_MS.");
+                None
+            }
         }
     }
 }

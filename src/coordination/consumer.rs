@@ -37,8 +37,7 @@ use crate::delivery::metrics::{MappingMetrics, Metrics};
 use crate::delivery::partition::consume;
 use crate::delivery::policy::{Disposition, StopReason};
 use crate::delivery::record::SourceError;
-use crate::delivery::worker::Fate;
-use crate::delivery::worker::{WorkerError, WorkerSpec};
+use crate::delivery::worker::{Fate, WorkerError, WorkerSpec, longest_run};
 use crate::model::mapping::EventSourceMapping;
 use crate::ops::reset::commit_reset;
 
@@ -245,6 +244,7 @@ async fn serve<C: Connector, I: Invoker>(
         s.problem = None;
         s.failures = 0;
     });
+    let timeout = deps.invoker.timeout(&mapping.function_arn).await;
     let shared = Arc::new(Shared {
         spec: WorkerSpec {
             mapping: Arc::from(mapping.uuid.as_str()),
@@ -269,7 +269,7 @@ async fn serve<C: Connector, I: Invoker>(
                 on_failure: client.on_failure(),
                 event_source_arn: mapping.event_source_arn.clone(),
                 bootstrap_servers: client.bootstrap_servers().to_owned(),
-                unanswered_wait: deps.settings.unanswered_invoke_wait,
+                unanswered_wait: longest_run(timeout, deps.settings.unanswered_invoke_wait),
             }),
         },
         mapping: mapping.clone(),

@@ -357,7 +357,7 @@ where
                 // DynamoDB may be what failed: retry until the fence is written, the invoke
                 // cannot be running any more, someone else has the lease, or the poller stops.
                 for t in tenures.iter().filter(|t| !t.is_finished()) {
-                    while let Some(fence) = t.progress.unanswered_for(self.deps.settings.unanswered_invoke_wait) {
+                    while let Some(fence) = t.progress.unanswered_for() {
                         match self.leases.release_fenced(&t.lease, &old, fence).await {
                             Ok(()) | Err(LeaseError::Lost { .. }) => break,
                             Err(e) => {
@@ -570,13 +570,12 @@ where
         let done = CancellationToken::new();
         self.handovers.insert(id.clone(), done.clone());
         let (leases, drain, urgent) = (self.leases.clone(), self.deps.settings.drain_timeout, self.stopping.clone());
-        let longest_invoke = self.deps.settings.unanswered_invoke_wait;
         self.tasks.retain(|t| !t.is_finished());
         self.tasks.push(tokio::spawn(async move {
             let _guard = done.drop_guard();
             let mut fence = None;
             if tenure.hand_over(drain, &urgent).await == super::tenure::Ended::Abandoned {
-                fence = tenure.progress.unanswered_for(longest_invoke);
+                fence = tenure.progress.unanswered_for();
                 warn!(lease = %tenure.id(), fence_ms = fence.map(|f| f.as_millis()), "In-flight invoke did not finish in time; abandoned it. Its batch will be delivered again, by the next holder once the invoke cannot be running any more (ESM_UNANSWERED_INVOKE_WAIT_MS).");
             }
             // An offset reset applied here is marked before the next holder could apply it again.

@@ -166,7 +166,7 @@ impl<I: Invoker> Run<'_, I> {
             piece.invokes += 1;
             // Until answered, the function may be running it: a hand-over that abandons it
             // fences the lease for that long (never two invocations of a partition at once).
-            spec.progress.invoke_sent();
+            spec.progress.invoke_sent(fate.unanswered_wait);
             let result = tokio::select! {
                 biased;
                 () = self.abandon.cancelled() => return Ok(Ended::Stopped),

@@ -3,6 +3,7 @@
 //! partition worker's decision ([`super::policy`] for Invoke API errors).
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -41,7 +42,7 @@ pub enum InvokeError {
     Transport { message: String },
     /// The request may have reached the function and the connection broke before the answer
     /// (reset, broken pipe): the function may still be running this batch, so it is not sent
-    /// again until it cannot be (`ESM_UNANSWERED_INVOKE_WAIT_MS`).
+    /// again until it cannot be (the function's timeout, at most `ESM_UNANSWERED_INVOKE_WAIT_MS`).
     #[error(
         "no answer from the Lambda Invoke API after the request was sent (the function may still be running): {message}"
     )]
@@ -53,4 +54,11 @@ pub trait Invoker: Send + Sync + 'static {
     /// Invokes `function` (name or ARN, possibly qualified) synchronously with `payload`.
     fn invoke(&self, function: &str, payload: Bytes)
     -> impl Future<Output = Result<InvokeOutcome, InvokeError>> + Send;
+
+    /// The longest `function` runs one invoke (its configured timeout), or `None` when that
+    /// cannot be read.
+    fn timeout(&self, function: &str) -> impl Future<Output = Option<Duration>> + Send {
+        let _ = function;
+        std::future::ready(None)
+    }
 }

@@ -28,9 +28,22 @@ pub struct Fate {
     /// For the failure record's `KafkaBatchInfo`.
     pub event_source_arn: Option<String>,
     pub bootstrap_servers: String,
-    /// After an invoke that may still be running ([`InvokeError::Unanswered`]), how long nothing
-    /// of the partition is invoked (`ESM_UNANSWERED_INVOKE_WAIT_MS`).
+    /// The longest one invoke of the function may run: its timeout as Lambda reported it when
+    /// the mapping connected, plus slack, at most `ESM_UNANSWERED_INVOKE_WAIT_MS` (that when the
+    /// timeout could not be read). After an invoke that may still be running
+    /// ([`InvokeError::Unanswered`]) nothing of the partition is invoked for this long, and an
+    /// abandoned invoke fences its partition until this long after it was sent.
     pub unanswered_wait: std::time::Duration,
+}
+
+/// Slack on a function's timeout: the Init phase of a new execution environment (up to 10 s,
+/// outside the timeout) and the network.
+pub const TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// [`Fate::unanswered_wait`] for a function whose timeout is `timeout` (`None`: unknown), with
+/// `ceiling` from `ESM_UNANSWERED_INVOKE_WAIT_MS`.
+pub fn longest_run(timeout: Option<std::time::Duration>, ceiling: std::time::Duration) -> std::time::Duration {
+    timeout.map_or(ceiling, |t| (t + TIMEOUT_SLACK).min(ceiling))
 }
 
 /// Progress of a partition, written by its worker, read by the control plane (lag, status).
@@ -48,7 +61,8 @@ pub struct Progress {
     /// answered: the function may still be running it).
     invokes_sent: AtomicU64,
     invokes_answered: AtomicU64,
-    last_sent: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Until when the invokes sent may run (each one's send time plus the longest run then).
+    running_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Default for Progress {
@@ -60,7 +74,7 @@ impl Default for Progress {
             last_error: std::sync::Mutex::new(None),
             invokes_sent: AtomicU64::new(0),
             invokes_answered: AtomicU64::new(0),
-            last_sent: std::sync::Mutex::new(None),
+            running_until: std::sync::Mutex::new(None),
         }
     }
 }
@@ -79,9 +93,11 @@ impl Progress {
         *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error.map(str::to_owned);
     }
 
-    /// An invoke is being sent.
-    pub fn invoke_sent(&self) {
-        *self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+    /// An invoke is being sent to a function that runs it at most `longest`.
+    pub fn invoke_sent(&self, longest: std::time::Duration) {
+        let until = tokio::time::Instant::now() + longest;
+        let mut running_until = self.running_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *running_until = Some(running_until.map_or(until, |t| t.max(until)));
         self.invokes_sent.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -91,12 +107,11 @@ impl Progress {
     }
 
     /// With an invoke sent and not answered (abandoned, or unanswered): how much longer it may
-    /// run, if a function runs at most `longest` (measured from the last invoke sent, which has
-    /// the most time left).
-    pub fn unanswered_for(&self, longest: std::time::Duration) -> Option<std::time::Duration> {
+    /// run.
+    pub fn unanswered_for(&self) -> Option<std::time::Duration> {
         let open = self.invokes_sent.load(Ordering::SeqCst) > self.invokes_answered.load(Ordering::SeqCst);
-        let sent = (*self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?;
-        open.then(|| longest.saturating_sub(sent.elapsed())).filter(|d| !d.is_zero())
+        let until = (*self.running_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        open.then(|| until.saturating_duration_since(tokio::time::Instant::now())).filter(|d| !d.is_zero())
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -149,4 +164,20 @@ pub fn show_commit_failure(spec: &WorkerSpec, error: &str) {
 
 pub fn show_commit_recovery(spec: &WorkerSpec) {
     info!(mapping = %spec.mapping, "Offset commits succeed again; taking new batches.");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::longest_run;
+
+    #[test]
+    fn the_longest_run_is_the_functions_timeout_with_slack_at_most_the_ceiling() {
+        let ceiling = Duration::from_secs(900);
+        assert_eq!(longest_run(Some(Duration::from_secs(30)), ceiling), Duration::from_secs(45));
+        assert_eq!(longest_run(Some(Duration::from_secs(900)), ceiling), ceiling);
+        assert_eq!(longest_run(None, ceiling), ceiling, "unknown: the ceiling");
+        assert_eq!(longest_run(Some(Duration::from_secs(30)), Duration::from_secs(20)), Duration::from_secs(20));
+    }
 }

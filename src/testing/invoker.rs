@@ -30,6 +30,8 @@ struct Calls {
     delay: Duration,
     /// Invokes still to fail with a function error.
     failures_left: usize,
+    /// The timeout the function reports (`None`: it cannot be read).
+    timeout: Option<Duration>,
 }
 
 /// One poller's handle on the function: its invokes hang forever once `dead` fires.
@@ -47,6 +49,11 @@ impl MemoryInvoker {
     /// Every invoke takes this long.
     pub fn set_delay(&self, delay: Duration) {
         self.lock().delay = delay;
+    }
+
+    /// The function reports `timeout` as its configured timeout.
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        self.lock().timeout = timeout;
     }
 
     /// The next `n` invokes fail with a function error.
@@ -126,6 +133,10 @@ impl Invoker for MemoryInvoker {
     async fn invoke(&self, _function: &str, payload: Bytes) -> Result<InvokeOutcome, InvokeError> {
         self.call(&payload).await
     }
+
+    async fn timeout(&self, _function: &str) -> Option<Duration> {
+        self.lock().timeout
+    }
 }
 
 impl Invoker for PollerInvoker {
@@ -145,5 +156,9 @@ impl Invoker for PollerInvoker {
             },
             () = self.dead.cancelled() => std::future::pending().await,
         }
+    }
+
+    async fn timeout(&self, function: &str) -> Option<Duration> {
+        self.function.timeout(function).await
     }
 }

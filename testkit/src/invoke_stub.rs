@@ -263,6 +263,9 @@ struct StubState {
     /// Only these exist (GetFunction and Invoke 404 for others); empty means every name exists.
     known: Mutex<Vec<String>>,
     delay: Mutex<Duration>,
+    /// The `Timeout` GetFunction reports (`None`: Lambda's longest, 900 s, which no rule's
+    /// delay here exceeds).
+    timeout: Mutex<Option<u64>>,
     record: bool,
     counts: Mutex<Counts>,
     in_flight: Mutex<InFlight>,
@@ -363,6 +366,11 @@ impl InvokeStub {
         *lock(&self.state.delay) = delay;
     }
 
+    /// GetFunction reports `seconds` as every function's timeout.
+    pub fn set_timeout(&self, seconds: u64) {
+        *lock(&self.state.timeout) = Some(seconds);
+    }
+
     /// Invocations that reached a function (not those refused with an API error), in the order
     /// they finished.
     pub fn invocations(&self) -> Vec<Invocation> {
@@ -446,7 +454,8 @@ async fn get_function(State(state): State<Arc<StubState>>, Path(raw): Path<Strin
             &format!("Function not found: {}", function_arn(&name)),
         );
     }
-    let body = json!({"Configuration": {"FunctionName": name, "FunctionArn": function_arn(&name), "Runtime": "provided.al2023"}});
+    let timeout = lock(&state.timeout).unwrap_or(900);
+    let body = json!({"Configuration": {"FunctionName": name, "FunctionArn": function_arn(&name), "Runtime": "provided.al2023", "Timeout": timeout}});
     (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
