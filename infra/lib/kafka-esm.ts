@@ -26,6 +26,9 @@ import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
 import { FUNCTION_QUALIFIER_WILDCARD, KafkaEsmEventSourceProvider, type KafkaEsmDeployment } from './event-source';
 
+/** What the poller does with each target function: invoke it, and read its timeout. */
+const TARGET_FUNCTION_ACTIONS = ['lambda:InvokeFunction', 'lambda:GetFunction'];
+
 /** The repository root: `scripts/build-lambda.sh` and the Rust workspace. */
 export const REPO_ROOT = path.join(__dirname, '..', '..');
 
@@ -457,11 +460,14 @@ export class KafkaEsm extends Construct implements KafkaEsmDeployment {
     this.suppressNagFindings(props);
   }
 
-  /** Lets the poller invoke `target` (and its versions and aliases). */
+  /**
+   * Lets the poller invoke `target` (and its versions and aliases), and read its timeout
+   * (GetFunction): how long an unanswered invoke may still run.
+   */
   public grantInvokeTarget(target: lambda.IFunction): void {
     this.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
-        actions: ['lambda:InvokeFunction'],
+        actions: TARGET_FUNCTION_ACTIONS,
         resources: [target.functionArn, `${target.functionArn}:*`],
       }),
     );
@@ -656,7 +662,7 @@ export class KafkaEsm extends Construct implements KafkaEsmDeployment {
       statements.push(
         new iam.PolicyStatement({
           sid: 'InvokeTargetFunctions',
-          actions: ['lambda:InvokeFunction'],
+          actions: TARGET_FUNCTION_ACTIONS,
           resources: targets.flatMap((arn) => [arn, `${arn}:*`]),
         }),
       );

@@ -92,7 +92,12 @@ describe('KafkaEsmEventSource', () => {
     // resolve it; the provider writes only the mappings table.
     const consumerArn = `<${consumerId}.Arn>`;
     expect(roleGrantLines(template, /^kafka-esm poller/)).toEqual(
-      expect.arrayContaining([`lambda:InvokeFunction ${consumerArn}`, `lambda:InvokeFunction ${consumerArn}:*`]),
+      expect.arrayContaining([
+        `lambda:InvokeFunction ${consumerArn}`,
+        `lambda:InvokeFunction ${consumerArn}:*`,
+        `lambda:GetFunction ${consumerArn}`,
+        `lambda:GetFunction ${consumerArn}:*`,
+      ]),
     );
     const mappingsTable = idsOfType(json, 'AWS::DynamoDB::Table').find(
       (id) => json.Resources[id].Properties.KeySchema[0].AttributeName === 'UUID',

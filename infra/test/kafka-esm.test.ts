@@ -66,6 +66,8 @@ describe('poller role', () => {
         ]),
         `lambda:InvokeFunction ${TARGET}`,
         `lambda:InvokeFunction ${TARGET}:*`,
+        `lambda:GetFunction ${TARGET}`,
+        `lambda:GetFunction ${TARGET}:*`,
         `lambda:InvokeFunction arn:aws:lambda:${REGION}:${ACCOUNT}:function:${FUNCTION_NAME}`,
         `sqs:SendMessage <${only(idsOfType(json, 'AWS::SQS::Queue'))}.Arn>`,
       ].sort(),
