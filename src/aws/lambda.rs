@@ -35,7 +35,7 @@ const INVOKE_TIMEOUT: Duration = Duration::from_secs(15 * 60 + 30);
 pub const INVOKE_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// How long reading a function's timeout may take before the poller assumes the longest.
-const TIMEOUT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The Invoke client's connections could not be set up.
 #[derive(Debug, thiserror::Error)]

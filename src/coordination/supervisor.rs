@@ -349,7 +349,7 @@ where
             let waits = tenures.iter().map(|t| t.wind_down(drain));
             let all_done = futures::future::join_all(waits).await.into_iter().all(|done| done);
             if !all_done {
-                warn!(poller = %old, "An invoke outlived the drain timeout; its partition is released with a fence: the next holder waits until it cannot be running (ESM_UNANSWERED_INVOKE_WAIT_MS).");
+                warn!(poller = %old, "An invoke outlived the drain timeout; its partition is released with a fence: the next holder waits until it cannot be running (the function's timeout).");
                 for t in &tenures {
                     t.drop_now();
                 }
@@ -576,7 +576,7 @@ where
             let mut fence = None;
             if tenure.hand_over(drain, &urgent).await == super::tenure::Ended::Abandoned {
                 fence = tenure.progress.unanswered_for();
-                warn!(lease = %tenure.id(), fence_ms = fence.map(|f| f.as_millis()), "In-flight invoke did not finish in time; abandoned it. Its batch will be delivered again, by the next holder once the invoke cannot be running any more (ESM_UNANSWERED_INVOKE_WAIT_MS).");
+                warn!(lease = %tenure.id(), fence_ms = fence.map(|f| f.as_millis()), "In-flight invoke did not finish in time; abandoned it. Its batch will be delivered again, by the next holder once the invoke cannot be running any more (the function's timeout, fence_ms from now).");
             }
             // An offset reset applied here is marked before the next holder could apply it again.
             if let Some(request) = tenure.reset.to_acknowledge()
