@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use aws_lambda_events::kafka::KafkaEvent;
 use common::{Harness, bootstrap, request, settings};
+use kafka_esm::aws::lambda::LambdaInvoker;
+use kafka_esm::delivery::invoke::{InvokeError, InvokeOutcome, Invoker};
 use kafka_esm::model::store::Loaded;
 use kafka_esm_testkit::StubBehaviour;
 use kafka_esm_testkit::kafka::{Producer, TestRecord, committed_offsets_out_of_process, create_topic, random_topic};
@@ -263,6 +265,16 @@ async fn a_record_too_large_for_one_invoke_is_skipped_and_the_partition_moves_on
     assert_eq!(committed_offsets_out_of_process(bootstrap(), &mapping.uuid, &topic).unwrap(), BTreeMap::from([(0, 5)]));
 }
 
+/// The Invoke client the poller uses, pointed at `endpoint`.
+async fn invoker_at(endpoint: &str) -> LambdaInvoker {
+    LambdaInvoker::new(&kafka_esm_testkit::sdk_config(endpoint).await).unwrap()
+}
+
+/// An `aws:kafka` event with no records.
+fn no_records() -> bytes::Bytes {
+    bytes::Bytes::from_static(br#"{"eventSource":"aws:kafka","records":{}}"#)
+}
+
 /// The client half of every established TCP connection to `port` on 127.0.0.1, as the kernel
 /// lists it: `(timer kind, timer expiry in clock ticks)` from `/proc/net/tcp` (`tr:tm->when`;
 /// kind 2 is the keep-alive timer of an established connection, 0 no timer).
@@ -288,16 +300,11 @@ fn client_timers_to(port: u16) -> Vec<(u8, u64)> {
 /// waits, its socket has the kernel's keep-alive timer set, due within 60 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_invoke_keeps_its_connection_alive_with_tcp_keepalive() {
-    use kafka_esm::aws::lambda::LambdaInvoker;
-    use kafka_esm::delivery::invoke::{InvokeOutcome, Invoker};
-
     let stub = kafka_esm_testkit::InvokeStub::start().await;
     stub.set_delay(Duration::from_secs(4));
     let port: u16 = stub.endpoint.rsplit(':').next().unwrap().parse().unwrap();
-    let invoker = LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&stub.endpoint).await).unwrap();
-    let invoke = tokio::spawn(async move {
-        invoker.invoke("keepalive-fn", bytes::Bytes::from_static(br#"{"eventSource":"aws:kafka","records":{}}"#)).await
-    });
+    let invoker = invoker_at(&stub.endpoint).await;
+    let invoke = tokio::spawn(async move { invoker.invoke("keepalive-fn", no_records()).await });
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < deadline {
@@ -320,14 +327,11 @@ async fn a_waiting_invoke_keeps_its_connection_alive_with_tcp_keepalive() {
 /// after the request was sent may have started it (`Unanswered`, the partition waits).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_transport_failures_say_whether_the_function_may_be_running() {
-    use kafka_esm::aws::lambda::LambdaInvoker;
-    use kafka_esm::delivery::invoke::{InvokeError, Invoker};
     use tokio::io::AsyncReadExt;
 
-    let payload = bytes::Bytes::from_static(br#"{"eventSource":"aws:kafka","records":{}}"#);
+    let payload = no_records();
     let closed = kafka_esm_testkit::free_port();
-    let invoker =
-        LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&format!("http://127.0.0.1:{closed}")).await).unwrap();
+    let invoker = invoker_at(&format!("http://127.0.0.1:{closed}")).await;
     let refused = invoker.invoke("f", payload.clone()).await;
     assert!(matches!(refused, Err(InvokeError::Transport { .. })), "{refused:?}");
 
@@ -344,8 +348,7 @@ async fn invoke_transport_failures_say_whether_the_function_may_be_running() {
             request.extend_from_slice(&buf[..n]);
         }
     });
-    let invoker =
-        LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&format!("http://127.0.0.1:{port}")).await).unwrap();
+    let invoker = invoker_at(&format!("http://127.0.0.1:{port}")).await;
     let broken = invoker.invoke("f", payload).await;
     hang_up.await.unwrap();
     assert!(matches!(broken, Err(InvokeError::Unanswered { .. })), "{broken:?}");
@@ -357,13 +360,10 @@ async fn invoke_transport_failures_say_whether_the_function_may_be_running() {
 /// they are) the invoke goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invokes_over_https_verify_the_endpoint_against_the_system_roots() {
-    use kafka_esm::aws::lambda::LambdaInvoker;
-    use kafka_esm::delivery::invoke::{InvokeError, InvokeOutcome, Invoker};
-
     const CHILD: &str = "KAFKA_ESM_TEST_HTTPS_INVOKE";
-    let payload = bytes::Bytes::from_static(br#"{"eventSource":"aws:kafka","records":{}}"#);
+    let payload = no_records();
     if let Ok(endpoint) = std::env::var(CHILD) {
-        let invoker = LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&endpoint).await).unwrap();
+        let invoker = invoker_at(&endpoint).await;
         let got = invoker.invoke("tls-fn", payload).await;
         assert!(matches!(got, Ok(InvokeOutcome::Success { .. })), "{got:?}");
         return;
@@ -374,7 +374,7 @@ async fn invokes_over_https_verify_the_endpoint_against_the_system_roots() {
     let front = kafka_esm_testkit::tls::TlsFront::start(&ca, kafka_esm_testkit::free_port(), stub_port).unwrap();
     let endpoint = format!("https://{}", front.bootstrap);
 
-    let invoker = LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&endpoint).await).unwrap();
+    let invoker = invoker_at(&endpoint).await;
     let untrusted = invoker.invoke("tls-fn", payload).await;
     match &untrusted {
         Err(InvokeError::Transport { message }) => assert!(message.contains("certificate"), "{message}"),
@@ -402,13 +402,10 @@ async fn invokes_over_https_verify_the_endpoint_against_the_system_roots() {
 /// that cannot be read gives `None`, and the poller then assumes `ESM_UNANSWERED_INVOKE_WAIT_MS`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_functions_timeout_is_read_from_get_function() {
-    use kafka_esm::aws::lambda::LambdaInvoker;
-    use kafka_esm::delivery::invoke::Invoker;
-
     let stub = kafka_esm_testkit::InvokeStub::start().await;
     stub.set_known_functions(&["orders-fn"]);
     stub.set_timeout(42);
-    let invoker = LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&stub.endpoint).await).unwrap();
+    let invoker = invoker_at(&stub.endpoint).await;
     assert_eq!(invoker.timeout("orders-fn").await, Some(Duration::from_secs(42)));
     assert_eq!(
         invoker.timeout("arn:aws:lambda:us-east-1:123456789012:function:orders-fn:live").await,
@@ -416,7 +413,6 @@ async fn the_functions_timeout_is_read_from_get_function() {
     );
     assert_eq!(invoker.timeout("missing-fn").await, None);
     let closed = kafka_esm_testkit::free_port();
-    let unreachable =
-        LambdaInvoker::new(&kafka_esm_testkit::sdk_config(&format!("http://127.0.0.1:{closed}")).await).unwrap();
+    let unreachable = invoker_at(&format!("http://127.0.0.1:{closed}")).await;
     assert_eq!(unreachable.timeout("orders-fn").await, None);
 }
